@@ -1,0 +1,61 @@
+"""Input checks shared by the components: every failure is a ValueError naming the
+component, the field and what is allowed, raised before anything reaches AWS."""
+
+import re
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+import pulumi
+
+AWS_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+
+
+def fail(component: str, field: str, message: str) -> NoReturn:
+    """Raise the ValueError every component uses for bad input."""
+    raise ValueError(f"{component}: {field}: {message}")
+
+
+def plain(component: str, field: str, value: Any) -> Any:
+    """Refuse an Output where the component needs the value at construction."""
+    if isinstance(value, pulumi.Output):
+        fail(component, field, "must be a plain value known at construction, not an Output")
+    return value
+
+
+def one_of(component: str, field: str, value: Any, allowed: Iterable[str]) -> str:
+    """Check that ``value`` is one of ``allowed``."""
+    allowed = list(allowed)
+    if value not in allowed:
+        fail(component, field, f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def boolean(component: str, field: str, value: Any) -> bool:
+    """Check that ``value`` is a real bool (not a truthy string from config)."""
+    if not isinstance(plain(component, field, value), bool):
+        fail(component, field, f"must be true or false, got {value!r}")
+    return value
+
+
+def integer(component: str, field: str, value: Any, low: int, high: int) -> int:
+    """Check that ``value`` is an int in ``low..high``."""
+    plain(component, field, value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        fail(component, field, f"must be an integer in {low}..{high}, got {value!r}")
+    return value
+
+
+def text(component: str, field: str, value: Any, max_length: int = 255) -> str:
+    """Check that ``value`` is a non-empty string of at most ``max_length`` characters."""
+    plain(component, field, value)
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        fail(component, field, f"must be a non-empty string of at most {max_length} characters, got {value!r}")
+    return value
+
+
+def aws_name(component: str, field: str, value: Any) -> str:
+    """Check a DynamoDB table or index name: 3..255 characters of A-Z a-z 0-9 _ . -."""
+    plain(component, field, value)
+    if not isinstance(value, str) or not AWS_NAME.match(value):
+        fail(component, field, f"must be 3..255 characters of A-Z a-z 0-9 _ . -, got {value!r}")
+    return value

@@ -1,0 +1,99 @@
+"""Pulumi mocks that record every registered resource and resolve dependent Outputs."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pulumi
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+T = TypeVar("T")
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+
+@dataclass
+class Registered:
+    """One resource as the engine would have received it."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: str | None
+    urn: str
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Returns inputs as outputs plus the computed id, arn, name and stream_arn."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        state = dict(args.inputs)
+        service = args.typ.split(":")[1].split("/")[0] if ":" in args.typ else "mock"
+        state.setdefault("name", f"{args.name}-physical")
+        state.setdefault("arn", f"arn:aws:{service}:{REGION}:{ACCOUNT}:{args.name}/{state['name']}")
+        if state.get("streamEnabled"):
+            state["streamArn"] = f"{state['arn']}/stream/2026-01-01T00:00:00.000"
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/test", "userId": "test"}, None
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"name": REGION, "region": REGION, "id": REGION}, None
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, None
+        return {}, None
+
+
+class RecordingMonitor(MockMonitor):
+    """A mock monitor that also keeps each registration's inputs and parent."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.registered: list[Registered] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = rpc.deserialize_properties(request.object)
+            self.registered.append(Registered(request.type, request.name, inputs, request.parent or None, response.urn))
+        return response
+
+
+class Harness:
+    """Runs Pulumi programs under the mocks and answers questions about what they registered."""
+
+    def __init__(self, monitor: RecordingMonitor) -> None:
+        self.monitor = monitor
+
+    @property
+    def resources(self) -> list[Registered]:
+        return list(self.monitor.registered)
+
+    def run(self, build: Callable[[], T]) -> T:
+        """Run ``build`` as a Pulumi program and wait for every registration and Output."""
+        result: dict[str, T] = {}
+
+        def program() -> None:
+            result["value"] = build()
+
+        _sync_await(run_pulumi_func(program))
+        return result["value"]
+
+    def value(self, output: Any) -> Any:
+        """The resolved value of an Output (after :meth:`run`)."""
+        return _sync_await(pulumi.Output.from_input(output).future())
+
+    def of_type(self, type_token: str) -> list[Registered]:
+        return [r for r in self.monitor.registered if r.type == type_token]
+
+    def one(self, type_token: str, name: str | None = None) -> Registered:
+        found = [r for r in self.of_type(type_token) if name is None or r.name == name]
+        assert len(found) == 1, f"expected one {type_token} {name or ''}, found {[r.name for r in found]}"
+        return found[0]
+
+    def urn_of(self, type_token: str, name: str) -> str:
+        return self.one(type_token, name).urn
