@@ -33,3 +33,46 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == 0 and stats.get("skipped") and os.environ.get("CI"):
         print("\nCI runs every test: skipped tests are failures here")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach a real AWS account."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator["MotoServer"]:
+    from aws import MotoServer
+
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["in-process", "moto_server"])
+def aws(request: pytest.FixtureRequest, fake_aws_credentials: None) -> Iterator["Aws"]:
+    """moto in-process and moto_server over HTTP: each AWS test runs against both."""
+    from aws import aws_backend
+
+    server = request.getfixturevalue("moto_server") if request.param == "moto_server" else None
+    with aws_backend(request.param, server) as backend:
+        yield backend
+
+
+@pytest.fixture
+def aws_in_process(fake_aws_credentials: None) -> Iterator["Aws"]:
+    """moto in-process only, for tests that inject faults into a client."""
+    from aws import aws_backend
+
+    with aws_backend("in-process", None) as backend:
+        yield backend

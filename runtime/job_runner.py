@@ -1,0 +1,92 @@
+"""Runs one job the way every handler does: a clock, a deadline, metrics in EMF, one summary line,
+and on failure a failure metric followed by the exception (so Lambda's Errors metric counts it)."""
+
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from runtime import metrics as m
+from runtime.job_config import KIND_ORPHANED_REFERENCES, KIND_SWEEP, KIND_TTL_MONITOR, Job
+from runtime.run_control import Clock, Deadline, LambdaContext, Tally, elapsed_ms, log_line
+
+# Counter of a run -> metric of the contract.
+COUNTER_METRICS = {
+    "items_deleted": m.ITEMS_DELETED,
+    "items_skipped": m.ITEMS_SKIPPED,
+    "items_marked": m.ITEMS_MARKED,
+    "objects_deleted": m.OBJECTS_DELETED,
+    "uploads_aborted": m.UPLOADS_ABORTED,
+    "orphans_deleted": m.ORPHANS_DELETED,
+    "errors": m.CLEANUP_ERRORS,
+}
+JOB_METRICS = {
+    KIND_TTL_MONITOR: (
+        m.TTL_ENABLED,
+        m.EXPIRED_BACKLOG,
+        m.OLDEST_EXPIRED_AGE_SECONDS,
+        m.TABLE_ITEM_COUNT,
+        m.TABLE_SIZE_BYTES,
+    ),
+    KIND_SWEEP: (
+        m.ITEMS_DELETED,
+        m.ITEMS_SKIPPED,
+        m.ITEMS_MARKED,
+        m.OBJECTS_DELETED,
+        m.UPLOADS_ABORTED,
+        m.ORPHANS_DELETED,
+        m.CLEANUP_ERRORS,
+    ),
+    KIND_ORPHANED_REFERENCES: (m.ITEMS_SKIPPED, m.ORPHANS_DELETED, m.CLEANUP_ERRORS),
+}
+RUN_METRICS = (m.SWEEP_SUCCEEDED, m.SWEEP_FAILED, m.SWEEP_DURATION_MS, m.STOPPED_EARLY)
+
+
+def published_metrics(kind: str) -> tuple[str, ...]:
+    """Every metric a job of ``kind`` publishes (what alarms may watch)."""
+    return RUN_METRICS + JOB_METRICS[kind]
+
+
+Work = Callable[[Job, float, Callable[[], bool], Tally], dict[str, Any]]
+
+
+def run_job(
+    job: Job, work: Work, context: LambdaContext | None, clock: Clock = time.time, stream: TextIO | None = None
+) -> dict[str, Any]:
+    """Run ``work`` and report it; re-raise its failure after emitting SweepFailed."""
+    started = time.monotonic()
+    deadline = Deadline(context, job.safety_margin_seconds)
+    tally = Tally(stream)
+    base = {"job": job.name, "kind": job.kind, "table": job.table, "dry_run": job.dry_run}
+    try:
+        details = work(job, clock(), deadline.reached, tally)
+    except Exception as error:
+        m.emit(
+            job.namespace, job.name, job.table, {m.SWEEP_FAILED: 1, m.SWEEP_DURATION_MS: elapsed_ms(started)}, stream
+        )
+        log_line({"level": "ERROR", "event": "cleanup_failed", **base, "error": repr(error)}, stream)
+        raise
+    stopped_early = bool(tally.counts["stopped_early"] or tally.counts["stopped_early_reads"])
+    values: dict[str, float] = {
+        m.SWEEP_SUCCEEDED: 1,
+        m.SWEEP_FAILED: 0,
+        m.SWEEP_DURATION_MS: elapsed_ms(started),
+        m.STOPPED_EARLY: int(stopped_early),
+    }
+    values.update(
+        {
+            metric: tally.counts[counter]
+            for counter, metric in COUNTER_METRICS.items()
+            if metric in JOB_METRICS[job.kind]
+        }
+    )
+    values.update({name: details.pop(name) for name in list(details) if name in m.UNITS})
+    m.emit(job.namespace, job.name, job.table, values, stream)
+    summary = {
+        **base,
+        "stopped_early": stopped_early,
+        "duration_ms": values[m.SWEEP_DURATION_MS],
+        "counts": dict(sorted(tally.counts.items())),
+        **details,
+    }
+    log_line({"level": "INFO", "event": "cleanup_summary", **summary}, stream)
+    return summary

@@ -1,0 +1,61 @@
+"""The work of each kind of job, given its clients: what handlers and the operator CLI call."""
+
+from collections.abc import Callable
+from typing import Any
+
+from runtime import metrics as m
+from runtime.aws_clients import client
+from runtime.job_config import KIND_ORPHANED_REFERENCES, KIND_SWEEP, KIND_TTL_MONITOR, Job, JobConfigError
+from runtime.job_runner import Work
+from runtime.orphaned_references import sweep_references
+from runtime.run_control import Tally
+from runtime.sweep import Sweeper, load_hook
+from runtime.ttl_monitor import inspect_table
+
+ClientFactory = Callable[[str], Any]
+
+
+def default_clients(job: Job) -> ClientFactory:
+    return lambda service: client(service, job.workers)
+
+
+def monitor_work(clients: ClientFactory) -> Work:
+    def work(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
+        report = inspect_table(clients("dynamodb"), job, now, tally, should_stop)
+        return {
+            **report,
+            m.TTL_ENABLED: int(report["ttl_enabled"]),
+            m.EXPIRED_BACKLOG: report["expired_backlog"],
+            m.OLDEST_EXPIRED_AGE_SECONDS: report["oldest_expired_age_seconds"],
+            m.TABLE_ITEM_COUNT: report["item_count"],
+            m.TABLE_SIZE_BYTES: report["table_size_bytes"],
+        }
+
+    return work
+
+
+def sweep_work(clients: ClientFactory) -> Work:
+    def work(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
+        s3 = clients("s3") if job.s3 else None
+        Sweeper(job, clients("dynamodb"), s3, now, should_stop, tally, load_hook(job)).run()
+        return {}
+
+    return work
+
+
+def references_work(clients: ClientFactory) -> Work:
+    def work(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
+        sweep_references(clients("dynamodb"), job, tally, should_stop)
+        return {}
+
+    return work
+
+
+WORK = {KIND_TTL_MONITOR: monitor_work, KIND_SWEEP: sweep_work, KIND_ORPHANED_REFERENCES: references_work}
+
+
+def work_for(job: Job, expected_kind: str, clients: ClientFactory | None = None) -> Work:
+    """The work of ``job``, refusing a job of another kind than the handler serves."""
+    if job.kind != expected_kind:
+        raise JobConfigError(f"EXPIRY_JOB: kind: this handler runs {expected_kind} jobs, got {job.kind!r}")
+    return WORK[job.kind](clients or default_clients(job))

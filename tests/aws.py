@@ -1,0 +1,67 @@
+"""AWS for the tests: moto in-process, or moto_server over HTTP on a free loopback port."""
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import requests
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from runtime.aws_clients import client_config
+
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Aws:
+    """Clients of one moto backend; ``endpoint`` is None in-process."""
+
+    mode: str
+    endpoint: str | None
+    dynamodb: Any
+    s3: Any
+
+    def client(self, service: str) -> Any:
+        return {"dynamodb": self.dynamodb, "s3": self.s3}.get(service) or make_client(service, self.endpoint)
+
+
+def make_client(service: str, endpoint: str | None) -> Any:
+    return boto3.client(service, region_name=REGION, endpoint_url=endpoint, config=client_config())
+
+
+class MotoServer:
+    """One moto_server for the session, reset between tests."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@contextmanager
+def aws_backend(mode: str, server: MotoServer | None) -> Iterator[Aws]:
+    if mode == "in-process":
+        with mock_aws():
+            yield Aws(mode, None, make_client("dynamodb", None), make_client("s3", None))
+        return
+    assert server is not None
+    server.reset()
+    yield Aws(mode, server.url, make_client("dynamodb", server.url), make_client("s3", server.url))
+    server.reset()

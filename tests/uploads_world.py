@@ -1,0 +1,143 @@
+"""The video-upload system in moto: an upload-sessions table, its bucket, and runs of a job."""
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.job_config import Job, parse_job
+from runtime.job_runner import Work, run_job
+from runtime.ttl import expiry_shard
+
+NOW = int(time.time()) + 3 * 86400  # the sweep's clock: three days ahead, so S3 objects are old
+TABLE = "upload-sessions"
+BUCKET = "uploads"
+SHARDS = 4
+
+
+def create_table(
+    dynamodb: Any,
+    expiry_index: bool = False,
+    name: str = TABLE,
+    hash_key: str = "uploadSessionId",
+    range_key: str | None = None,
+) -> None:
+    keys = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    attributes = [{"AttributeName": hash_key, "AttributeType": "S"}]
+    if range_key:
+        keys.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        attributes.append({"AttributeName": range_key, "AttributeType": "S"})
+    extra: dict[str, Any] = {}
+    if expiry_index:
+        attributes += [
+            {"AttributeName": "expiry_shard", "AttributeType": "S"},
+            {"AttributeName": "ttl", "AttributeType": "N"},
+        ]
+        extra["GlobalSecondaryIndexes"] = [
+            {
+                "IndexName": "expiry-index",
+                "KeySchema": [
+                    {"AttributeName": "expiry_shard", "KeyType": "HASH"},
+                    {"AttributeName": "ttl", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ]
+    dynamodb.create_table(
+        TableName=name, KeySchema=keys, AttributeDefinitions=attributes, BillingMode="PAY_PER_REQUEST", **extra
+    )
+
+
+def put_session(
+    dynamodb: Any,
+    session_id: str,
+    ttl: int | None,
+    *,
+    key: str | None = None,
+    upload_id: str | None = None,
+    status: str | None = None,
+    created: Any = None,
+    shard: bool = False,
+    table: str = TABLE,
+) -> None:
+    item: dict[str, Any] = {"uploadSessionId": {"S": session_id}}
+    if ttl is not None:
+        item["ttl"] = {"N": str(ttl)}
+        if shard:
+            item["expiry_shard"] = {"S": expiry_shard(session_id, SHARDS)}
+    if key:
+        item["s3Key"] = {"S": key}
+    if upload_id:
+        item["uploadId"] = {"S": upload_id}
+    if status:
+        item["status"] = {"S": status}
+    if created is not None:
+        item["createdAt"] = {"N": str(created)} if isinstance(created, int) else {"S": created}
+    dynamodb.put_item(TableName=table, Item=item)
+
+
+def session_ids(dynamodb: Any, table: str = TABLE) -> set[str]:
+    items = dynamodb.scan(TableName=table)["Items"]
+    return {item["uploadSessionId"]["S"] for item in items}
+
+
+def object_keys(s3: Any) -> set[str]:
+    return {obj["Key"] for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+
+
+def upload_ids(s3: Any) -> set[str]:
+    return {u["UploadId"] for u in s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])}
+
+
+def sweep_job(**settings: Any) -> Job:
+    raw = {
+        "kind": "sweep",
+        "name": "video-sweeper",
+        "table": TABLE,
+        "key_attributes": ["uploadSessionId"],
+        "ttl_attribute": "ttl",
+        "workers": 4,
+        **settings,
+    }
+    return parse_job({k: v for k, v in raw.items() if v is not None})
+
+
+S3_SETTINGS = {
+    "bucket": BUCKET,
+    "key_attribute": "s3Key",
+    "upload_id_attribute": "uploadId",
+    "status_attribute": "status",
+    "keep_statuses": ["completed"],
+}
+INDEX_SETTINGS = {"name": "expiry-index", "shards": SHARDS, "shard_attribute": "expiry_shard"}
+
+
+@dataclass
+class Run:
+    summary: dict[str, Any]
+    lines: list[dict[str, Any]]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.summary["counts"]
+
+    @property
+    def emf(self) -> dict[str, Any]:
+        (document,) = [line for line in self.lines if "_aws" in line]
+        return document
+
+
+def run(job: Job, work: Work, stop_after: int | None = None) -> Run:
+    """Run a job as its handler does, with the sweep's clock and, optionally, a deadline after
+    ``stop_after`` checks of it."""
+    stream = io.StringIO()
+    checks = {"n": 0}
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            checks["n"] += 1
+            return 0 if stop_after is not None and checks["n"] > stop_after else 900_000
+
+    summary = run_job(job, work, Context(), clock=lambda: NOW, stream=stream)
+    return Run(summary, [json.loads(line) for line in stream.getvalue().splitlines()])
