@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from aws import Aws, MotoServer, aws_backend  # noqa: E402
 from pulumi_harness import Harness, RecordingMocks, RecordingMonitor  # noqa: E402
 
 
@@ -51,28 +52,22 @@ def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator["MotoServer"]:
-    from aws import MotoServer
-
+def moto_server() -> Iterator[MotoServer]:
     server = MotoServer()
     yield server
     server.stop()
 
 
 @pytest.fixture(params=["in-process", "moto_server"])
-def aws(request: pytest.FixtureRequest, fake_aws_credentials: None) -> Iterator["Aws"]:
+def aws(request: pytest.FixtureRequest, fake_aws_credentials: None) -> Iterator[Aws]:
     """moto in-process and moto_server over HTTP: each AWS test runs against both."""
-    from aws import aws_backend
-
     server = request.getfixturevalue("moto_server") if request.param == "moto_server" else None
     with aws_backend(request.param, server) as backend:
         yield backend
 
 
 @pytest.fixture
-def aws_in_process(fake_aws_credentials: None) -> Iterator["Aws"]:
+def aws_in_process(fake_aws_credentials: None) -> Iterator[Aws]:
     """moto in-process only, for tests that inject faults into a client."""
-    from aws import aws_backend
-
     with aws_backend("in-process", None) as backend:
         yield backend

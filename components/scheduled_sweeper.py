@@ -1,0 +1,445 @@
+"""ScheduledSweeper: a Lambda bundled from runtime/, run on an EventBridge Scheduler schedule, that
+monitors a TTL table or cleans what TTL cannot (S3 objects, uploads, orphans)."""
+
+import json
+from typing import Any, NotRequired, TypedDict
+
+import pulumi
+import pulumi_aws as aws
+
+from components import validation as v
+from components.lambda_bundle import build_bundle
+from components.schedule import check_expression, check_timezone
+from components.sweeper_policy import Arns, assume_role_policy, function_policy, scheduler_policy
+from components.ttl_table import TtlTable
+from runtime.job_config import ENV_VAR, HANDLERS, Job, JobConfigError, parse_job
+
+COMPONENT = "ScheduledSweeper"
+ENVIRONMENT_LIMIT = 4096
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+RUNTIMES = ("python3.11", "python3.12", "python3.13")
+ARCHITECTURES = ("arm64", "x86_64")
+PLACEHOLDER = "x" * 96  # stands in for a name only known after deployment when sizing the environment
+
+
+class S3CascadeArgs(TypedDict):
+    """The S3 objects and multipart uploads a table's items point to."""
+
+    bucket: pulumi.Input[str]
+    """Bucket name."""
+    key_attribute: str
+    """Item attribute holding the object key."""
+    upload_id_attribute: NotRequired[str]
+    """Item attribute holding a multipart upload id to abort."""
+    status_attribute: NotRequired[str]
+    """Item attribute holding the upload's status."""
+    keep_statuses: NotRequired[list[str]]
+    """Statuses whose object is kept when the item expires (e.g. completed)."""
+    object_prefix: NotRequired[str]
+    """Key prefix the function may touch (IAM); default: the whole bucket."""
+
+
+class StuckUploadsArgs(TypedDict):
+    """Items stuck in a status: abort their upload when no part arrived, else mark them for review."""
+
+    status: str
+    """The status of a stuck item (e.g. created)."""
+    older_than_seconds: NotRequired[int]
+    """Age, from `created_attribute`, after which an item is stuck (default 3600)."""
+    created_attribute: NotRequired[str]
+    """Creation time, epoch seconds or ISO-8601 (default createdAt)."""
+    partial_status: NotRequired[str]
+    """Status set when parts were uploaded (default partial)."""
+    aborted_status: NotRequired[str]
+    """Status set when the empty upload is aborted (default aborted)."""
+
+
+class OrphanedObjectsArgs(TypedDict):
+    """Objects whose owning item no longer exists."""
+
+    id_pattern: str
+    """Regular expression taking the owner's id from the key (group `id` or the first group)."""
+    prefix: NotRequired[str]
+    """Key prefix to list (default: the whole bucket)."""
+    older_than_seconds: NotRequired[int]
+    """Only objects older than this (default 86400, at least 3600)."""
+
+
+class ReferencesArgs(TypedDict):
+    """Items pointing at an item, in this or another table, that no longer exists."""
+
+    select_attribute: str
+    """Attribute selecting the referencing items."""
+    reference_attribute: str
+    """Attribute holding the referenced item's hash key."""
+    target_key_attribute: str
+    """Hash key attribute of the referenced table."""
+    select_prefix: NotRequired[str]
+    """Select items whose `select_attribute` begins with this (default: items that have it)."""
+    target_table_name: NotRequired[pulumi.Input[str]]
+    """Referenced table (default: the same table)."""
+    target_table_arn: NotRequired[pulumi.Input[str]]
+    """ARN of the referenced table (required with `target_table_name`)."""
+
+
+class ScheduledSweeperArgs(TypedDict):
+    """Inputs of a ScheduledSweeper."""
+
+    kind: str
+    """ttl-monitor, sweep or orphaned-references."""
+    schedule: str
+    """rate(N unit), cron(min hour day-of-month month day-of-week year) or at(yyyy-mm-ddThh:mm:ss)."""
+    table_name: pulumi.Input[str]
+    """The table the job reads."""
+    table_arn: pulumi.Input[str]
+    """Its ARN (IAM names it exactly)."""
+    key_attributes: list[str]
+    """The table's hash key and optional range key."""
+    ttl_attribute: NotRequired[str]
+    """The table's TTL attribute (default expires_at)."""
+    expiry_index_name: NotRequired[str]
+    """Query this expiry index instead of scanning."""
+    expiry_index_shards: NotRequired[int]
+    """Shard count of the expiry index."""
+    expiry_shard_attribute: NotRequired[str]
+    """Shard attribute of the expiry index."""
+    job_name: NotRequired[str]
+    """Name in metrics and logs (default: the component's name)."""
+    namespace: NotRequired[str]
+    """CloudWatch metric namespace (default Expiry)."""
+    dry_run: NotRequired[bool]
+    """Report what would be done, write nothing (default false)."""
+    max_items: NotRequired[int]
+    """Most items handled in one run (default 100000)."""
+    workers: NotRequired[int]
+    """Concurrent deletions (default 8)."""
+    scan_segments: NotRequired[int]
+    """Parallel scan segments when there is no expiry index (default 1)."""
+    page_size: NotRequired[int]
+    """Items per Query/Scan page (default: DynamoDB's 1 MB pages)."""
+    safety_margin_seconds: NotRequired[int]
+    """Stop taking work this long before the timeout (default 15)."""
+    s3: NotRequired[S3CascadeArgs]
+    """S3 cascade (sweep jobs)."""
+    stuck_uploads: NotRequired[StuckUploadsArgs]
+    """Stuck uploads (sweep jobs; needs s3 with upload and status attributes)."""
+    orphaned_objects: NotRequired[OrphanedObjectsArgs]
+    """Orphaned objects (sweep jobs; needs s3)."""
+    references: NotRequired[ReferencesArgs]
+    """Orphaned references (orphaned-references jobs)."""
+    hooks_path: NotRequired[str]
+    """A .py file or package bundled as `expiry_hooks`; its before_delete(item, job) runs first."""
+    schedule_timezone: NotRequired[str]
+    """IANA time zone of cron()/at() (default UTC)."""
+    flexible_window_minutes: NotRequired[int]
+    """Flexible time window, 1..1440 minutes (default off)."""
+    schedule_retry_attempts: NotRequired[int]
+    """Delivery retries of a scheduled event, 0..185 (default 2)."""
+    schedule_max_event_age_seconds: NotRequired[int]
+    """Give up delivering an event after this, 60..86400 (default 3600)."""
+    timeout_seconds: NotRequired[int]
+    """Lambda timeout, 1..900 (default 300)."""
+    memory_mb: NotRequired[int]
+    """Lambda memory, 128..10240 (default 256)."""
+    runtime: NotRequired[str]
+    """Lambda runtime (default python3.13)."""
+    architecture: NotRequired[str]
+    """arm64 (default) or x86_64."""
+    log_retention_days: NotRequired[int]
+    """Retention of the function's log group (default 30)."""
+    reserve_concurrency: NotRequired[bool]
+    """Reserve a concurrency of 1 so runs never overlap (default true; off for accounts without quota)."""
+    tags: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
+    """Tags of every child that takes tags."""
+
+
+def table_target(table: TtlTable) -> dict[str, Any]:
+    """The ScheduledSweeper args that point a job at a TtlTable (and its expiry index)."""
+    spec = table.spec
+    target: dict[str, Any] = {
+        "table_name": table.table_name,
+        "table_arn": table.table_arn,
+        "key_attributes": list(spec.key_attributes),
+        "ttl_attribute": spec.ttl_attribute,
+    }
+    if spec.expiry_index_name:
+        target |= {
+            "expiry_index_name": spec.expiry_index_name,
+            "expiry_index_shards": spec.expiry_index_shards,
+            "expiry_shard_attribute": spec.shard_attribute,
+        }
+    return target
+
+
+JOB_SETTINGS = (
+    "ttl_attribute",
+    "namespace",
+    "dry_run",
+    "max_items",
+    "workers",
+    "scan_segments",
+    "page_size",
+    "safety_margin_seconds",
+)
+
+
+def job_settings(name: str, args: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """The job's settings as the handler reads them; ``names`` supplies table and bucket names."""
+    raw: dict[str, Any] = {
+        "kind": args.get("kind"),
+        "name": args.get("job_name", name),
+        "table": names["table"],
+        "key_attributes": args.get("key_attributes"),
+    }
+    raw |= {key: args[key] for key in JOB_SETTINGS if key in args}
+    if "expiry_index_name" in args:
+        raw["expiry_index"] = {
+            "name": args["expiry_index_name"],
+            "shards": args.get("expiry_index_shards"),
+            "shard_attribute": args.get("expiry_shard_attribute"),
+        }
+    if "s3" in args:
+        raw["s3"] = {k: val for k, val in args["s3"].items() if k != "object_prefix"} | {"bucket": names["bucket"]}
+    for section in ("stuck_uploads", "orphaned_objects"):
+        if section in args:
+            raw[section] = dict(args[section])
+    if "references" in args:
+        refs = {k: val for k, val in args["references"].items() if k not in ("target_table_name", "target_table_arn")}
+        if "target_table_name" in args["references"]:
+            refs["target_table"] = names["target_table"]
+        raw["references"] = refs
+    if args.get("hooks_path"):
+        raw["hook"] = True
+    return raw
+
+
+def _placeholder(value: Any) -> Any:
+    return PLACEHOLDER if isinstance(value, pulumi.Output) else value
+
+
+def _environment_size(settings: dict[str, Any]) -> int:
+    return len(ENV_VAR) + len(json.dumps(settings, separators=(",", ":")))
+
+
+def _validated_job(name: str, args: dict[str, Any]) -> Job:
+    refs = args.get("references") or {}
+    if not isinstance(args.get("s3", {}), dict) or not isinstance(refs, dict):
+        v.fail(COMPONENT, "s3" if not isinstance(args.get("s3", {}), dict) else "references", "must be a mapping")
+    if ("target_table_name" in refs) != ("target_table_arn" in refs):
+        v.fail(COMPONENT, "references.target_table_arn", "target_table_name and target_table_arn go together")
+    names = {
+        "table": _placeholder(args.get("table_name")),
+        "bucket": _placeholder((args.get("s3") or {}).get("bucket")),
+        "target_table": _placeholder(refs.get("target_table_name")),
+    }
+    settings = job_settings(name, args, names)
+    try:
+        job = parse_job(settings, source=COMPONENT)
+    except JobConfigError as error:
+        raise ValueError(str(error)) from error
+    size = _environment_size(settings)
+    if size > ENVIRONMENT_LIMIT:
+        v.fail(
+            COMPONENT,
+            "environment",
+            f"the job's settings take {size} bytes; Lambda allows {ENVIRONMENT_LIMIT} for all environment variables",
+        )
+    return job
+
+
+class ScheduledSweeper(pulumi.ComponentResource):
+    """A scheduled cleanup Lambda bundled from runtime/: TTL monitor, expired-item sweep with S3
+    cascade, stuck uploads, orphaned objects or orphaned references."""
+
+    function_name: pulumi.Output[str]
+    """Name of the Lambda function."""
+    function_arn: pulumi.Output[str]
+    """ARN of the Lambda function."""
+    role_arn: pulumi.Output[str]
+    """ARN of the function's role."""
+    log_group_name: pulumi.Output[str]
+    """The function's log group."""
+    schedule_arn: pulumi.Output[str]
+    """ARN of the EventBridge Scheduler schedule."""
+    dead_letter_queue_arn: pulumi.Output[str]
+    """Queue of scheduled events that could not be delivered."""
+    job_name: pulumi.Output[str]
+    """The job's name in metrics (the Job dimension) and logs."""
+
+    def __init__(self, name: str, args: ScheduledSweeperArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        raw: dict[str, Any] = dict(args)
+        unknown = set(raw) - set(ScheduledSweeperArgs.__annotations__)
+        if unknown:
+            v.fail(COMPONENT, "args", f"unknown fields {sorted(unknown)}")
+        for field in ("table_name", "table_arn"):
+            if raw.get(field) is None:
+                v.fail(COMPONENT, field, "is required")
+        job = _validated_job(name, raw)
+        schedule = check_expression(COMPONENT, "schedule", raw.get("schedule"))
+        timezone = check_timezone(COMPONENT, "schedule_timezone", raw.get("schedule_timezone", "UTC"))
+        window = v.integer(COMPONENT, "flexible_window_minutes", raw.get("flexible_window_minutes", 0), 0, 1440)
+        retries = v.integer(COMPONENT, "schedule_retry_attempts", raw.get("schedule_retry_attempts", 2), 0, 185)
+        event_age = v.integer(
+            COMPONENT, "schedule_max_event_age_seconds", raw.get("schedule_max_event_age_seconds", 3600), 60, 86400
+        )
+        timeout = v.integer(COMPONENT, "timeout_seconds", raw.get("timeout_seconds", 300), 1, 900)
+        if job.safety_margin_seconds >= timeout:
+            v.fail(COMPONENT, "safety_margin_seconds", f"must be less than timeout_seconds ({timeout})")
+        memory = v.integer(COMPONENT, "memory_mb", raw.get("memory_mb", 256), 128, 10240)
+        lambda_runtime = v.one_of(COMPONENT, "runtime", raw.get("runtime", "python3.13"), RUNTIMES)
+        architecture = v.one_of(COMPONENT, "architecture", raw.get("architecture", "arm64"), ARCHITECTURES)
+        retention = raw.get("log_retention_days", 30)
+        if retention not in LOG_RETENTION_DAYS or isinstance(retention, bool):
+            v.fail(COMPONENT, "log_retention_days", f"must be one of {LOG_RETENTION_DAYS}, got {retention!r}")
+        reserve = v.boolean(COMPONENT, "reserve_concurrency", raw.get("reserve_concurrency", True))
+        if raw.get("s3") and job.kind != "sweep":
+            v.fail(COMPONENT, "s3", f"only sweep jobs clean S3, not {job.kind}")
+        object_prefix = (raw.get("s3") or {}).get("object_prefix", "")
+        if not isinstance(object_prefix, str):
+            v.fail(COMPONENT, "s3.object_prefix", f"must be a string, got {object_prefix!r}")
+        bundle = build_bundle(raw.get("hooks_path"), COMPONENT)
+        super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
+
+        child = pulumi.ResourceOptions(parent=self)
+        tags = raw.get("tags")
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/expiry/{pulumi.get_project()}/{pulumi.get_stack()}/{name}",
+            retention_in_days=retention,
+            tags=tags,
+            opts=child,
+        )
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=json.dumps(assume_role_policy("lambda.amazonaws.com")),
+            tags=tags,
+            opts=child,
+        )
+        refs = raw.get("references") or {}
+        policy = pulumi.Output.all(
+            raw["table_arn"], self.log_group.arn, (raw.get("s3") or {}).get("bucket"), refs.get("target_table_arn")
+        ).apply(lambda a: json.dumps(function_policy(job, Arns(a[0], a[1], a[2], a[3]), object_prefix)))
+        self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=self.role.id, policy=policy, opts=child)
+
+        settings = pulumi.Output.all(
+            raw["table_name"], (raw.get("s3") or {}).get("bucket"), refs.get("target_table_name")
+        ).apply(lambda a: _environment(name, raw, {"table": a[0], "bucket": a[1], "target_table": a[2]}))
+        self.function = aws.lambda_.Function(
+            f"{name}-function",
+            runtime=lambda_runtime,
+            architectures=[architecture],
+            handler=HANDLERS[job.kind],
+            role=self.role.arn,
+            code=pulumi.FileArchive(str(bundle.path)),
+            source_code_hash=bundle.sha256_base64,
+            timeout=timeout,
+            memory_size=memory,
+            reserved_concurrent_executions=1 if reserve else None,
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables={ENV_VAR: settings}),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(
+                log_format="JSON",
+                log_group=self.log_group.name,
+                application_log_level="INFO",
+                system_log_level="WARN",
+            ),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group, self.role_policy]),
+        )
+        self.async_config = aws.lambda_.FunctionEventInvokeConfig(
+            f"{name}-async",
+            function_name=self.function.name,
+            maximum_retry_attempts=0,
+            maximum_event_age_in_seconds=60,
+            opts=child,
+        )
+        self.dead_letter_queue = aws.sqs.Queue(
+            f"{name}-dlq", message_retention_seconds=14 * 86400, sqs_managed_sse_enabled=True, tags=tags, opts=child
+        )
+        self.scheduler_role = aws.iam.Role(
+            f"{name}-scheduler-role",
+            assume_role_policy=json.dumps(assume_role_policy("scheduler.amazonaws.com")),
+            tags=tags,
+            opts=child,
+        )
+        self.scheduler_policy = aws.iam.RolePolicy(
+            f"{name}-scheduler-policy",
+            role=self.scheduler_role.id,
+            policy=pulumi.Output.all(self.function.arn, self.dead_letter_queue.arn).apply(
+                lambda a: json.dumps(scheduler_policy(a[0], a[1]))
+            ),
+            opts=child,
+        )
+        self.schedule = aws.scheduler.Schedule(
+            f"{name}-schedule",
+            schedule_expression=schedule,
+            schedule_expression_timezone=timezone,
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(
+                mode="FLEXIBLE" if window else "OFF", maximum_window_in_minutes=window or None
+            ),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=self.function.arn,
+                role_arn=self.scheduler_role.arn,
+                input=json.dumps({"source": "expiry-schedule", "job": job.name}),
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
+                    maximum_retry_attempts=retries, maximum_event_age_in_seconds=event_age
+                ),
+                dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(arn=self.dead_letter_queue.arn),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.scheduler_policy]),
+        )
+        self.job = job
+        self.schedule_expression = schedule
+        self.timeout_seconds = timeout
+        self.function_name = self.function.name
+        self.function_arn = self.function.arn
+        self.role_arn = self.role.arn
+        self.log_group_name = self.log_group.name
+        self.schedule_arn = self.schedule.arn
+        self.dead_letter_queue_arn = self.dead_letter_queue.arn
+        self.job_name = pulumi.Output.from_input(job.name)
+        self.register_outputs(
+            {
+                "function_name": self.function_name,
+                "function_arn": self.function_arn,
+                "role_arn": self.role_arn,
+                "log_group_name": self.log_group_name,
+                "schedule_arn": self.schedule_arn,
+                "dead_letter_queue_arn": self.dead_letter_queue_arn,
+                "job_name": self.job_name,
+            }
+        )
+
+
+def _environment(name: str, raw: dict[str, Any], names: dict[str, Any]) -> str:
+    """The EXPIRY_JOB value, checked again with the real names once they are known."""
+    settings = job_settings(name, raw, names)
+    parse_job(settings, source=COMPONENT)
+    size = _environment_size(settings)
+    if size > ENVIRONMENT_LIMIT:
+        raise ValueError(
+            f"{COMPONENT}: environment: the job's settings take {size} bytes; Lambda allows {ENVIRONMENT_LIMIT}"
+        )
+    return json.dumps(settings, separators=(",", ":"))

@@ -1,0 +1,92 @@
+"""Least-privilege IAM policies for a sweeper, derived from what its job touches."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.job_config import KIND_ORPHANED_REFERENCES, KIND_SWEEP, KIND_TTL_MONITOR, Job
+
+
+@dataclass(frozen=True)
+class Arns:
+    """The resolved ARNs and names a policy names exactly."""
+
+    table: str
+    log_group: str
+    bucket: str | None = None
+    target_table: str | None = None
+
+
+def _statement(sid: str, actions: list[str], resources: list[str], condition: dict | None = None) -> dict[str, Any]:
+    statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+def _partition(arn: str) -> str:
+    return arn.split(":")[1] if arn.startswith("arn:") else "aws"
+
+
+def function_policy(job: Job, arns: Arns, object_prefix: str) -> dict[str, Any]:
+    """The Lambda role's policy: its table (and index), bucket prefix, metric namespace, log group."""
+    statements = [
+        _statement("Logs", ["logs:CreateLogStream", "logs:PutLogEvents"], [arns.log_group, f"{arns.log_group}:*"]),
+        _statement(
+            "Metrics", ["cloudwatch:PutMetricData"], ["*"], {"StringEquals": {"cloudwatch:namespace": job.namespace}}
+        ),
+    ]
+    table_actions: set[str] = set()
+    if job.expiry_index and job.kind in (KIND_TTL_MONITOR, KIND_SWEEP):
+        statements.append(
+            _statement("ExpiryIndex", ["dynamodb:Query"], [f"{arns.table}/index/{job.expiry_index.name}"])
+        )
+    elif job.kind in (KIND_TTL_MONITOR, KIND_SWEEP):
+        table_actions.add("dynamodb:Scan")
+    if job.kind == KIND_TTL_MONITOR:
+        table_actions |= {"dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive"}
+    if job.kind == KIND_SWEEP:
+        table_actions |= {"dynamodb:DeleteItem", "dynamodb:GetItem"}
+        if job.stuck_uploads:
+            table_actions |= {"dynamodb:Scan", "dynamodb:UpdateItem"}
+        if job.orphaned_objects:
+            table_actions.add("dynamodb:BatchGetItem")
+    if job.kind == KIND_ORPHANED_REFERENCES:
+        table_actions |= {"dynamodb:Scan", "dynamodb:DeleteItem"}
+        target = arns.target_table or arns.table
+        statements.append(_statement("ReferenceTargets", ["dynamodb:Query"], [target]))
+    statements.append(_statement("Table", sorted(table_actions), [arns.table]))
+    if job.s3 and arns.bucket:
+        bucket_arn = f"arn:{_partition(arns.table)}:s3:::{arns.bucket}"
+        object_actions = ["s3:DeleteObject"]
+        if job.s3.upload_id_attribute:
+            object_actions += ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+        statements.append(_statement("Objects", object_actions, [f"{bucket_arn}/{object_prefix}*"]))
+        if job.orphaned_objects:
+            statements.append(
+                _statement(
+                    "ListPrefix",
+                    ["s3:ListBucket"],
+                    [bucket_arn],
+                    {"StringLike": {"s3:prefix": [f"{job.orphaned_objects.prefix}*"]}},
+                )
+            )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def assume_role_policy(service: str, account_id: str | None = None) -> dict[str, Any]:
+    """Trust policy for ``service`` (e.g. lambda.amazonaws.com), limited to the account when given."""
+    statement: dict[str, Any] = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    if account_id:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": account_id}}
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
+def scheduler_policy(function_arn: str, queue_arn: str) -> dict[str, Any]:
+    """The schedule's role: invoke the one function, send undeliverable events to its queue."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _statement("Invoke", ["lambda:InvokeFunction"], [function_arn, f"{function_arn}:*"]),
+            _statement("DeadLetters", ["sqs:SendMessage"], [queue_arn]),
+        ],
+    }

@@ -1,0 +1,104 @@
+"""Job settings: what handlers refuse at cold start, with the variable and field named."""
+
+import importlib
+import json
+import sys
+
+import pytest
+
+from runtime.job_config import JobConfigError, job_from_environment, parse_job
+
+BASE = {"kind": "sweep", "name": "j", "table": "t", "key_attributes": ["id"]}
+S3 = {"bucket": "b", "key_attribute": "k"}
+
+
+def test_defaults():
+    job = parse_job(BASE)
+    assert (job.ttl_attribute, job.namespace, job.dry_run, job.workers, job.scan_segments) == (
+        "expires_at",
+        "Expiry",
+        False,
+        8,
+        1,
+    )
+    assert job.max_items == 100_000 and job.safety_margin_seconds == 15 and job.page_size is None
+    assert job.projection("k", None, "k") == ["id", "expires_at", "k"]
+
+
+BAD = [
+    ({**BASE, "kind": "purge"}, "EXPIRY_JOB: kind: must be one of ttl-monitor, sweep, orphaned-references"),
+    ({**BASE, "table": ""}, "EXPIRY_JOB: table: must be a non-empty string"),
+    ({**BASE, "key_attributes": []}, "EXPIRY_JOB: key_attributes: must name the table's hash key"),
+    ({**BASE, "workers": 0}, "EXPIRY_JOB: workers: must be an integer in 1..64, got 0"),
+    ({**BASE, "dry_run": "yes"}, "EXPIRY_JOB: dry_run: must be true or false, got 'yes'"),
+    ({**BASE, "max_items": True}, "EXPIRY_JOB: max_items: must be an integer"),
+    ({**BASE, "colour": "red"}, "EXPIRY_JOB: unknown settings ['colour']"),
+    ({**BASE, "references": {}}, "EXPIRY_JOB: unknown settings ['references']"),
+    ({**BASE, "s3": {"bucket": "b"}}, "EXPIRY_JOB: s3.key_attribute: must be a non-empty string"),
+    ({**BASE, "s3": {**S3, "keep_statuses": ["done"]}}, "EXPIRY_JOB: s3.keep_statuses: needs status_attribute"),
+    ({**BASE, "stuck_uploads": {"status": "created"}}, "EXPIRY_JOB: stuck_uploads: needs the s3 section"),
+    (
+        {**BASE, "s3": S3, "stuck_uploads": {"status": "created"}},
+        "EXPIRY_JOB: stuck_uploads: needs s3.upload_id_attribute and s3.status_attribute",
+    ),
+    ({**BASE, "orphaned_objects": {"id_pattern": "(.*)"}}, "EXPIRY_JOB: orphaned_objects: needs the s3 section"),
+    (
+        {**BASE, "s3": S3, "orphaned_objects": {"id_pattern": "uploads/"}},
+        "EXPIRY_JOB: orphaned_objects.id_pattern: needs a capturing group",
+    ),
+    (
+        {**BASE, "s3": S3, "orphaned_objects": {"id_pattern": "(unclosed"}},
+        "EXPIRY_JOB: orphaned_objects.id_pattern: is not a regular expression",
+    ),
+    (
+        {**BASE, "s3": S3, "orphaned_objects": {"id_pattern": "(.*)", "older_than_seconds": 60}},
+        "EXPIRY_JOB: orphaned_objects.older_than_seconds: must be an integer in 3600..",
+    ),
+    (
+        {**BASE, "key_attributes": ["a", "b"], "s3": S3, "orphaned_objects": {"id_pattern": "(.*)"}},
+        "EXPIRY_JOB: orphaned_objects: needs a table keyed by its hash key alone",
+    ),
+    (
+        {
+            **BASE,
+            "s3": {**S3, "upload_id_attribute": "u", "status_attribute": "s"},
+            "stuck_uploads": {"status": "partial"},
+        },
+        "EXPIRY_JOB: stuck_uploads.status: must differ from partial_status",
+    ),
+    ({**BASE, "kind": "orphaned-references"}, "EXPIRY_JOB: references: is required"),
+    (
+        {**BASE, "expiry_index": {"name": "x", "shards": 0, "shard_attribute": "s"}},
+        "EXPIRY_JOB: expiry_index.shards: must be an integer in 1..100, got 0",
+    ),
+    ("[]", "EXPIRY_JOB: must be an object"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), BAD, ids=[m.split(": ", 1)[1][:40] for _, m in BAD])
+def test_bad_settings_name_the_field(raw, message):
+    with pytest.raises(JobConfigError) as error:
+        parse_job(raw)
+    assert message in str(error.value)
+
+
+def test_environment_errors_name_the_variable():
+    with pytest.raises(JobConfigError, match="EXPIRY_JOB: is not set"):
+        job_from_environment({})
+    with pytest.raises(JobConfigError, match="EXPIRY_JOB: is not valid JSON"):
+        job_from_environment({"EXPIRY_JOB": "{kind: sweep"})
+    assert job_from_environment({"EXPIRY_JOB": json.dumps(BASE)}).table == "t"
+
+
+@pytest.mark.parametrize("module", ["ttl_monitor", "sweep", "orphaned_references"])
+def test_handlers_refuse_bad_configuration_at_cold_start(monkeypatch, module):
+    name = f"runtime.handlers.{module}"
+    monkeypatch.delenv("EXPIRY_JOB", raising=False)
+    sys.modules.pop(name, None)
+    with pytest.raises(JobConfigError, match="EXPIRY_JOB: is not set"):
+        importlib.import_module(name)
+    monkeypatch.setenv("EXPIRY_JOB", json.dumps({**BASE, "kind": "ttl-monitor" if module == "sweep" else "sweep"}))
+    sys.modules.pop(name, None)
+    with pytest.raises(JobConfigError, match="EXPIRY_JOB: kind: this handler runs"):
+        importlib.import_module(name)
+    sys.modules.pop(name, None)

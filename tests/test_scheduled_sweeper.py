@@ -1,0 +1,301 @@
+"""ScheduledSweeper under Pulumi's mocks: children, IAM statement by statement, schedule, bad input."""
+
+import json
+from typing import Any
+
+import pytest
+
+from components.scheduled_sweeper import ScheduledSweeper, table_target
+from components.ttl_table import TtlTable
+from runtime.job_config import parse_job
+
+FUNCTION = "aws:lambda/function:Function"
+POLICY = "aws:iam/rolePolicy:RolePolicy"
+SCHEDULE = "aws:scheduler/schedule:Schedule"
+TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/upload-sessions"
+S3 = {
+    "bucket": "uploads-bucket",
+    "key_attribute": "s3Key",
+    "upload_id_attribute": "uploadId",
+    "status_attribute": "status",
+    "keep_statuses": ["completed"],
+    "object_prefix": "uploads/",
+}
+
+
+@pytest.fixture(autouse=True)
+def build_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPIRY_BUILD_DIR", str(tmp_path / "build"))
+    return tmp_path / "build"
+
+
+def sweeper_args(**overrides: Any) -> dict[str, Any]:
+    return {
+        "kind": "sweep",
+        "schedule": "rate(6 hours)",
+        "table_name": "upload-sessions",
+        "table_arn": TABLE_ARN,
+        "key_attributes": ["uploadSessionId"],
+        "ttl_attribute": "ttl",
+        **overrides,
+    }
+
+
+def build(harness, args: dict[str, Any], name: str = "video") -> ScheduledSweeper:
+    return harness.run(lambda: ScheduledSweeper(name, args))
+
+
+def statements(harness, name: str) -> dict[str, dict[str, Any]]:
+    policy = json.loads(harness.one(POLICY, name).inputs["policy"])
+    assert policy["Version"] == "2012-10-17"
+    return {s["Sid"]: s for s in policy["Statement"]}
+
+
+def test_children_and_defaults(pulumi_mocks):
+    sweeper = build(pulumi_mocks, sweeper_args())
+    component = pulumi_mocks.one("expiry:index:ScheduledSweeper", "video")
+    children = [r for r in pulumi_mocks.resources if r.parent == component.urn]
+    assert sorted((r.type.split(":")[1], r.name) for r in children) == sorted(
+        [
+            ("cloudwatch/logGroup", "video-logs"),
+            ("iam/role", "video-role"),
+            ("iam/rolePolicy", "video-policy"),
+            ("lambda/function", "video-function"),
+            ("lambda/functionEventInvokeConfig", "video-async"),
+            ("sqs/queue", "video-dlq"),
+            ("iam/role", "video-scheduler-role"),
+            ("iam/rolePolicy", "video-scheduler-policy"),
+            ("scheduler/schedule", "video-schedule"),
+        ]
+    )
+    fn = pulumi_mocks.one(FUNCTION).inputs
+    assert (fn["runtime"], fn["architectures"], fn["timeout"], fn["memorySize"]) == ("python3.13", ["arm64"], 300, 256)
+    assert fn["handler"] == "runtime.handlers.sweep.handler"
+    assert fn["reservedConcurrentExecutions"] == 1
+    assert fn["loggingConfig"]["logFormat"] == "JSON"
+    log_group = pulumi_mocks.one("aws:cloudwatch/logGroup:LogGroup").inputs
+    assert log_group["retentionInDays"] == 30 and log_group["name"] == "/expiry/expiry/test/video"
+    assert fn["loggingConfig"]["logGroup"] == log_group["name"]
+    invoke = pulumi_mocks.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs
+    assert (invoke["maximumRetryAttempts"], invoke["maximumEventAgeInSeconds"]) == (0, 60)
+    assert pulumi_mocks.value(sweeper.job_name) == "video"
+
+
+def test_environment_carries_the_job_the_handler_reads(pulumi_mocks):
+    build(pulumi_mocks, sweeper_args(s3=S3, dry_run=True, workers=16, job_name="video-sweeper"))
+    job = parse_job(json.loads(pulumi_mocks.one(FUNCTION).inputs["environment"]["variables"]["EXPIRY_JOB"]))
+    assert (job.kind, job.name, job.table, job.ttl_attribute) == ("sweep", "video-sweeper", "upload-sessions", "ttl")
+    assert job.dry_run is True and job.workers == 16
+    assert job.s3 is not None and job.s3.bucket == "uploads-bucket" and job.s3.keep_statuses == ("completed",)
+
+
+def test_schedule_with_retries_dead_letters_time_zone_and_window(pulumi_mocks):
+    build(
+        pulumi_mocks,
+        sweeper_args(
+            schedule="cron(0 3 * * ? *)",
+            schedule_timezone="Europe/Oslo",
+            flexible_window_minutes=15,
+            schedule_retry_attempts=1,
+            schedule_max_event_age_seconds=600,
+        ),
+    )
+    schedule = pulumi_mocks.one(SCHEDULE).inputs
+    assert schedule["scheduleExpression"] == "cron(0 3 * * ? *)"
+    assert schedule["scheduleExpressionTimezone"] == "Europe/Oslo"
+    assert schedule["flexibleTimeWindow"] == {"mode": "FLEXIBLE", "maximumWindowInMinutes": 15}
+    target = schedule["target"]
+    assert target["arn"].endswith("video-function-physical")
+    assert target["retryPolicy"] == {"maximumRetryAttempts": 1, "maximumEventAgeInSeconds": 600}
+    assert target["deadLetterConfig"]["arn"].endswith("video-dlq-physical")
+    scheduler = statements(pulumi_mocks, "video-scheduler-policy")
+    assert scheduler["Invoke"]["Action"] == ["lambda:InvokeFunction"]
+    assert scheduler["Invoke"]["Resource"][0] == target["arn"]
+    assert scheduler["DeadLetters"] == {
+        "Sid": "DeadLetters",
+        "Effect": "Allow",
+        "Action": ["sqs:SendMessage"],
+        "Resource": [target["deadLetterConfig"]["arn"]],
+    }
+    assert pulumi_mocks.one(SCHEDULE).inputs["flexibleTimeWindow"]["mode"] == "FLEXIBLE"
+
+
+def test_schedule_defaults(pulumi_mocks):
+    build(pulumi_mocks, sweeper_args())
+    schedule = pulumi_mocks.one(SCHEDULE).inputs
+    assert schedule["scheduleExpressionTimezone"] == "UTC"
+    assert schedule["flexibleTimeWindow"] == {"mode": "OFF"}
+    assert schedule["target"]["retryPolicy"] == {"maximumRetryAttempts": 2, "maximumEventAgeInSeconds": 3600}
+
+
+def test_sweep_policy_names_exact_arns(pulumi_mocks):
+    build(
+        pulumi_mocks,
+        sweeper_args(
+            s3=S3,
+            stuck_uploads={"status": "created"},
+            orphaned_objects={"prefix": "uploads/", "id_pattern": "^uploads/([^/]+)/"},
+        ),
+    )
+    found = statements(pulumi_mocks, "video-policy")
+    assert set(found) == {"Logs", "Metrics", "Table", "Objects", "ListPrefix"}
+    assert found["Table"]["Resource"] == [TABLE_ARN]
+    assert found["Table"]["Action"] == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:Scan",
+        "dynamodb:UpdateItem",
+    ]
+    assert found["Objects"]["Resource"] == ["arn:aws:s3:::uploads-bucket/uploads/*"]
+    assert found["Objects"]["Action"] == ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:ListMultipartUploadParts"]
+    assert found["ListPrefix"] == {
+        "Sid": "ListPrefix",
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket"],
+        "Resource": ["arn:aws:s3:::uploads-bucket"],
+        "Condition": {"StringLike": {"s3:prefix": ["uploads/*"]}},
+    }
+    assert found["Metrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Expiry"}}
+    log_group = pulumi_mocks.one("aws:cloudwatch/logGroup:LogGroup")
+    assert found["Logs"]["Resource"][1] == found["Logs"]["Resource"][0] + ":*"
+    assert log_group.inputs["name"] in found["Logs"]["Resource"][0]
+    for sid, statement in found.items():
+        assert statement["Effect"] == "Allow"
+        if "*" in statement["Resource"]:
+            assert sid == "Metrics" and "Condition" in statement  # the only wildcard, held by a condition
+
+
+def test_expiry_index_is_queried_not_scanned(pulumi_mocks):
+    def program():
+        table = TtlTable("sessions", {"hash_key": "uploadSessionId", "ttl_attribute": "ttl", "expiry_index": True})
+        return ScheduledSweeper("video", {"kind": "sweep", "schedule": "rate(1 hour)", **table_target(table)})
+
+    pulumi_mocks.run(program)
+    found = statements(pulumi_mocks, "video-policy")
+    table_arn = pulumi_mocks.one("aws:dynamodb/table:Table").urn and found["Table"]["Resource"][0]
+    assert found["ExpiryIndex"] == {
+        "Sid": "ExpiryIndex",
+        "Effect": "Allow",
+        "Action": ["dynamodb:Query"],
+        "Resource": [f"{table_arn}/index/expiry-index"],
+    }
+    assert "dynamodb:Scan" not in found["Table"]["Action"]
+    job = parse_job(json.loads(pulumi_mocks.one(FUNCTION).inputs["environment"]["variables"]["EXPIRY_JOB"]))
+    assert job.expiry_index is not None and job.expiry_index.shards == 10
+    assert job.table == "sessions-table-physical"
+
+
+def test_monitor_is_read_only(pulumi_mocks):
+    build(pulumi_mocks, sweeper_args(kind="ttl-monitor", schedule="rate(1 hour)", namespace="Chat/Cleanup"))
+    found = statements(pulumi_mocks, "video-policy")
+    assert found["Table"]["Action"] == ["dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive", "dynamodb:Scan"]
+    assert found["Metrics"]["Condition"]["StringEquals"]["cloudwatch:namespace"] == "Chat/Cleanup"
+    assert pulumi_mocks.one(FUNCTION).inputs["handler"] == "runtime.handlers.ttl_monitor.handler"
+
+
+def test_references_policy_reaches_the_target_table(pulumi_mocks):
+    target = "arn:aws:dynamodb:us-east-1:123456789012:table/actors"
+    build(
+        pulumi_mocks,
+        sweeper_args(
+            kind="orphaned-references",
+            key_attributes=["id", "bucket_name"],
+            references={
+                "select_attribute": "bucket_name",
+                "select_prefix": "_index:",
+                "reference_attribute": "actor",
+                "target_key_attribute": "id",
+                "target_table_name": "actors",
+                "target_table_arn": target,
+            },
+        ),
+    )
+    found = statements(pulumi_mocks, "video-policy")
+    assert found["ReferenceTargets"]["Resource"] == [target]
+    assert found["Table"]["Action"] == ["dynamodb:DeleteItem", "dynamodb:Scan"]
+    assert pulumi_mocks.one(FUNCTION).inputs["handler"] == "runtime.handlers.orphaned_references.handler"
+
+
+def test_concurrency_reservation_can_be_turned_off_and_sizes_set(pulumi_mocks):
+    build(
+        pulumi_mocks,
+        sweeper_args(
+            reserve_concurrency=False,
+            timeout_seconds=900,
+            memory_mb=1024,
+            architecture="x86_64",
+            log_retention_days=365,
+        ),
+    )
+    fn = pulumi_mocks.one(FUNCTION).inputs
+    assert "reservedConcurrentExecutions" not in fn
+    assert (fn["timeout"], fn["memorySize"], fn["architectures"]) == (900, 1024, ["x86_64"])
+    assert pulumi_mocks.one("aws:cloudwatch/logGroup:LogGroup").inputs["retentionInDays"] == 365
+
+
+BAD = [
+    ({"schedule": "rate(0 hours)"}, "schedule: rate value must be at least 1"),
+    ({"schedule": "rate(1 hours)"}, "schedule: AWS wants rate(1 hour)"),
+    ({"schedule": "rate(5 minute)"}, "schedule: AWS wants rate(5 minutes)"),
+    ({"schedule": "rate(5 weeks)"}, "schedule: must be rate(N unit), cron(6 fields) or at("),
+    ({"schedule": "cron(0 3 * * *)"}, "schedule: cron needs 6 fields"),
+    ({"schedule": "cron(0 3 * * * *)"}, "schedule: exactly one of day-of-month and day-of-week must be '?'"),
+    ({"schedule": "cron(0 3 ? * ? *)"}, "schedule: exactly one of day-of-month and day-of-week must be '?'"),
+    ({"schedule": "cron(61 3 * * ? *)"}, "schedule: cron minutes field '61': 61 is outside 0..59"),
+    ({"schedule": "cron(0 25 * * ? *)"}, "schedule: cron hours field '25': 25 is outside 0..23"),
+    ({"schedule": "cron(0 3 * FOO ? *)"}, "schedule: cron month field 'FOO'"),
+    ({"schedule": "cron(0 3 ? * MON#6 *)"}, "'#' takes a week number 1..5"),
+    ({"schedule": "cron(0;drop 3 * * ? *)"}, "has characters AWS does not accept"),
+    ({"schedule": "at(2026-13-01T00:00:00)"}, "schedule: at() needs a real date and time"),
+    ({"schedule": "every day"}, "schedule: must be rate(N unit)"),
+    ({"schedule_timezone": "Mars/Olympus"}, "schedule_timezone: unknown IANA time zone 'Mars/Olympus'"),
+    ({"timeout_seconds": 0}, "timeout_seconds: must be an integer in 1..900, got 0"),
+    ({"timeout_seconds": 901}, "timeout_seconds: must be an integer in 1..900, got 901"),
+    ({"memory_mb": 127}, "memory_mb: must be an integer in 128..10240, got 127"),
+    ({"memory_mb": 10241}, "memory_mb: must be an integer in 128..10240"),
+    ({"s3": {"key_attribute": "k"}}, "ScheduledSweeper: s3.bucket: must be a non-empty string"),
+    ({"stuck_uploads": {"status": "created"}}, "ScheduledSweeper: stuck_uploads: needs the s3 section"),
+    ({"kind": "ttl-monitor", "s3": S3}, "ScheduledSweeper: unknown settings ['s3']"),
+    ({"kind": "purge"}, "ScheduledSweeper: kind: must be one of ttl-monitor, sweep, orphaned-references"),
+    (
+        {"s3": {**S3, "keep_statuses": [f"status-{i:04}-with-a-long-descriptive-name" for i in range(120)]}},
+        "ScheduledSweeper: environment: the job's settings take",
+    ),
+    ({"log_retention_days": 10}, "log_retention_days: must be one of"),
+    ({"flexible_window_minutes": 2000}, "flexible_window_minutes: must be an integer in 0..1440"),
+    ({"safety_margin_seconds": 60, "timeout_seconds": 30}, "safety_margin_seconds: must be less than timeout_seconds"),
+    ({"hooks_path": "/nonexistent/hooks.py"}, "hooks_path: must be a .py file or a package directory"),
+    ({"table_arn": None}, "table_arn: is required"),
+    ({"architecture": "sparc"}, "architecture: must be one of arm64, x86_64"),
+    ({"schedulee": "rate(1 hour)"}, "args: unknown fields ['schedulee']"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD, ids=[m.split(":")[0][:40] for _, m in BAD])
+def test_bad_input_is_refused_before_anything_registers(pulumi_mocks, build_dir, overrides, message):
+    with pytest.raises(ValueError) as error:
+        build(pulumi_mocks, sweeper_args(**overrides))
+    assert str(error.value).startswith("ScheduledSweeper: ")
+    assert message in str(error.value)
+    assert pulumi_mocks.resources == []
+    assert not build_dir.exists() or not any(build_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "rate(1 minute)",
+        "rate(15 minutes)",
+        "rate(1 day)",
+        "cron(0 3 * * ? *)",
+        "cron(0/15 * ? * MON-FRI *)",
+        "cron(0 12 L * ? 2026-2030)",
+        "cron(30 9 ? * 2#1 *)",
+        "cron(0 0 1,15 JAN,JUL ? *)",
+        "at(2027-01-01T00:00:00)",
+    ],
+)
+def test_valid_schedules(pulumi_mocks, expression):
+    build(pulumi_mocks, sweeper_args(schedule=expression))
+    assert pulumi_mocks.one(SCHEDULE).inputs["scheduleExpression"] == expression
