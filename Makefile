@@ -6,7 +6,7 @@ VENV := venv
 BIN := $(VENV)/bin
 STATE := $(CURDIR)/.pulumi-state
 
-.PHONY: setup test lint format up clean
+.PHONY: setup test lint format benchmark up clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+benchmark: setup
+	$(BIN)/python benchmarks/sweep_benchmark.py
 
 format: setup
 	$(BIN)/ruff check --fix .
