@@ -1,6 +1,5 @@
 """AWS for the tests: moto in-process, or moto_server over HTTP on a free loopback port."""
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,16 +9,11 @@ import boto3
 import requests
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
+from tests_support import free_port
 
 from runtime.aws_clients import client_config
 
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from aws import Aws, MotoServer, aws_backend  # noqa: E402
+from postgres import PostgresServer  # noqa: E402
 from pulumi_harness import Harness, RecordingMocks, RecordingMonitor  # noqa: E402
 
 
@@ -71,3 +72,19 @@ def aws_in_process(fake_aws_credentials: None) -> Iterator[Aws]:
     """moto in-process only, for tests that inject faults into a client."""
     with aws_backend("in-process", None) as backend:
         yield backend
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 with pg_cron preloaded (cron.database_name = postgres)."""
+    server = PostgresServer(with_pg_cron=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_without_cron() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 without pg_cron in shared_preload_libraries."""
+    server = PostgresServer(with_pg_cron=False)
+    yield server
+    server.stop()

@@ -1,0 +1,112 @@
+"""A real PostgreSQL 15 server for the tests: a temporary data directory, a free loopback port,
+pg_cron preloaded (or not), run as the `postgres` user when the tests run as root (initdb refuses root)."""
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from tests_support import free_port
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return command
+    return ["runuser", "-u", "postgres", "--", *command]
+
+
+class PostgresServer:
+    """One server; ``stop`` removes its data directory."""
+
+    def __init__(self, with_pg_cron: bool = True) -> None:
+        if not (BIN / "initdb").exists():
+            raise RuntimeError("PostgreSQL 15 is not installed: run `make setup` (installs postgresql-15)")
+        self.base = Path(tempfile.mkdtemp(prefix="expiry-pg-"))
+        self.data = self.base / "data"
+        self.port = free_port()
+        if os.geteuid() == 0:
+            server_user = pwd.getpwnam("postgres")
+            os.chown(self.base, server_user.pw_uid, server_user.pw_gid)
+        subprocess.run(
+            _as_server_user(
+                [
+                    str(BIN / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        settings = [
+            f"port = {self.port}",
+            "listen_addresses = '127.0.0.1'",
+            f"unix_socket_directories = '{self.base}'",
+            "fsync = off",
+            "synchronous_commit = off",
+            "full_page_writes = off",
+            "max_connections = 50",
+        ]
+        if with_pg_cron:
+            settings += ["shared_preload_libraries = 'pg_cron'", "cron.database_name = 'postgres'"]
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("\n".join(settings) + "\n")
+        subprocess.run(
+            _as_server_user(
+                [
+                    str(BIN / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.base / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        self._wait()
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} dbname={database} user=postgres"
+
+    def connect(self, database: str = "postgres", autocommit: bool = True) -> psycopg.Connection:
+        return psycopg.connect(self.dsn(database), autocommit=autocommit)
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with self.connect():
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def create_database(self, name: str) -> None:
+        with self.connect() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_server_user([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(self.base, ignore_errors=True)
