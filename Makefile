@@ -6,9 +6,13 @@ VENV := venv
 BIN := $(VENV)/bin
 STATE := $(CURDIR)/.pulumi-state
 
-.PHONY: setup test lint format benchmark up clean
+.PHONY: setup system-packages test lint format benchmark up clean
 
-setup: $(VENV)/.installed
+setup: system-packages $(VENV)/.installed
+
+# PostgreSQL 15 with pg_cron for the tests (Debian packages; installed only when missing).
+system-packages:
+	@./scripts/install-system-packages.sh postgresql-15 postgresql-15-cron
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -17,25 +21,28 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	# The project itself, so that Pulumi's dynamic-provider process can import components and runtime.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 test: setup
 	$(BIN)/python -m pytest
 
-lint: setup
+lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 benchmark: setup
 	$(BIN)/python benchmarks/sweep_benchmark.py
+	$(BIN)/python benchmarks/pg_purge_benchmark.py
 
-format: setup
+format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 # `pulumi up` of one stack (STACK=dev by default) with a local file state backend in
 # .pulumi-state/, so no Pulumi Cloud account is needed.
-up: setup
+up: $(VENV)/.installed
 	@command -v $(PULUMI) >/dev/null 2>&1 \
 		|| { echo "make up needs the Pulumi CLI on PATH: https://www.pulumi.com/docs/iac/download-install/"; exit 1; }
 	@$(BIN)/python -c 'import boto3, sys; sys.exit(boto3.Session().get_credentials() is None)' \

@@ -21,6 +21,7 @@ DEFAULT_BATCH_SIZE = 5000
 DEFAULT_MAX_RUNTIME_SECONDS = 300
 DEFAULT_HISTORY_DAYS = 7
 DEFAULT_HISTORY_SCHEDULE = "17 * * * *"
+CREATED_BY = "created by expiry; dropped with the last cleanup in it"
 MAX_JOB_NAME = 48  # leaves room for suffixes within PostgreSQL's 63-byte identifiers
 CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
@@ -325,7 +326,11 @@ def provision(connector: Connector, spec: PurgeSpec) -> dict[str, Any]:
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (spec.schema,)
         ).fetchone()[0]
         with conn.transaction():
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(spec.schema)))
+            if not schema_existed:
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(spec.schema)))
+                conn.execute(
+                    sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(spec.schema), sql.Literal(CREATED_BY))
+                )
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (run_id bigserial PRIMARY KEY, started_at timestamptz NOT NULL, "
@@ -345,6 +350,11 @@ def provision(connector: Connector, spec: PurgeSpec) -> dict[str, Any]:
                     sql.Identifier(spec.expiry_column),
                 )
             )
+            conn.execute(
+                sql.SQL("COMMENT ON INDEX {} IS {}").format(
+                    sql.Identifier(spec.table_schema, spec.index_name), sql.Literal(CREATED_BY)
+                )
+            )
             index_created = True
         indexed = _has_index(conn, spec)
     command = connector_command(spec)
@@ -357,7 +367,13 @@ def provision(connector: Connector, spec: PurgeSpec) -> dict[str, Any]:
         history_id = _schedule(
             cron, spec.history_job, spec.history_schedule, history.as_string(cron), cron_database, cron_database
         )
-        cron.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(spec.schema)))
+        if not cron.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (spec.schema,)).fetchone()[
+            0
+        ]:
+            cron.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(spec.schema)))
+            cron.execute(
+                sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(spec.schema), sql.Literal(CREATED_BY))
+            )
         cron.execute(runs_view(spec))
     return {
         "cron_database": cron_database,
@@ -375,9 +391,11 @@ def connector_command(spec: PurgeSpec) -> str:
     return spec.command.as_string(None)
 
 
-def unprovision(connector: Connector, spec: PurgeSpec, state: dict[str, Any]) -> None:
-    """Remove the jobs and what the cleanup created; the table and its rows are left alone."""
-    cron_database = state.get("cron_database") or connector.database
+def unprovision(connector: Connector, spec: PurgeSpec) -> None:
+    """Remove the jobs and what the cleanup created (the schema and index only if it created them,
+    as their comment records); the table and its rows are left alone."""
+    with connector.connect() as conn:
+        cron_database = pg_cron_database(conn)
     with connector.connect(cron_database) as cron:
         for job in (spec.job_name, spec.history_job):
             cron.execute(
@@ -385,24 +403,28 @@ def unprovision(connector: Connector, spec: PurgeSpec, state: dict[str, Any]) ->
             )
         cron.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(spec.ident("_runs")))
         if cron_database != connector.database:
-            _drop_schema_if_empty(cron, spec)
+            _drop_schema_if_ours(cron, spec)
     with connector.connect() as conn:
         conn.execute(sql.SQL("DROP PROCEDURE IF EXISTS {}(integer, integer)").format(spec.ident()))
         conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(spec.ident("_status")))
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(spec.ident("_log")))
-        if state.get("created_index"):
-            conn.execute(
-                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                    sql.Identifier(spec.table_schema, spec.index_name)
-                )
-            )
-        if state.get("created_schema"):
-            _drop_schema_if_empty(conn, spec)
+        index = sql.Identifier(spec.table_schema, spec.index_name)
+        ours = conn.execute(
+            "SELECT obj_description(to_regclass(%s), 'pg_class') = %s", (index.as_string(conn), CREATED_BY)
+        ).fetchone()[0]
+        if ours:
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(index))
+        _drop_schema_if_ours(conn, spec)
 
 
-def _drop_schema_if_empty(conn: psycopg.Connection, spec: PurgeSpec) -> None:
-    with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):  # other cleanups still live in it
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} RESTRICT").format(sql.Identifier(spec.schema)))
+def _drop_schema_if_ours(conn: psycopg.Connection, spec: PurgeSpec) -> None:
+    ours = conn.execute(
+        "SELECT obj_description(oid, 'pg_namespace') = %s FROM pg_namespace WHERE nspname = %s",
+        (CREATED_BY, spec.schema),
+    ).fetchone()
+    if ours and ours[0]:
+        with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):  # other cleanups still live in it
+            conn.execute(sql.SQL("DROP SCHEMA {} RESTRICT").format(sql.Identifier(spec.schema)))
 
 
 @dataclass

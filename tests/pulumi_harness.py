@@ -1,11 +1,15 @@
 """Pulumi mocks that record every registered resource and resolve dependent Outputs."""
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import dill
 import pulumi
+from pulumi.dynamic import Config, ConfigureRequest, ResourceProvider
 from pulumi.runtime import rpc
+from pulumi.runtime._serialization import _deserialize
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
@@ -24,6 +28,7 @@ class Registered:
     inputs: dict[str, Any]
     parent: str | None
     urn: str
+    additional_secret_outputs: tuple[str, ...] = ()
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -59,7 +64,16 @@ class RecordingMonitor(MockMonitor):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             inputs = rpc.deserialize_properties(request.object)
-            self.registered.append(Registered(request.type, request.name, inputs, request.parent or None, response.urn))
+            self.registered.append(
+                Registered(
+                    request.type,
+                    request.name,
+                    inputs,
+                    request.parent or None,
+                    response.urn,
+                    tuple(request.additionalSecretOutputs),
+                )
+            )
         return response
 
 
@@ -97,3 +111,23 @@ class Harness:
 
     def urn_of(self, type_token: str, name: str) -> str:
         return self.one(type_token, name).urn
+
+
+SECRET_SIG = (rpc._special_sig_key, rpc._special_secret_sig)
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SECRET_SIG[0]) == SECRET_SIG[1]
+
+
+def plain_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Inputs as the engine hands them to a provider that does not accept secrets: unwrapped."""
+    return {key: value["value"] if is_secret(value) else value for key, value in inputs.items()}
+
+
+def engine_provider(inputs: dict[str, Any]) -> ResourceProvider:
+    """The dynamic provider pickled into ``inputs``, loaded as pulumi.dynamic's get_provider does."""
+    text = plain_inputs(inputs)["__provider"]
+    provider = _deserialize(lambda: dill.loads(base64.b64decode(text)))
+    provider.configure(ConfigureRequest(config=Config(raw_config={}, project_name="expiry")))
+    return provider

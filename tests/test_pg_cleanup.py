@@ -181,7 +181,7 @@ def test_identifiers_are_literal_names_never_code(postgres, database, name):
     with postgres.connect() as cron:
         command = cron.execute("SELECT command FROM cron.job WHERE jobname = %s", (name,)).fetchone()[0]
         assert command == sql.SQL("CALL {}()").format(sql.Identifier(name, name)).as_string(cron)
-    unprovision(connector(postgres, database), weird, {"cron_database": "postgres", "created_schema": True})
+    unprovision(connector(postgres, database), weird)
 
 
 def test_bad_specs_are_refused():
@@ -233,7 +233,7 @@ def test_update_in_place_and_unprovision_leave_the_table_alone(postgres, databas
     with postgres.connect(database) as conn:
         default = conn.execute("SELECT pg_get_function_arguments('expiry.\"purge-attributes\"'::regproc)").fetchone()
         assert "DEFAULT 99" in default[0]
-    unprovision(connector(postgres, database), spec(), first)
+    unprovision(connector(postgres, database), spec())
     with postgres.connect(database) as conn:
         assert count(conn) == 7  # every row still there, expired ones included
         assert conn.execute("SELECT to_regnamespace('expiry') IS NULL").fetchone()[0]
@@ -247,7 +247,7 @@ def test_missing_index_is_reported(postgres, database):
         make_table(conn, "bigint", expired=1, live=1, permanent=0)
     state = provision(connector(postgres, database), spec())
     assert state["expiry_column_indexed"] is False and state["created_index"] is False
-    unprovision(connector(postgres, database), spec(), state)
+    unprovision(connector(postgres, database), spec())
 
 
 def test_run_history_retention_job(postgres, database):
@@ -269,7 +269,7 @@ def test_run_history_retention_job(postgres, database):
         cron.execute(command)
         left = cron.execute("SELECT runid FROM cron.job_run_details WHERE runid IN (900001, 900002)").fetchall()
         assert left == [(900002,)]
-    unprovision(connector(postgres, database), spec(), state)
+    unprovision(connector(postgres, database), spec())
 
 
 def test_the_job_really_runs_from_pg_cron(postgres, database):
@@ -296,7 +296,7 @@ def test_the_job_really_runs_from_pg_cron(postgres, database):
         assert runs >= 1
     with postgres.connect(database) as conn:
         assert count(conn) == 3
-    unprovision(connector(postgres, database), spec(), state)
+    unprovision(connector(postgres, database), spec())
 
 
 def test_schedule_in_another_database_than_pg_cron(postgres, database):
@@ -309,6 +309,18 @@ def test_schedule_in_another_database_than_pg_cron(postgres, database):
             database,
         )
     assert state["cron_database"] == "postgres"
-    unprovision(connector(postgres, database), spec(), state)
+    unprovision(connector(postgres, database), spec())
     with psycopg.connect(postgres.dsn(database)) as conn:
         assert conn.execute("SELECT count(*) FROM attributes").fetchone()[0] == 1
+
+
+def test_a_schema_the_cleanup_did_not_create_is_kept(postgres, database):
+    with postgres.connect(database) as conn:
+        make_table(conn, "bigint", expired=1, live=0, permanent=0)
+        conn.execute("CREATE SCHEMA expiry")
+    state = provision(connector(postgres, database), spec(schema="expiry"))
+    assert state["created_schema"] is False
+    unprovision(connector(postgres, database), spec(schema="expiry"))
+    with postgres.connect(database) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'expiry'").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'purge-attributes'").fetchone()[0] == 0
