@@ -9,10 +9,12 @@ import pulumi_aws as aws
 
 from components import validation as v
 from components.lambda_bundle import build_bundle
-from components.schedule import check_expression, check_timezone
+from components.psycopg_layer import build_psycopg_layer
+from components.schedule import check_expression, check_timezone, rate_seconds
 from components.sweeper_policy import Arns, assume_role_policy, function_policy, scheduler_policy
 from components.ttl_table import TtlTable
-from runtime.job_config import ENV_VAR, HANDLERS, Job, JobConfigError, parse_job
+from runtime.job_config import ENV_VAR, HANDLERS, POSTGRES_KINDS, Job, JobConfigError, parse_job
+from runtime.pg_cleanup import CleanupError, PurgeSpec
 
 COMPONENT = "ScheduledSweeper"
 ENVIRONMENT_LIMIT = 4096
@@ -42,7 +44,9 @@ LOG_RETENTION_DAYS = (
 )
 RUNTIMES = ("python3.11", "python3.12", "python3.13")
 ARCHITECTURES = ("arm64", "x86_64")
+POSTGRES_NAMES = ("host", "database", "secret_arn")
 PLACEHOLDER = "x" * 96  # stands in for a name only known after deployment when sizing the environment
+VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 
 
 class S3CascadeArgs(TypedDict):
@@ -105,19 +109,57 @@ class ReferencesArgs(TypedDict):
     """ARN of the referenced table (required with `target_table_name`)."""
 
 
+class PostgresArgs(TypedDict):
+    """Where a PostgreSQL job connects; the password comes from Secrets Manager, never the environment."""
+
+    host: pulumi.Input[str]
+    """Database host."""
+    database: pulumi.Input[str]
+    """Database of the table."""
+    secret_arn: pulumi.Input[str]
+    """Secrets Manager secret: RDS-style JSON (username, password) or the password alone."""
+    port: NotRequired[int]
+    """Port (default 5432)."""
+    user: NotRequired[str]
+    """User, when the secret holds no username."""
+    lookback_seconds: NotRequired[int]
+    """Window of the pg-monitor's failed runs and rows purged (default: the rate() interval, else 3600)."""
+
+
+class PurgeArgs(TypedDict):
+    """What a pg-purge job deletes, or which pg_cron cleanup a pg-monitor job watches."""
+
+    expiry_column: str
+    """Expiry column: epoch seconds, timestamptz or timestamp (UTC)."""
+    table_schema: NotRequired[str]
+    """Schema of the table (default public)."""
+    schema: NotRequired[str]
+    """Schema of the PgCronCleanup's objects (pg-monitor; default expiry)."""
+    job_name: NotRequired[str]
+    """The PgCronCleanup's job name (pg-monitor; default: this job's name)."""
+    batch_size: NotRequired[int]
+    """Rows per batch, one transaction each (default 5000)."""
+    max_runtime_seconds: NotRequired[int]
+    """Stop starting batches after this (default 300)."""
+    extra_column: NotRequired[str]
+    """Purge only rows whose `extra_column` equals `extra_value`."""
+    extra_value: NotRequired[str]
+    """Value `extra_column` must have."""
+
+
 class ScheduledSweeperArgs(TypedDict):
     """Inputs of a ScheduledSweeper."""
 
     kind: str
-    """ttl-monitor, sweep or orphaned-references."""
+    """ttl-monitor, sweep, orphaned-references, pg-purge or pg-monitor."""
     schedule: str
     """rate(N unit), cron(min hour day-of-month month day-of-week year) or at(yyyy-mm-ddThh:mm:ss)."""
     table_name: pulumi.Input[str]
     """The table the job reads."""
-    table_arn: pulumi.Input[str]
-    """Its ARN (IAM names it exactly)."""
-    key_attributes: list[str]
-    """The table's hash key and optional range key."""
+    table_arn: NotRequired[pulumi.Input[str]]
+    """Its ARN, which IAM names exactly (DynamoDB jobs)."""
+    key_attributes: NotRequired[list[str]]
+    """The table's hash key and optional range key (DynamoDB jobs)."""
     ttl_attribute: NotRequired[str]
     """The table's TTL attribute (default expires_at)."""
     expiry_index_name: NotRequired[str]
@@ -150,6 +192,14 @@ class ScheduledSweeperArgs(TypedDict):
     """Orphaned objects (sweep jobs; needs s3)."""
     references: NotRequired[ReferencesArgs]
     """Orphaned references (orphaned-references jobs)."""
+    postgres: NotRequired[PostgresArgs]
+    """The database (pg-purge and pg-monitor jobs)."""
+    purge: NotRequired[PurgeArgs]
+    """The purge (pg-purge) or the pg_cron cleanup watched (pg-monitor)."""
+    subnet_ids: NotRequired[list[pulumi.Input[str]]]
+    """Run the function in these VPC subnets (to reach a private database)."""
+    security_group_ids: NotRequired[list[pulumi.Input[str]]]
+    """Security groups of the function in the VPC."""
     hooks_path: NotRequired[str]
     """A .py file or package bundled as `expiry_hooks`; its before_delete(item, job) runs first."""
     schedule_timezone: NotRequired[str]
@@ -212,8 +262,9 @@ def job_settings(name: str, args: dict[str, Any], names: dict[str, str]) -> dict
         "kind": args.get("kind"),
         "name": args.get("job_name", name),
         "table": names["table"],
-        "key_attributes": args.get("key_attributes"),
     }
+    if "key_attributes" in args:
+        raw["key_attributes"] = args["key_attributes"]
     raw |= {key: args[key] for key in JOB_SETTINGS if key in args}
     if "expiry_index_name" in args:
         raw["expiry_index"] = {
@@ -231,6 +282,15 @@ def job_settings(name: str, args: dict[str, Any], names: dict[str, str]) -> dict
         if "target_table_name" in args["references"]:
             refs["target_table"] = names["target_table"]
         raw["references"] = refs
+    if "postgres" in args:
+        raw["postgres"] = {
+            **args["postgres"],
+            "host": names["host"],
+            "database": names["database"],
+            "secret_arn": names["secret_arn"],
+        }
+    if "purge" in args:
+        raw["purge"] = dict(args["purge"])
     if args.get("hooks_path"):
         raw["hook"] = True
     return raw
@@ -254,12 +314,15 @@ def _validated_job(name: str, args: dict[str, Any]) -> Job:
         "table": _placeholder(args.get("table_name")),
         "bucket": _placeholder((args.get("s3") or {}).get("bucket")),
         "target_table": _placeholder(refs.get("target_table_name")),
+        **{key: _placeholder((args.get("postgres") or {}).get(key)) for key in POSTGRES_NAMES},
     }
     settings = job_settings(name, args, names)
     try:
         job = parse_job(settings, source=COMPONENT)
-    except JobConfigError as error:
-        raise ValueError(str(error)) from error
+        if job.purge is not None:
+            PurgeSpec.from_dict({"job_name": job.name, **job.purge, "table": job.table})
+    except (JobConfigError, CleanupError) as error:
+        raise ValueError(f"{COMPONENT}: purge.{error}" if isinstance(error, CleanupError) else str(error)) from error
     size = _environment_size(settings)
     if size > ENVIRONMENT_LIMIT:
         v.fail(
@@ -294,10 +357,16 @@ class ScheduledSweeper(pulumi.ComponentResource):
         unknown = set(raw) - set(ScheduledSweeperArgs.__annotations__)
         if unknown:
             v.fail(COMPONENT, "args", f"unknown fields {sorted(unknown)}")
-        for field in ("table_name", "table_arn"):
+        dynamodb_job = raw.get("kind") not in POSTGRES_KINDS
+        for field in ("table_name", "table_arn") if dynamodb_job else ("table_name",):
             if raw.get(field) is None:
                 v.fail(COMPONENT, field, "is required")
+        if raw.get("kind") == "pg-monitor" and "lookback_seconds" not in (raw.get("postgres") or {}):
+            interval = rate_seconds(raw.get("schedule") or "")
+            if interval:
+                raw["postgres"] = {**raw["postgres"], "lookback_seconds": max(60, interval)}
         job = _validated_job(name, raw)
+        vpc = _vpc(raw)
         schedule = check_expression(COMPONENT, "schedule", raw.get("schedule"))
         timezone = check_timezone(COMPONENT, "schedule_timezone", raw.get("schedule_timezone", "UTC"))
         window = v.integer(COMPONENT, "flexible_window_minutes", raw.get("flexible_window_minutes", 0), 0, 1440)
@@ -338,15 +407,44 @@ class ScheduledSweeper(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        refs = raw.get("references") or {}
+        refs, postgres = raw.get("references") or {}, raw.get("postgres") or {}
         policy = pulumi.Output.all(
-            raw["table_arn"], self.log_group.arn, (raw.get("s3") or {}).get("bucket"), refs.get("target_table_arn")
-        ).apply(lambda a: json.dumps(function_policy(job, Arns(a[0], a[1], a[2], a[3]), object_prefix)))
+            raw.get("table_arn"),
+            self.log_group.arn,
+            (raw.get("s3") or {}).get("bucket"),
+            refs.get("target_table_arn"),
+            postgres.get("secret_arn"),
+        ).apply(lambda a: json.dumps(function_policy(job, Arns(*a), object_prefix)))
         self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=self.role.id, policy=policy, opts=child)
+        depends_on: list[pulumi.Resource] = [self.log_group, self.role_policy]
+        if vpc:
+            self.vpc_access = aws.iam.RolePolicyAttachment(
+                f"{name}-vpc-access", role=self.role.name, policy_arn=VPC_ACCESS_POLICY, opts=child
+            )
+            depends_on.append(self.vpc_access)
+        layers = None
+        if job.kind in POSTGRES_KINDS:
+            layer_zip = build_psycopg_layer(architecture, lambda_runtime.removeprefix("python"), bundle.path.parent)
+            self.psycopg_layer = aws.lambda_.LayerVersion(
+                f"{name}-psycopg",
+                layer_name=f"{name}-psycopg",
+                code=pulumi.FileArchive(str(layer_zip)),
+                compatible_runtimes=[lambda_runtime],
+                compatible_architectures=[architecture],
+                opts=child,
+            )
+            layers = [self.psycopg_layer.arn]
 
         settings = pulumi.Output.all(
-            raw["table_name"], (raw.get("s3") or {}).get("bucket"), refs.get("target_table_name")
-        ).apply(lambda a: _environment(name, raw, {"table": a[0], "bucket": a[1], "target_table": a[2]}))
+            raw["table_name"],
+            (raw.get("s3") or {}).get("bucket"),
+            refs.get("target_table_name"),
+            *(postgres.get(key) for key in POSTGRES_NAMES),
+        ).apply(
+            lambda a: _environment(
+                name, raw, dict(zip(("table", "bucket", "target_table", *POSTGRES_NAMES), a, strict=True))
+            )
+        )
         self.function = aws.lambda_.Function(
             f"{name}-function",
             runtime=lambda_runtime,
@@ -358,6 +456,8 @@ class ScheduledSweeper(pulumi.ComponentResource):
             timeout=timeout,
             memory_size=memory,
             reserved_concurrent_executions=1 if reserve else None,
+            layers=layers,
+            vpc_config=aws.lambda_.FunctionVpcConfigArgs(**vpc) if vpc else None,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables={ENV_VAR: settings}),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
                 log_format="JSON",
@@ -366,7 +466,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
                 system_log_level="WARN",
             ),
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group, self.role_policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
         self.async_config = aws.lambda_.FunctionEventInvokeConfig(
             f"{name}-async",
@@ -431,6 +531,19 @@ class ScheduledSweeper(pulumi.ComponentResource):
                 "job_name": self.job_name,
             }
         )
+
+
+def _vpc(raw: dict[str, Any]) -> dict[str, Any] | None:
+    subnets, groups = raw.get("subnet_ids"), raw.get("security_group_ids")
+    if subnets is None and groups is None:
+        return None
+    if not subnets or not groups or not isinstance(subnets, list) or not isinstance(groups, list):
+        v.fail(
+            COMPONENT,
+            "subnet_ids" if not subnets else "security_group_ids",
+            "a function in a VPC needs both subnet_ids and security_group_ids (non-empty lists)",
+        )
+    return {"subnet_ids": subnets, "security_group_ids": groups}
 
 
 def _environment(name: str, raw: dict[str, Any], names: dict[str, Any]) -> str:

@@ -10,10 +10,11 @@ from runtime.job_config import KIND_ORPHANED_REFERENCES, KIND_SWEEP, KIND_TTL_MO
 class Arns:
     """The resolved ARNs and names a policy names exactly."""
 
-    table: str
+    table: str | None
     log_group: str
     bucket: str | None = None
     target_table: str | None = None
+    secret: str | None = None
 
 
 def _statement(sid: str, actions: list[str], resources: list[str], condition: dict | None = None) -> dict[str, Any]:
@@ -23,8 +24,8 @@ def _statement(sid: str, actions: list[str], resources: list[str], condition: di
     return statement
 
 
-def _partition(arn: str) -> str:
-    return arn.split(":")[1] if arn.startswith("arn:") else "aws"
+def _partition(arn: str | None) -> str:
+    return arn.split(":")[1] if arn and arn.startswith("arn:") else "aws"
 
 
 def function_policy(job: Job, arns: Arns, object_prefix: str) -> dict[str, Any]:
@@ -53,8 +54,11 @@ def function_policy(job: Job, arns: Arns, object_prefix: str) -> dict[str, Any]:
     if job.kind == KIND_ORPHANED_REFERENCES:
         table_actions |= {"dynamodb:Scan", "dynamodb:DeleteItem"}
         target = arns.target_table or arns.table
-        statements.append(_statement("ReferenceTargets", ["dynamodb:Query"], [target]))
-    statements.append(_statement("Table", sorted(table_actions), [arns.table]))
+        statements.append(_statement("ReferenceTargets", ["dynamodb:Query"], [str(target)]))
+    if table_actions and arns.table:
+        statements.append(_statement("Table", sorted(table_actions), [arns.table]))
+    if job.postgres and arns.secret:
+        statements.append(_statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [arns.secret]))
     if job.s3 and arns.bucket:
         bucket_arn = f"arn:{_partition(arns.table)}:s3:::{arns.bucket}"
         object_actions = ["s3:DeleteObject"]

@@ -13,11 +13,28 @@ ENV_VAR = "EXPIRY_JOB"
 KIND_TTL_MONITOR = "ttl-monitor"
 KIND_SWEEP = "sweep"
 KIND_ORPHANED_REFERENCES = "orphaned-references"
+KIND_PG_PURGE = "pg-purge"
+KIND_PG_MONITOR = "pg-monitor"
+POSTGRES_KINDS = (KIND_PG_PURGE, KIND_PG_MONITOR)
 HANDLERS = {
     KIND_TTL_MONITOR: "runtime.handlers.ttl_monitor.handler",
     KIND_SWEEP: "runtime.handlers.sweep.handler",
     KIND_ORPHANED_REFERENCES: "runtime.handlers.orphaned_references.handler",
+    KIND_PG_PURGE: "runtime.handlers.pg_purge.handler",
+    KIND_PG_MONITOR: "runtime.handlers.pg_monitor.handler",
 }
+# Settings of a PostgreSQL purge (runtime.pg_cleanup.PurgeSpec, which checks them: it needs psycopg,
+# which DynamoDB handlers do not ship with).
+PURGE_SETTINGS = (
+    "job_name",
+    "table_schema",
+    "schema",
+    "expiry_column",
+    "batch_size",
+    "max_runtime_seconds",
+    "extra_column",
+    "extra_value",
+)
 HOOK_MODULE = "expiry_hooks"
 MAX_SEGMENTS = 64
 MAX_WORKERS = 64
@@ -69,6 +86,18 @@ class References:
 
 
 @dataclass(frozen=True)
+class Postgres:
+    """Where the database is; the password comes from a Secrets Manager secret, never the environment."""
+
+    host: str
+    port: int
+    database: str
+    secret_arn: str
+    user: str | None
+    lookback_seconds: int
+
+
+@dataclass(frozen=True)
 class Job:
     kind: str
     name: str
@@ -89,6 +118,8 @@ class Job:
     orphaned_objects: OrphanedObjects | None
     references: References | None
     hook: bool
+    postgres: "Postgres | None" = None
+    purge: dict[str, Any] | None = None
 
     def projection(self, *extra: str | None) -> list[str]:
         """Attribute names a read needs: the keys, the TTL and ``extra``, once each."""
@@ -240,7 +271,31 @@ SECTIONS = {
     KIND_TTL_MONITOR: set(),
     KIND_SWEEP: {"s3", "stuck_uploads", "orphaned_objects"},
     KIND_ORPHANED_REFERENCES: {"references"},
+    KIND_PG_PURGE: {"postgres", "purge"},
+    KIND_PG_MONITOR: {"postgres", "purge"},
 }
+
+
+def _postgres(r: _Reader | None) -> Postgres | None:
+    if r is None:
+        return None
+    r.check_known({"host", "port", "database", "secret_arn", "user", "lookback_seconds"})
+    return Postgres(
+        host=r.text("host"),
+        port=r.integer("port", 5432, 1, 65535),
+        database=r.text("database"),
+        secret_arn=r.text("secret_arn"),
+        user=r.text("user", required=False),
+        lookback_seconds=r.integer("lookback_seconds", 3600, 60, 30 * 86400),
+    )
+
+
+def _purge(r: _Reader | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    r.check_known(set(PURGE_SETTINGS))
+    r.text("expiry_column")
+    return dict(r.raw)
 
 
 def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
@@ -251,7 +306,11 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         r.fail("kind", f"must be one of {', '.join(SECTIONS)}, got {kind!r}")
     r.check_known(COMMON | SECTIONS[kind])
     key_attributes = r.texts("key_attributes")
-    if not 1 <= len(key_attributes) <= 2:
+    if kind in POSTGRES_KINDS:
+        for section in ("postgres", "purge"):
+            if r.raw.get(section) is None:
+                r.fail(section, f"is required for a {kind} job")
+    elif not 1 <= len(key_attributes) <= 2:
         r.fail("key_attributes", f"must name the table's hash key and optional range key, got {list(key_attributes)}")
     table = r.text("table")
     job = Job(
@@ -274,6 +333,8 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         orphaned_objects=_orphans(r.section("orphaned_objects")),
         references=_references(r.section("references"), table),
         hook=r.boolean("hook", False),
+        postgres=_postgres(r.section("postgres")),
+        purge=_purge(r.section("purge")),
     )
     if (job.stuck_uploads or job.orphaned_objects) and not job.s3:
         field = "stuck_uploads" if job.stuck_uploads else "orphaned_objects"

@@ -6,7 +6,14 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from runtime import metrics as m
-from runtime.job_config import KIND_ORPHANED_REFERENCES, KIND_SWEEP, KIND_TTL_MONITOR, Job
+from runtime.job_config import (
+    KIND_ORPHANED_REFERENCES,
+    KIND_PG_MONITOR,
+    KIND_PG_PURGE,
+    KIND_SWEEP,
+    KIND_TTL_MONITOR,
+    Job,
+)
 from runtime.run_control import Clock, Deadline, LambdaContext, Tally, elapsed_ms, log_line
 
 # Counter of a run -> metric of the contract.
@@ -37,6 +44,14 @@ JOB_METRICS = {
         m.CLEANUP_ERRORS,
     ),
     KIND_ORPHANED_REFERENCES: (m.ITEMS_SKIPPED, m.ORPHANS_DELETED, m.CLEANUP_ERRORS),
+    KIND_PG_PURGE: (m.ROWS_PURGED,),
+    KIND_PG_MONITOR: (
+        m.EXPIRED_BACKLOG,
+        m.OLDEST_EXPIRED_AGE_SECONDS,
+        m.ROWS_PURGED,
+        m.PG_CRON_FAILED_RUNS,
+        m.PG_CRON_LAST_SUCCESS_AGE_SECONDS,
+    ),
 }
 RUN_METRICS = (m.SWEEP_SUCCEEDED, m.SWEEP_FAILED, m.SWEEP_DURATION_MS, m.STOPPED_EARLY)
 

@@ -5,7 +5,14 @@ from typing import Any
 
 from runtime import metrics as m
 from runtime.aws_clients import client
-from runtime.job_config import KIND_ORPHANED_REFERENCES, KIND_SWEEP, KIND_TTL_MONITOR, Job, JobConfigError
+from runtime.job_config import (
+    KIND_ORPHANED_REFERENCES,
+    KIND_SWEEP,
+    KIND_TTL_MONITOR,
+    POSTGRES_KINDS,
+    Job,
+    JobConfigError,
+)
 from runtime.job_runner import Work
 from runtime.orphaned_references import sweep_references
 from runtime.run_control import Tally
@@ -54,8 +61,16 @@ def references_work(clients: ClientFactory) -> Work:
 WORK = {KIND_TTL_MONITOR: monitor_work, KIND_SWEEP: sweep_work, KIND_ORPHANED_REFERENCES: references_work}
 
 
+def _work_factory(kind: str) -> Callable[[ClientFactory], Work]:
+    if kind in POSTGRES_KINDS:
+        from runtime import pg_jobs  # needs psycopg, which only PostgreSQL handlers ship with
+
+        return pg_jobs.WORK[kind]
+    return WORK[kind]
+
+
 def work_for(job: Job, expected_kind: str, clients: ClientFactory | None = None) -> Work:
     """The work of ``job``, refusing a job of another kind than the handler serves."""
     if job.kind != expected_kind:
         raise JobConfigError(f"EXPIRY_JOB: kind: this handler runs {expected_kind} jobs, got {job.kind!r}")
-    return WORK[job.kind](clients or default_clients(job))
+    return _work_factory(job.kind)(clients or default_clients(job))

@@ -241,11 +241,27 @@ def status_view(spec: PurgeSpec, kind: str) -> sql.Composed:
   count(*) FILTER (WHERE {col} >= {now}) AS live_rows,
   count(*) FILTER (WHERE {col} < {now}) AS expired_rows,
   min({col}) FILTER (WHERE {col} < {now}) AS oldest_expired,
+  coalesce({age}, 0)::bigint AS oldest_expired_age_seconds,
   pg_total_relation_size({oid}) AS table_bytes,
   pg_size_pretty(pg_total_relation_size({oid})) AS table_size
 FROM {target} WHERE {scope}""").format(
-        view=spec.ident("_status"), col=col, now=now, target=spec.target, oid=_table_oid(spec), scope=scope
+        view=spec.ident("_status"),
+        col=col,
+        now=now,
+        target=spec.target,
+        oid=_table_oid(spec),
+        scope=scope,
+        age=_oldest_age(spec, kind),
     )
+
+
+def _oldest_age(spec: PurgeSpec, kind: str) -> sql.Composed:
+    oldest = sql.SQL("min({col}) FILTER (WHERE {col} < {now})").format(
+        col=sql.Identifier(spec.expiry_column), now=_now(kind)
+    )
+    if kind == "epoch":
+        return sql.SQL("({} - {})").format(_now(kind), oldest)
+    return sql.SQL("extract(epoch from {} - {})").format(_now(kind), oldest)
 
 
 def _table_oid(spec: PurgeSpec) -> sql.Composed:

@@ -26,7 +26,12 @@ class Aws:
     s3: Any
 
     def client(self, service: str) -> Any:
-        return {"dynamodb": self.dynamodb, "s3": self.s3}.get(service) or make_client(service, self.endpoint)
+        if service not in self._clients:
+            self._clients[service] = make_client(service, self.endpoint)
+        return self._clients[service]
+
+    def __post_init__(self) -> None:
+        self._clients: dict[str, Any] = {"dynamodb": self.dynamodb, "s3": self.s3}
 
 
 def make_client(service: str, endpoint: str | None) -> Any:

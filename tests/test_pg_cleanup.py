@@ -258,8 +258,8 @@ def test_run_history_retention_job(postgres, database):
         cron.execute(
             "INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username, command, status, "
             "return_message, start_time, end_time) VALUES "
-            "(%s, 900001, 1, 'x', 'postgres', 'old', 'succeeded', '', now() - interval '9 days', "
-            "now() - interval '9 days'), (%s, 900002, 1, 'x', 'postgres', 'new', 'succeeded', '', "
+            "(%s, nextval('cron.runid_seq'), 1, 'x', 'postgres', 'old', 'succeeded', '', now() - interval '9 days', "
+            "now() - interval '9 days'), (%s, nextval('cron.runid_seq'), 1, 'x', 'postgres', 'new', 'succeeded', '', "
             "now() - interval '1 day', now() - interval '1 day')",
             (state["job_id"], state["job_id"]),
         )
@@ -267,8 +267,8 @@ def test_run_history_retention_job(postgres, database):
             0
         ]
         cron.execute(command)
-        left = cron.execute("SELECT runid FROM cron.job_run_details WHERE runid IN (900001, 900002)").fetchall()
-        assert left == [(900002,)]
+        left = cron.execute("SELECT command FROM cron.job_run_details WHERE jobid = %s", (state["job_id"],)).fetchall()
+        assert left == [("new",)]
     unprovision(connector(postgres, database), spec())
 
 

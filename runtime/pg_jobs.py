@@ -1,0 +1,125 @@
+"""PostgreSQL jobs run from Lambda: the batched purge for databases without pg_cron (the maintenance
+guide's "Option 3") and the monitor that catches a pg_cron job that fails or silently stops."""
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from runtime import metrics as m
+from runtime.job_config import KIND_PG_MONITOR, KIND_PG_PURGE, Job, JobConfigError, Postgres
+from runtime.job_runner import Work
+from runtime.jobs import ClientFactory
+from runtime.pg_cleanup import (
+    CleanupError,
+    PurgeSpec,
+    column_kind,
+    cron_health,
+    expired_condition,
+    pg_cron_database,
+    purge,
+    purged_since,
+    status,
+)
+from runtime.run_control import Tally
+
+
+def credentials(secrets: Any, settings: Postgres) -> tuple[str, str]:
+    """(user, password) from the secret: an RDS-style JSON object, or the password alone."""
+    text = secrets.get_secret_value(SecretId=settings.secret_arn)["SecretString"]
+    try:
+        secret = json.loads(text)
+    except json.JSONDecodeError:
+        secret = {"password": text}
+    if not isinstance(secret, dict):
+        secret = {"password": text}
+    user = settings.user or secret.get("username")
+    if not user or "password" not in secret:
+        raise JobConfigError(
+            "EXPIRY_JOB: postgres.secret_arn: the secret needs a password (and a username unless postgres.user is set)"
+        )
+    return user, secret["password"]
+
+
+def connect(clients: ClientFactory, settings: Postgres, database: str | None = None) -> psycopg.Connection:
+    user, password = credentials(clients("secretsmanager"), settings)
+    conninfo = make_conninfo(
+        "",
+        host=settings.host,
+        port=settings.port,
+        dbname=database or settings.database,
+        user=user,
+        password=password,
+        connect_timeout=15,
+        application_name="expiry",
+    )
+    return psycopg.connect(conninfo, autocommit=True)
+
+
+def purge_spec(job: Job) -> PurgeSpec:
+    assert job.purge is not None
+    settings = {"job_name": job.name, **job.purge, "table": job.table}
+    try:
+        return PurgeSpec.from_dict(settings)
+    except CleanupError as error:
+        raise JobConfigError(f"EXPIRY_JOB: purge.{error}") from error
+
+
+def purge_work(clients: ClientFactory) -> Work:
+    def work(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
+        assert job.postgres is not None
+        spec = purge_spec(job)
+        with connect(clients, job.postgres) as conn:
+            if job.dry_run:
+                waiting = status_counts(conn, spec)
+                return {"dry_run_expired_rows": waiting, m.ROWS_PURGED: 0}
+            result = purge(conn, spec, should_stop)
+        if result.stopped_early:
+            tally.add("stopped_early")
+        return {
+            "rows_deleted": result.rows_deleted,
+            "batches": result.batches,
+            "out_of_time": result.out_of_time,
+            m.ROWS_PURGED: result.rows_deleted,
+        }
+
+    return work
+
+
+def status_counts(conn: psycopg.Connection, spec: PurgeSpec) -> int:
+    """Expired rows waiting, counted with the purge's own condition (works without the status view)."""
+    condition = expired_condition(spec, column_kind(conn, spec))
+    return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(spec.target, condition)).fetchone()[0]
+
+
+def monitor_work(clients: ClientFactory) -> Work:
+    def work(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
+        assert job.postgres is not None
+        spec = purge_spec(job)
+        lookback = job.postgres.lookback_seconds
+        with connect(clients, job.postgres) as conn:
+            row = status(conn, spec)
+            purged = purged_since(conn, spec, lookback)
+            cron_database = pg_cron_database(conn)
+        with connect(clients, job.postgres, cron_database) as cron:
+            health = cron_health(cron, spec.job_name, lookback)
+        details: dict[str, Any] = {
+            **{key: row[key] for key in ("permanent_rows", "live_rows", "expired_rows", "table_bytes")},
+            "cron_database": cron_database,
+            "job_scheduled": health["job_scheduled"],
+            m.EXPIRED_BACKLOG: row["expired_rows"],
+            m.OLDEST_EXPIRED_AGE_SECONDS: row["oldest_expired_age_seconds"],
+            m.ROWS_PURGED: purged,
+            m.PG_CRON_FAILED_RUNS: health["failed_runs"],
+        }
+        if health["last_success_age_seconds"] is not None:  # never succeeded: no figure, the alarm sees missing data
+            details[m.PG_CRON_LAST_SUCCESS_AGE_SECONDS] = health["last_success_age_seconds"]
+        return details
+
+    return work
+
+
+WORK = {KIND_PG_PURGE: purge_work, KIND_PG_MONITOR: monitor_work}

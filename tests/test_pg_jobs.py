@@ -1,0 +1,126 @@
+"""PostgreSQL jobs run from Lambda (purge without pg_cron, and the pg_cron monitor) against the test
+PostgreSQL, with the password from Secrets Manager in moto (in-process and moto_server)."""
+
+import io
+import itertools
+import json
+import time
+
+import pytest
+from uploads_world import run
+
+from runtime import metrics
+from runtime.job_config import parse_job
+from runtime.job_runner import run_job
+from runtime.pg_cleanup import Connector, PurgeSpec, provision, unprovision
+from runtime.pg_jobs import monitor_work, purge_work
+
+NUMBER = itertools.count()
+
+
+@pytest.fixture
+def app(postgres):
+    name = f"jobs_{next(NUMBER)}_{int(time.time() * 1000) % 100000}"
+    postgres.create_database(name)
+    with postgres.connect(name) as conn:
+        conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp timestamptz)")
+        conn.execute(
+            "INSERT INTO attributes (ttl_timestamp) SELECT now() - interval '2 hours' FROM generate_series(1, 25)"
+        )
+        conn.execute("INSERT INTO attributes (ttl_timestamp) VALUES (NULL), (now() + interval '1 day')")
+    return name
+
+
+def pg_job(kind: str, postgres, database: str, secret_arn: str, **extra) -> object:
+    return parse_job(
+        {
+            "kind": kind,
+            "name": "purge-attributes",
+            "table": "attributes",
+            "namespace": "Expiry",
+            "postgres": {"host": "127.0.0.1", "port": postgres.port, "database": database, "secret_arn": secret_arn},
+            "purge": {"expiry_column": "ttl_timestamp", "batch_size": 10},
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+def secret(aws):
+    arn = aws.client("secretsmanager").create_secret(
+        Name="db", SecretString=json.dumps({"username": "postgres", "password": "unused-with-trust"})
+    )["ARN"]
+    return aws, arn
+
+
+def clients(aws):
+    return aws.client
+
+
+def count(postgres, database: str) -> int:
+    with postgres.connect(database) as conn:
+        return conn.execute("SELECT count(*) FROM attributes").fetchone()[0]
+
+
+def test_lambda_purge_deletes_expired_rows_in_batches(postgres, app, secret):
+    aws, arn = secret
+    result = run(pg_job("pg-purge", postgres, app, arn), purge_work(clients(aws)))
+    assert result.summary["rows_deleted"] == 25 and result.summary["batches"] == 3
+    assert count(postgres, app) == 2
+    assert result.emf[metrics.ROWS_PURGED] == 25 and result.emf[metrics.SWEEP_SUCCEEDED] == 1
+    assert result.emf["Table"] == "attributes" and result.emf["Job"] == "purge-attributes"
+
+
+def test_lambda_purge_dry_run_deletes_nothing(postgres, app, secret):
+    aws, arn = secret
+    result = run(pg_job("pg-purge", postgres, app, arn, dry_run=True), purge_work(clients(aws)))
+    assert result.summary["dry_run_expired_rows"] == 25 and count(postgres, app) == 27
+    assert result.emf[metrics.ROWS_PURGED] == 0
+
+
+def test_lambda_purge_stops_at_the_deadline(postgres, app, secret):
+    aws, arn = secret
+    result = run(pg_job("pg-purge", postgres, app, arn), purge_work(clients(aws)), stop_after=0)
+    assert result.summary["stopped_early"] is True and result.summary["rows_deleted"] == 10
+    assert count(postgres, app) == 17
+
+
+def test_secret_without_password_fails_visibly(postgres, app, aws):
+    arn = aws.client("secretsmanager").create_secret(Name="bad", SecretString=json.dumps({"username": "x"}))["ARN"]
+    stream = io.StringIO()
+    with pytest.raises(ValueError, match="postgres.secret_arn: the secret needs a password"):
+        run_job(pg_job("pg-purge", postgres, app, arn), purge_work(clients(aws)), None, stream=stream)
+    assert json.loads(stream.getvalue().splitlines()[0])[metrics.SWEEP_FAILED] == 1
+    assert count(postgres, app) == 27
+
+
+def test_monitor_reports_backlog_purges_failures_and_last_success(postgres, app, secret):
+    aws, arn = secret
+    spec = PurgeSpec(job_name="purge-attributes", table="attributes", expiry_column="ttl_timestamp", batch_size=10)
+    connector = Connector(postgres.dsn(app), app)
+    state = provision(connector, spec)
+    try:
+        first = run(pg_job("pg-monitor", postgres, app, arn), monitor_work(clients(aws)))
+        assert first.emf[metrics.EXPIRED_BACKLOG] == 25
+        assert 7000 <= first.emf[metrics.OLDEST_EXPIRED_AGE_SECONDS] <= 7300
+        assert first.emf[metrics.PG_CRON_FAILED_RUNS] == 0
+        assert metrics.PG_CRON_LAST_SUCCESS_AGE_SECONDS not in first.emf  # never ran: no figure to report
+        with postgres.connect(app) as conn:
+            conn.execute('CALL expiry."purge-attributes"()')
+        with postgres.connect() as cron:
+            cron.execute(
+                "INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username, command, "
+                "status, return_message, start_time, end_time) VALUES "
+                "(%(j)s, nextval('cron.runid_seq'), 1, 'x', 'postgres', 'c', 'succeeded', '', now() - interval '3 minutes', "
+                "now() - interval '2 minutes'), "
+                "(%(j)s, nextval('cron.runid_seq'), 1, 'x', 'postgres', 'c', 'failed', 'boom', now() - interval '1 minute', "
+                "now() - interval '1 minute')",
+                {"j": state["job_id"]},
+            )
+        second = run(pg_job("pg-monitor", postgres, app, arn), monitor_work(clients(aws)))
+        assert second.emf[metrics.EXPIRED_BACKLOG] == 0 and second.emf[metrics.ROWS_PURGED] == 25
+        assert second.emf[metrics.PG_CRON_FAILED_RUNS] == 1
+        assert 110 <= second.emf[metrics.PG_CRON_LAST_SUCCESS_AGE_SECONDS] <= 200
+        assert second.summary["job_scheduled"] is True
+    finally:
+        unprovision(connector, spec)
