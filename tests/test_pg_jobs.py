@@ -111,9 +111,11 @@ def test_monitor_reports_backlog_purges_failures_and_last_success(postgres, app,
             cron.execute(
                 "INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username, command, "
                 "status, return_message, start_time, end_time) VALUES "
-                "(%(j)s, nextval('cron.runid_seq'), 1, 'x', 'postgres', 'c', 'succeeded', '', now() - interval '3 minutes', "
+                "(%(j)s, nextval('cron.runid_seq'), 1, 'x', 'postgres', 'c', 'succeeded', '', "
+                "now() - interval '3 minutes', "
                 "now() - interval '2 minutes'), "
-                "(%(j)s, nextval('cron.runid_seq'), 1, 'x', 'postgres', 'c', 'failed', 'boom', now() - interval '1 minute', "
+                "(%(j)s, nextval('cron.runid_seq'), 1, 'x', 'postgres', 'c', 'failed', 'boom', "
+                "now() - interval '1 minute', "
                 "now() - interval '1 minute')",
                 {"j": state["job_id"]},
             )
