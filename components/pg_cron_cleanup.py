@@ -1,5 +1,6 @@
 """PgCronCleanup: PostgreSQL purges its own expired rows in batches with pg_cron, provisioned by Pulumi."""
 
+import json
 from typing import Any, NotRequired, TypedDict
 
 import pulumi
@@ -7,11 +8,16 @@ import pulumi.dynamic
 import pulumi_aws as aws
 
 from components import validation as v
+from components.lambda_bundle import Bundle, build_bundle
+from components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
 from components.pg_cron_provider import STATE_KEYS, PgCronCleanupProvider
 from runtime.pg_cleanup import CleanupError, PurgeSpec
 
 COMPONENT = "PgCronCleanup"
 SECRET_INPUTS = ["password", "dsn"]
+VPC_INPUTS = ("secret_arn", "subnet_ids", "security_group_ids")
+PROVISIONER_RUNTIME = "python3.13"
+PROVISION_HANDLER = "runtime.handlers.pg_provision.handler"
 
 
 class PgCronCleanupArgs(TypedDict):
@@ -41,6 +47,8 @@ class PgCronCleanupArgs(TypedDict):
     """Purge only rows whose `extra_column` equals `extra_value`."""
     extra_value: NotRequired[str]
     """Value of `extra_column` that rows must have."""
+    tags: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
+    """VPC mode: tags of the provisioning Lambda's resources."""
     create_index: NotRequired[bool]
     """Create the btree index on the expiry column (CONCURRENTLY) when it is missing (default false)."""
     host: NotRequired[pulumi.Input[str]]
@@ -55,6 +63,14 @@ class PgCronCleanupArgs(TypedDict):
     """Password; always stored as a Pulumi secret."""
     dsn: NotRequired[pulumi.Input[str]]
     """A libpq connection string instead of host/port/database/user/password; a secret."""
+    secret_arn: NotRequired[pulumi.Input[str]]
+    """VPC mode: Secrets Manager secret with the password (and username); no password in Pulumi at all."""
+    subnet_ids: NotRequired[list[pulumi.Input[str]]]
+    """VPC mode: subnets of the provisioning Lambda, which can reach the database."""
+    security_group_ids: NotRequired[list[pulumi.Input[str]]]
+    """VPC mode: its security groups."""
+    architecture: NotRequired[str]
+    """VPC mode: arm64 (default) or x86_64."""
 
 
 def purge_spec(name: str, args: dict[str, Any]) -> PurgeSpec:
@@ -105,16 +121,36 @@ class PgCronCleanup(pulumi.ComponentResource):
         if unknown:
             v.fail(COMPONENT, "args", f"unknown fields {sorted(unknown)}")
         spec = purge_spec(name, raw)
-        if raw.get("dsn") is not None:
-            extra = [key for key in ("host", "port", "database", "user", "password") if raw.get(key) is not None]
-            if extra:
-                v.fail(COMPONENT, "dsn", f"give either dsn or {', '.join(extra)}, not both")
-        else:
-            for key in ("host", "database", "user"):
-                if raw.get(key) is None:
-                    v.fail(COMPONENT, key, "is required (or give dsn)")
+        vpc_mode = any(raw.get(key) is not None for key in VPC_INPUTS)
+        _check_connection(raw, vpc_mode)
+        architecture = v.one_of(COMPONENT, "architecture", raw.get("architecture", "arm64"), ("arm64", "x86_64"))
+        bundle = build_bundle(None, COMPONENT) if vpc_mode else None
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 
+        if bundle is not None:
+            state = self._provision_from_vpc(name, raw, spec, bundle, architecture)
+        else:
+            state = self._provision_from_here(name, raw, spec)
+        self.spec = spec
+        self.job_name = pulumi.Output.from_input(spec.job_name)
+        self.procedure = pulumi.Output.from_input(f"{spec.schema}.{spec.job_name}")
+        self.status_view = pulumi.Output.from_input(f"{spec.schema}.{spec.job_name}_status")
+        self.cron_database = state["cron_database"]
+        self.job_id = state["job_id"]
+        self.expiry_column_indexed = state["expiry_column_indexed"]
+        self.register_outputs(
+            {
+                "job_name": self.job_name,
+                "procedure": self.procedure,
+                "status_view": self.status_view,
+                "cron_database": self.cron_database,
+                "job_id": self.job_id,
+                "expiry_column_indexed": self.expiry_column_indexed,
+            }
+        )
+
+    def _provision_from_here(self, name: str, raw: dict[str, Any], spec: PurgeSpec) -> dict[str, pulumi.Output]:
+        """The dynamic provider runs the SQL from the deploying machine."""
         props: dict[str, Any] = {
             **spec.to_dict(),
             "host": raw.get("host"),
@@ -127,27 +163,92 @@ class PgCronCleanup(pulumi.ComponentResource):
         if raw.get("dsn") is not None:
             props.update(host=None, port=None)
         self.job = _PgCronJob(
-            f"{name}-job",
-            props,
-            pulumi.ResourceOptions(parent=self, additional_secret_outputs=SECRET_INPUTS),
+            f"{name}-job", props, pulumi.ResourceOptions(parent=self, additional_secret_outputs=SECRET_INPUTS)
         )
-        self.spec = spec
-        self.job_name = pulumi.Output.from_input(spec.job_name)
-        self.procedure = pulumi.Output.from_input(f"{spec.schema}.{spec.job_name}")
-        self.status_view = pulumi.Output.from_input(f"{spec.schema}.{spec.job_name}_status")
-        self.cron_database = self.job.cron_database
-        self.job_id = self.job.job_id
-        self.expiry_column_indexed = self.job.expiry_column_indexed
-        self.register_outputs(
-            {
-                "job_name": self.job_name,
-                "procedure": self.procedure,
-                "status_view": self.status_view,
-                "cron_database": self.cron_database,
-                "job_id": self.job_id,
-                "expiry_column_indexed": self.expiry_column_indexed,
-            }
+        return {key: getattr(self.job, key) for key in ("cron_database", "job_id", "expiry_column_indexed")}
+
+    def _provision_from_vpc(
+        self, name: str, raw: dict[str, Any], spec: PurgeSpec, bundle: Bundle, architecture: str
+    ) -> dict[str, pulumi.Output]:
+        """A Lambda in the database's VPC runs the same SQL, invoked at every create, update and delete."""
+        child = pulumi.ResourceOptions(parent=self)
+        tags = raw.get("tags")
+        self.log_group = log_group(f"{name}-provisioner", 30, tags, child)
+        self.role = lambda_role(f"{name}-provisioner", tags, child)
+        policy = pulumi.Output.all(self.log_group.arn, raw["secret_arn"]).apply(
+            lambda a: json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                            "Resource": [a[0], f"{a[0]}:*"],
+                        },
+                        {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": [a[1]]},
+                    ],
+                }
+            )
         )
+        self.role_policy = aws.iam.RolePolicy(
+            f"{name}-provisioner-policy", role=self.role.id, policy=policy, opts=child
+        )
+        self.vpc_access = vpc_access(f"{name}-provisioner", self.role, child)
+        self.psycopg_layer = psycopg_layer(name, architecture, PROVISIONER_RUNTIME, bundle.path.parent, child)
+        self.provisioner = aws.lambda_.Function(
+            f"{name}-provisioner",
+            runtime=PROVISIONER_RUNTIME,
+            architectures=[architecture],
+            handler=PROVISION_HANDLER,
+            role=self.role.arn,
+            code=pulumi.FileArchive(str(bundle.path)),
+            source_code_hash=bundle.sha256_base64,
+            timeout=300,
+            memory_size=256,
+            layers=[self.psycopg_layer.arn],
+            vpc_config=aws.lambda_.FunctionVpcConfigArgs(
+                subnet_ids=raw["subnet_ids"], security_group_ids=raw["security_group_ids"]
+            ),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=self.log_group.name),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.role_policy, self.vpc_access]),
+        )
+        connection = {key: raw.get(key) for key in ("host", "database", "secret_arn", "user")}
+        connection["port"] = raw.get("port", 5432)
+        payload = pulumi.Output.all(**{k: val for k, val in connection.items() if val is not None}).apply(
+            lambda c: json.dumps({"cleanup": spec.to_dict(), "connection": c}, sort_keys=True)
+        )
+        self.invocation = aws.lambda_.Invocation(
+            f"{name}-invocation",
+            function_name=self.provisioner.name,
+            input=payload,
+            lifecycle_scope="CRUD",
+            opts=child,
+        )
+        result = self.invocation.result.apply(lambda text: json.loads(text) if text else {})
+        return {
+            key: result.apply(lambda r, k=key: r.get(k)) for key in ("cron_database", "job_id", "expiry_column_indexed")
+        }
+
+
+def _check_connection(raw: dict[str, Any], vpc_mode: bool) -> None:
+    """Exactly one way to reach the database: a DSN, host and credentials, or VPC mode with a secret."""
+    if vpc_mode:
+        for key in (*VPC_INPUTS, "host", "database"):
+            if raw.get(key) is None:
+                v.fail(COMPONENT, key, "is required in VPC mode (secret_arn, subnet_ids, security_group_ids)")
+        for key in SECRET_INPUTS:
+            if raw.get(key) is not None:
+                v.fail(COMPONENT, key, "is not used in VPC mode: the Lambda reads the password from secret_arn")
+        return
+    if raw.get("dsn") is not None:
+        extra = [key for key in ("host", "port", "database", "user", "password") if raw.get(key) is not None]
+        if extra:
+            v.fail(COMPONENT, "dsn", f"give either dsn or {', '.join(extra)}, not both")
+        return
+    for key in ("host", "database", "user"):
+        if raw.get(key) is None:
+            v.fail(COMPONENT, key, "is required (or give dsn)")
 
 
 def pg_cron_parameters(

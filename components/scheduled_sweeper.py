@@ -9,7 +9,7 @@ import pulumi_aws as aws
 
 from components import validation as v
 from components.lambda_bundle import build_bundle
-from components.psycopg_layer import build_psycopg_layer
+from components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
 from components.schedule import check_expression, check_timezone, rate_seconds
 from components.sweeper_policy import Arns, assume_role_policy, function_policy, scheduler_policy
 from components.ttl_table import TtlTable
@@ -46,7 +46,6 @@ RUNTIMES = ("python3.11", "python3.12", "python3.13")
 ARCHITECTURES = ("arm64", "x86_64")
 POSTGRES_NAMES = ("host", "database", "secret_arn")
 PLACEHOLDER = "x" * 96  # stands in for a name only known after deployment when sizing the environment
-VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 
 
 class S3CascadeArgs(TypedDict):
@@ -394,19 +393,8 @@ class ScheduledSweeper(pulumi.ComponentResource):
 
         child = pulumi.ResourceOptions(parent=self)
         tags = raw.get("tags")
-        self.log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=f"/expiry/{pulumi.get_project()}/{pulumi.get_stack()}/{name}",
-            retention_in_days=retention,
-            tags=tags,
-            opts=child,
-        )
-        self.role = aws.iam.Role(
-            f"{name}-role",
-            assume_role_policy=json.dumps(assume_role_policy("lambda.amazonaws.com")),
-            tags=tags,
-            opts=child,
-        )
+        self.log_group = log_group(name, retention, tags, child)
+        self.role = lambda_role(name, tags, child)
         refs, postgres = raw.get("references") or {}, raw.get("postgres") or {}
         policy = pulumi.Output.all(
             raw.get("table_arn"),
@@ -418,21 +406,11 @@ class ScheduledSweeper(pulumi.ComponentResource):
         self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=self.role.id, policy=policy, opts=child)
         depends_on: list[pulumi.Resource] = [self.log_group, self.role_policy]
         if vpc:
-            self.vpc_access = aws.iam.RolePolicyAttachment(
-                f"{name}-vpc-access", role=self.role.name, policy_arn=VPC_ACCESS_POLICY, opts=child
-            )
+            self.vpc_access = vpc_access(name, self.role, child)
             depends_on.append(self.vpc_access)
         layers = None
         if job.kind in POSTGRES_KINDS:
-            layer_zip = build_psycopg_layer(architecture, lambda_runtime.removeprefix("python"), bundle.path.parent)
-            self.psycopg_layer = aws.lambda_.LayerVersion(
-                f"{name}-psycopg",
-                layer_name=f"{name}-psycopg",
-                code=pulumi.FileArchive(str(layer_zip)),
-                compatible_runtimes=[lambda_runtime],
-                compatible_architectures=[architecture],
-                opts=child,
-            )
+            self.psycopg_layer = psycopg_layer(name, architecture, lambda_runtime, bundle.path.parent, child)
             layers = [self.psycopg_layer.arn]
 
         settings = pulumi.Output.all(

@@ -186,7 +186,7 @@ def test_component_analyzer_infers_schemas_for_every_component():
         "expiry:index:PgCronCleanup",
     }
     sweeper = schema.resources["expiry:index:ScheduledSweeper"]
-    assert set(sweeper.required_inputs) == {"kind", "schedule", "tableName", "tableArn", "keyAttributes"}
+    assert set(sweeper.required_inputs) == {"kind", "schedule", "tableName"}
     assert "expiry:index:S3CascadeArgs" in schema.types
     cleanup = schema.resources["expiry:index:PgCronCleanup"]
     assert set(cleanup.required_inputs) == {"table", "expiryColumn"}

@@ -1,0 +1,10 @@
+"""Lambda entry point of PgCronCleanup's VPC mode (aws.lambda_.Invocation, CRUD lifecycle)."""
+
+from typing import Any
+
+from runtime.aws_clients import client
+from runtime.pg_provision import handle
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return handle(event, lambda: client("secretsmanager"))
