@@ -24,7 +24,7 @@ def _as_server_user(command: list[str]) -> list[str]:
 class PostgresServer:
     """One server; ``stop`` removes its data directory."""
 
-    def __init__(self, with_pg_cron: bool = True) -> None:
+    def __init__(self, with_pg_cron: bool = True, durable: bool = False) -> None:
         if not (BIN / "initdb").exists():
             raise RuntimeError("PostgreSQL 15 is not installed: run `make setup` (installs postgresql-15)")
         self.base = Path(tempfile.mkdtemp(prefix="expiry-pg-"))
@@ -54,11 +54,10 @@ class PostgresServer:
             f"port = {self.port}",
             "listen_addresses = '127.0.0.1'",
             f"unix_socket_directories = '{self.base}'",
-            "fsync = off",
-            "synchronous_commit = off",
-            "full_page_writes = off",
             "max_connections = 50",
         ]
+        if not durable:  # tests need no crash safety; benchmarks keep PostgreSQL's defaults
+            settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
         if with_pg_cron:
             settings += ["shared_preload_libraries = 'pg_cron'", "cron.database_name = 'postgres'"]
         with (self.data / "postgresql.conf").open("a") as conf:
