@@ -2,6 +2,7 @@
 checked by AWS's rules before anything reaches AWS."""
 
 import datetime as dt
+import itertools
 import re
 import zoneinfo
 
@@ -103,3 +104,38 @@ def rate_seconds(expression: str) -> int | None:
     """Seconds between runs of a rate() expression; None for cron() and at()."""
     rate = RATE.match(expression)
     return int(rate.group(1)) * UNIT_SECONDS[rate.group(2).rstrip("s")] if rate else None
+
+
+def _step(field: str, unit: int, cycle: int) -> int | None:
+    """Longest gap between fires of a minutes or hours field: '*' -> 1 unit, '*/N' or 'A/N' -> N units,
+    'A,B,C' -> the largest gap around the cycle; None when the field is not one of those."""
+    if field == "*":
+        return unit
+    if "/" in field and "," not in field and "-" not in field:
+        return int(field.split("/")[1]) * unit
+    if "," in field and all(part.isdigit() for part in field.split(",")):
+        values = sorted(int(part) for part in field.split(","))
+        gaps = [b - a for a, b in itertools.pairwise(values)] + [values[0] + cycle - values[-1]]
+        return max(gaps) * unit
+    return None
+
+
+def interval_seconds(expression: str) -> int:
+    """Longest expected gap between runs, for alarm periods: exact for rate(), an upper bound for
+    cron() (6-field AWS or 5-field pg_cron), a day for anything irregular or one-off."""
+    exact = rate_seconds(expression)
+    if exact:
+        return exact
+    cron = CRON.match(expression)
+    fields = (cron.group(1) if cron else expression).split()
+    if len(fields) not in (5, 6):
+        return 86400
+    minutes, hours, day_of_month, _month, day_of_week = fields[:5]
+    if day_of_week not in ("*", "?") or day_of_month not in ("*", "?"):
+        return 7 * 86400 if day_of_month in ("*", "?") else 31 * 86400
+    if hours == "*":
+        return _step(minutes, 60, 60) or 3600
+    hour_step = _step(hours, 3600, 24)
+    if hour_step and minutes.isdigit():
+        return hour_step
+    return 86400

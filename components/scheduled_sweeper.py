@@ -350,6 +350,8 @@ class ScheduledSweeper(pulumi.ComponentResource):
     """Queue of scheduled events that could not be delivered."""
     job_name: pulumi.Output[str]
     """The job's name in metrics (the Job dimension) and logs."""
+    table_name: pulumi.Output[str]
+    """The table the job reads (the Table dimension)."""
 
     def __init__(self, name: str, args: ScheduledSweeperArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         raw: dict[str, Any] = dict(args)
@@ -498,6 +500,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
         self.schedule_arn = self.schedule.arn
         self.dead_letter_queue_arn = self.dead_letter_queue.arn
         self.job_name = pulumi.Output.from_input(job.name)
+        self.table_name = pulumi.Output.from_input(raw["table_name"])
         self.register_outputs(
             {
                 "function_name": self.function_name,
@@ -507,6 +510,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
                 "schedule_arn": self.schedule_arn,
                 "dead_letter_queue_arn": self.dead_letter_queue_arn,
                 "job_name": self.job_name,
+                "table_name": self.table_name,
             }
         )
 

@@ -43,14 +43,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["streamArn"] = f"{state['arn']}/stream/2026-01-01T00:00:00.000"
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
-        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/test", "userId": "test"}, None
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         if args.token == "aws:index/getRegion:getRegion":
-            return {"name": REGION, "region": REGION, "id": REGION}, None
-        if args.token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, None
-        return {}, None
+            return {"name": REGION, "region": REGION, "id": REGION}
+        raise NotImplementedError(f"no mock for the call {args.token}")
 
 
 class RecordingMonitor(MockMonitor):

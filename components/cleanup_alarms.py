@@ -1,0 +1,309 @@
+"""CleanupAlarms: the alarms, the dashboard and the saved queries that show cleanup is working."""
+
+import json
+from typing import Any, NotRequired, TypedDict
+
+import pulumi
+import pulumi_aws as aws
+
+from components import alarm_rules as rules
+from components import validation as v
+from components.pg_cron_cleanup import PgCronCleanup
+from components.schedule import interval_seconds
+from components.scheduled_sweeper import ScheduledSweeper
+from components.ttl_table import TtlTable
+from runtime import metrics as m
+
+COMPONENT = rules.COMPONENT
+
+
+class WatchedJobArgs(TypedDict):
+    """A cleanup job to watch (`watched_job(sweeper)` fills this from a ScheduledSweeper)."""
+
+    job_name: str
+    """The job's name: the Job dimension of its metrics."""
+    kind: str
+    """ttl-monitor, sweep, orphaned-references, pg-purge or pg-monitor."""
+    table_name: pulumi.Input[str]
+    """The Table dimension of its metrics."""
+    interval_seconds: int
+    """Longest gap between scheduled runs."""
+    timeout_seconds: int
+    """The function's timeout."""
+    namespace: NotRequired[str]
+    """Metric namespace (default Expiry)."""
+    function_name: NotRequired[pulumi.Input[str]]
+    """The Lambda function (Errors, Throttles, Duration alarms)."""
+    dead_letter_queue_name: NotRequired[pulumi.Input[str]]
+    """The schedule's dead-letter queue."""
+    log_group_name: NotRequired[pulumi.Input[str]]
+    """The function's log group (saved queries)."""
+    pg_cron_interval_seconds: NotRequired[int]
+    """pg-monitor: the watched pg_cron job's interval."""
+
+
+class CleanupAlarmsArgs(TypedDict):
+    """Inputs of CleanupAlarms."""
+
+    jobs: list[WatchedJobArgs]
+    """The jobs to watch."""
+    table_names: NotRequired[list[pulumi.Input[str]]]
+    """DynamoDB tables whose TTL deletions the dashboard shows."""
+    topic_arn: NotRequired[pulumi.Input[str]]
+    """An existing SNS topic; default: one is created."""
+    email_addresses: NotRequired[list[str]]
+    """E-mail subscriptions of the created topic (each must confirm)."""
+    ok_notifications: NotRequired[bool]
+    """Notify when an alarm returns to OK too (default true)."""
+    disabled_alarms: NotRequired[list[str]]
+    """Alarms to leave out, by name (errors, throttles, duration, dead-letters, heartbeat, ...)."""
+    duration_ratio: NotRequired[float]
+    """Duration alarm at this share of the timeout (default 0.8)."""
+    oldest_expired_seconds: NotRequired[float]
+    """Oldest expired-but-present item older than this (default 259200: 72 h)."""
+    backlog_threshold: NotRequired[float]
+    """Expired items waiting (ttl-monitor; default 100000)."""
+    item_count_threshold: NotRequired[float]
+    """Table item count (ttl-monitor; off unless given)."""
+    cleanup_errors_per_hour: NotRequired[float]
+    """Cleanup errors per hour (default 5)."""
+    pg_backlog_threshold: NotRequired[float]
+    """Expired rows waiting (pg-monitor; default 100000)."""
+    heartbeat_multiplier: NotRequired[int]
+    """A job 'did not run' after this many schedule intervals without success (default 2)."""
+    error_period_seconds: NotRequired[int]
+    """Period of the Errors, Throttles and Duration alarms (default: the schedule interval)."""
+    tags: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
+    """Tags of the topic and alarms."""
+
+
+def watched_job(sweeper: ScheduledSweeper, pg_cleanup: PgCronCleanup | None = None) -> dict[str, Any]:
+    """The WatchedJobArgs of a ScheduledSweeper (and, for a pg-monitor, of the cleanup it watches)."""
+    job = sweeper.job
+    watched: dict[str, Any] = {
+        "job_name": job.name,
+        "kind": job.kind,
+        "table_name": sweeper.table_name,
+        "interval_seconds": interval_seconds(sweeper.schedule_expression),
+        "timeout_seconds": sweeper.timeout_seconds,
+        "namespace": job.namespace,
+        "function_name": sweeper.function_name,
+        "dead_letter_queue_name": sweeper.dead_letter_queue.name,
+        "log_group_name": sweeper.log_group_name,
+    }
+    if pg_cleanup is not None:
+        watched["pg_cron_interval_seconds"] = interval_seconds(pg_cleanup.spec.schedule)
+    return watched
+
+
+def table_names(*tables: TtlTable) -> list[pulumi.Output[str]]:
+    return [table.table_name for table in tables]
+
+
+def watched_jobs(raw: Any) -> list[rules.Job]:
+    """Validated jobs from the `jobs` input."""
+    if not isinstance(raw, list) or not raw:
+        v.fail(COMPONENT, "jobs", "must be a non-empty list of jobs to watch")
+    jobs = []
+    for i, item in enumerate(raw):
+        field = f"jobs[{i}]"
+        if not isinstance(item, dict):
+            v.fail(COMPONENT, field, "must be a mapping (see watched_job)")
+        name = v.text(COMPONENT, f"{field}.job_name", item.get("job_name"))
+        kind = v.one_of(
+            COMPONENT,
+            f"{field}.kind",
+            item.get("kind"),
+            ("ttl-monitor", "sweep", "orphaned-references", "pg-purge", "pg-monitor"),
+        )
+        if item.get("table_name") is None:
+            v.fail(COMPONENT, f"{field}.table_name", "is required")
+        jobs.append(
+            rules.Job(
+                job_name=name,
+                kind=kind,
+                table_name=item["table_name"],
+                namespace=item.get("namespace", m.DEFAULT_NAMESPACE),
+                interval_seconds=v.integer(
+                    COMPONENT, f"{field}.interval_seconds", item.get("interval_seconds"), 60, 366 * 86400
+                ),
+                timeout_seconds=v.integer(COMPONENT, f"{field}.timeout_seconds", item.get("timeout_seconds"), 1, 900),
+                function_name=item.get("function_name"),
+                dead_letter_queue_name=item.get("dead_letter_queue_name"),
+                pg_cron_interval_seconds=item.get("pg_cron_interval_seconds"),
+            )
+        )
+    names = [job.job_name for job in jobs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        v.fail(COMPONENT, "jobs", f"duplicate job names {duplicates}: alarm names would collide")
+    return jobs
+
+
+class CleanupAlarms(pulumi.ComponentResource):
+    """Alarms on one SNS topic, a dashboard and Logs Insights queries for a set of cleanup jobs."""
+
+    topic_arn: pulumi.Output[str]
+    """The topic every alarm notifies."""
+    dashboard_name: pulumi.Output[str]
+    """The CloudWatch dashboard."""
+    alarm_names: pulumi.Output[list[str]]
+    """Names of every alarm."""
+
+    def __init__(self, name: str, args: CleanupAlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        raw: dict[str, Any] = dict(args)
+        unknown = set(raw) - set(CleanupAlarmsArgs.__annotations__)
+        if unknown:
+            v.fail(COMPONENT, "args", f"unknown fields {sorted(unknown)}")
+        jobs = watched_jobs(raw.get("jobs"))
+        settings = rules.settings(raw)
+        rules.check_coverage(jobs, settings, raw)
+        specs = [spec for job in jobs for spec in rules.job_alarms(job, settings)]
+        emails = raw.get("email_addresses") or []
+        if raw.get("topic_arn") is not None and emails:
+            v.fail(
+                COMPONENT,
+                "email_addresses",
+                "subscriptions are made on the topic this component creates; "
+                "subscribe them to your own topic_arn yourself",
+            )
+        for i, address in enumerate(emails):
+            if not isinstance(address, str) or "@" not in address:
+                v.fail(COMPONENT, f"email_addresses[{i}]", f"must be an e-mail address, got {address!r}")
+        ok = v.boolean(COMPONENT, "ok_notifications", raw.get("ok_notifications", True))
+        super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
+
+        child = pulumi.ResourceOptions(parent=self)
+        tags = raw.get("tags")
+        prefix = f"{name}-{pulumi.get_stack()}"
+        if raw.get("topic_arn") is not None:
+            topic_arn = pulumi.Output.from_input(raw["topic_arn"])
+        else:
+            self.topic = aws.sns.Topic(f"{name}-topic", name=prefix, tags=tags, opts=child)
+            topic_arn = self.topic.arn
+            self.subscriptions = [
+                aws.sns.TopicSubscription(
+                    f"{name}-email-{i}", topic=topic_arn, protocol="email", endpoint=address, opts=child
+                )
+                for i, address in enumerate(emails)
+            ]
+        self.alarms = [
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{spec.job}-{spec.alarm}",
+                name=f"{prefix}-{spec.job}-{spec.alarm}",
+                alarm_description=f"{spec.job}: {spec.description}",
+                namespace=spec.namespace,
+                metric_name=spec.metric,
+                dimensions=spec.dimensions,
+                statistic=spec.statistic,
+                period=spec.period,
+                evaluation_periods=spec.evaluation_periods,
+                threshold=spec.threshold,
+                comparison_operator=spec.comparison,
+                treat_missing_data=spec.missing_data,
+                alarm_actions=[topic_arn],
+                ok_actions=[topic_arn] if ok else [],
+                tags=tags,
+                opts=child,
+            )
+            for spec in specs
+        ]
+        region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
+        body = pulumi.Output.all(
+            region, [job.table_name for job in jobs], [job.function_name for job in jobs], raw.get("table_names") or []
+        ).apply(lambda a: json.dumps(dashboard_body(a[0], jobs, a[1], a[2], a[3])))
+        self.dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard", dashboard_name=prefix, dashboard_body=body, opts=child
+        )
+        log_groups = [item["log_group_name"] for item in raw["jobs"] if item.get("log_group_name") is not None]
+        self.queries = (
+            [
+                aws.cloudwatch.QueryDefinition(
+                    f"{name}-query-{key}",
+                    name=f"expiry/{prefix}/{key}",
+                    log_group_names=log_groups,
+                    query_string=query,
+                    opts=child,
+                )
+                for key, query in QUERIES.items()
+            ]
+            if log_groups
+            else []
+        )
+        self.specs = specs
+        self.topic_arn = topic_arn
+        self.dashboard_name = self.dashboard.dashboard_name
+        self.alarm_names = pulumi.Output.all(*[alarm.name for alarm in self.alarms])
+        self.register_outputs(
+            {"topic_arn": self.topic_arn, "dashboard_name": self.dashboard_name, "alarm_names": self.alarm_names}
+        )
+
+
+QUERIES = {
+    "last-summaries": "fields @timestamp, job, kind, table, dry_run, stopped_early, duration_ms, counts\n"
+    '| filter event = "cleanup_summary"\n| sort @timestamp desc\n| limit 50',
+    "cleanup-errors": "fields @timestamp, job, table, action, error\n"
+    '| filter event = "cleanup_error" or event = "cleanup_failed"\n| sort @timestamp desc\n'
+    "| limit 100",
+    "deleted-per-hour": 'filter event = "cleanup_summary"\n'
+    "| stats sum(counts.items_deleted) as items, sum(counts.objects_deleted) as objects, "
+    "sum(counts.orphans_deleted) as orphans, sum(rows_deleted) as rows by bin(1h), job",
+}
+
+
+def _widget(title: str, metrics: list[list[Any]], region: str, stat: str, x: int, y: int) -> dict[str, Any]:
+    return {
+        "type": "metric",
+        "x": x,
+        "y": y,
+        "width": 12,
+        "height": 6,
+        "properties": {
+            "title": title,
+            "metrics": metrics,
+            "region": region,
+            "stat": stat,
+            "period": 300,
+            "view": "timeSeries",
+        },
+    }
+
+
+def dashboard_body(
+    region: str, jobs: list[rules.Job], tables: list[str], functions: list[str | None], ttl_tables: list[str]
+) -> dict[str, Any]:
+    """Backlog, deletions, errors, durations and TTL deletions: what on-call opens first."""
+
+    def series(metric: str, kinds: tuple[str, ...] | None = None) -> list[list[Any]]:
+        return [
+            [job.namespace, metric, "Job", job.job_name, "Table", table]
+            for job, table in zip(jobs, tables, strict=True)
+            if metric in rules.published_metrics(job.kind) and (kinds is None or job.kind in kinds)
+        ]
+
+    deletions = [
+        *series(m.ITEMS_DELETED),
+        *series(m.OBJECTS_DELETED),
+        *series(m.ORPHANS_DELETED),
+        *series(m.UPLOADS_ABORTED),
+        *series(m.ROWS_PURGED),
+    ]
+    errors = [
+        *series(m.CLEANUP_ERRORS),
+        *series(m.SWEEP_FAILED),
+        *[["AWS/Lambda", "Errors", "FunctionName", fn] for fn in functions if fn],
+    ]
+    durations = [
+        *series(m.SWEEP_DURATION_MS),
+        *[["AWS/Lambda", "Duration", "FunctionName", fn] for fn in functions if fn],
+    ]
+    ttl = [["AWS/DynamoDB", "TimeToLiveDeletedItemCount", "TableName", table] for table in ttl_tables]
+    widgets = [
+        _widget("Expired backlog", series(m.EXPIRED_BACKLOG), region, "Maximum", 0, 0),
+        _widget("Deletions", deletions, region, "Sum", 12, 0),
+        _widget("Errors", errors, region, "Sum", 0, 6),
+        _widget("Durations", durations, region, "Maximum", 12, 6),
+        _widget("TTL deletions (DynamoDB)", ttl, region, "Sum", 0, 12),
+        _widget("Oldest expired (s)", series(m.OLDEST_EXPIRED_AGE_SECONDS), region, "Maximum", 12, 12),
+    ]
+    return {"widgets": [w for w in widgets if w["properties"]["metrics"]]}
