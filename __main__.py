@@ -1,31 +1,21 @@
-"""The Expiry stack: builds the cleanup infrastructure of one environment from stack config."""
+"""The Expiry stack: the cleanup infrastructure of one environment, from stack config alone."""
 
 import pulumi
 
-from components.ttl_table import TtlTable
+from components.stack_settings import read_settings
+from components.systems import build
 
-config = pulumi.Config()
-environment = config.require("environment")
-shards = config.require_int("expiryIndexShards")
-expiry_index: dict = {"expiry_index": True, "expiry_index_shards": shards} if shards else {}
+built = build(read_settings(pulumi.Config()))
 
-checkpoints = TtlTable(
-    "checkpoints",
-    {
-        "table_name": f"collections-checkpoints-{environment}",
-        "hash_key": "thread_id",
-        "range_key": "checkpoint_id",
-        "ttl_attribute": config.require("checkpointsTtlAttribute"),
-        "attributes": {"user_id": "S", "last_activity": "N"},
-        "global_indexes": [
-            {"name": "user_id-last_activity-index", "hash_key": "user_id", "range_key": "last_activity"}
-        ],
-        "deletion_protection": config.require_bool("deletionProtection"),
-        "point_in_time_recovery": config.require_bool("pointInTimeRecovery"),
-        "tags": {"project": "expiry", "environment": environment, "system": "chat-checkpoints"},
-        **expiry_index,
-    },
-)
-
-pulumi.export("checkpoints_table_name", checkpoints.table_name)
-pulumi.export("checkpoints_table_arn", checkpoints.table_arn)
+for key, table in built.tables.items():
+    pulumi.export(f"{key}_table_name", table.table_name)
+    pulumi.export(f"{key}_table_arn", table.table_arn)
+for key, sweeper in built.sweepers.items():
+    pulumi.export(f"{key}_function_name", sweeper.function_name)
+if built.bucket is not None:
+    pulumi.export("uploads_bucket_name", built.bucket.bucket)
+if built.pg_cleanup is not None:
+    pulumi.export("attributes_purge_job_id", built.pg_cleanup.job_id)
+if built.alarms is not None:
+    pulumi.export("alarm_topic_arn", built.alarms.topic_arn)
+    pulumi.export("dashboard_url", built.alarms.dashboard_url)

@@ -149,6 +149,8 @@ class CleanupAlarms(pulumi.ComponentResource):
     """The CloudWatch dashboard."""
     alarm_names: pulumi.Output[list[str]]
     """Names of every alarm."""
+    dashboard_url: pulumi.Output[str]
+    """The dashboard in the CloudWatch console."""
 
     def __init__(self, name: str, args: CleanupAlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         raw: dict[str, Any] = dict(args)
@@ -234,8 +236,16 @@ class CleanupAlarms(pulumi.ComponentResource):
         self.topic_arn = topic_arn
         self.dashboard_name = self.dashboard.dashboard_name
         self.alarm_names = pulumi.Output.all(*[alarm.name for alarm in self.alarms])
+        self.dashboard_url = pulumi.Output.all(region, self.dashboard_name).apply(
+            lambda a: f"https://{a[0]}.console.aws.amazon.com/cloudwatch/home?region={a[0]}#dashboards:name={a[1]}"
+        )
         self.register_outputs(
-            {"topic_arn": self.topic_arn, "dashboard_name": self.dashboard_name, "alarm_names": self.alarm_names}
+            {
+                "topic_arn": self.topic_arn,
+                "dashboard_name": self.dashboard_name,
+                "alarm_names": self.alarm_names,
+                "dashboard_url": self.dashboard_url,
+            }
         )
 
 

@@ -39,6 +39,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         service = args.typ.split(":")[1].split("/")[0] if ":" in args.typ else "mock"
         state.setdefault("name", f"{args.name}-physical")
         state.setdefault("arn", f"arn:aws:{service}:{REGION}:{ACCOUNT}:{args.name}/{state['name']}")
+        if args.typ == "aws:s3/bucket:Bucket":
+            state.setdefault("bucket", f"{args.name}-physical")
         if state.get("streamEnabled"):
             state["streamArn"] = f"{state['arn']}/stream/2026-01-01T00:00:00.000"
         return f"{args.name}-id", state

@@ -1,58 +1,169 @@
-"""__main__.py under the mocks, with the config the Pulumi CLI would hand it."""
+"""__main__.py under the mocks with the config the Pulumi CLI would hand it: dev and prod."""
 
+import json
 import runpy
+from collections import Counter
 
 import pulumi
 import pytest
 from stack_config import ROOT, declared_settings, stack_config
 
+from components.stack_settings import SettingError
+from runtime.job_config import parse_job
+
 TABLE = "aws:dynamodb/table:Table"
+FUNCTION = "aws:lambda/function:Function"
+
+
+@pytest.fixture(autouse=True)
+def build_dir(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("EXPIRY_BUILD_DIR", str(tmp_path_factory.getbasetemp() / "stack-build"))
 
 
 def run_program(harness, config: dict[str, str]) -> None:
-    pulumi.runtime.set_all_config(config)
+    pulumi.runtime.set_all_config(config, secret_keys=["expiry:postgresPassword"])
     harness.run(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))
+
+
+def counts(harness) -> Counter:
+    return Counter(r.type for r in harness.resources)
+
+
+def jobs(harness) -> dict[str, object]:
+    return {
+        r.name.removesuffix("-function"): parse_job(json.loads(r.inputs["environment"]["variables"]["EXPIRY_JOB"]))
+        for r in harness.of_type(FUNCTION)
+        if "environment" in r.inputs
+    }
 
 
 def test_every_declared_setting_has_type_description_and_default():
     for key, spec in declared_settings().items():
         assert spec.get("type") in {"string", "integer", "boolean", "array"}, key
         assert spec.get("description"), key
-        assert "default" in spec, key
+        assert "default" in spec or spec.get("secret") is True, key
 
 
-def test_dev_stack_builds_the_checkpoints_table(pulumi_mocks):
+def test_dev_stack(pulumi_mocks):
     run_program(pulumi_mocks, stack_config("dev"))
-    table = pulumi_mocks.one(TABLE, "checkpoints-table").inputs
-    assert table["name"] == "collections-checkpoints-dev"
-    assert (table["hashKey"], table["rangeKey"]) == ("thread_id", "checkpoint_id")
-    assert table["ttl"] == {"attributeName": "expires_at", "enabled": True}
-    assert table["deletionProtectionEnabled"] is False  # Pulumi.dev.yaml turns it off
-    names = {g["name"] for g in table["globalSecondaryIndexes"]}
-    assert names == {"user_id-last_activity-index", "expiry-index"}
+    found = counts(pulumi_mocks)
+    assert found["expiry:index:TtlTable"] == 5 and found[TABLE] == 5
+    assert found["expiry:index:ScheduledSweeper"] == 3 and found[FUNCTION] == 3
+    assert found["expiry:index:CleanupAlarms"] == 1 and found["aws:s3/bucket:Bucket"] == 1
+    assert found["expiry:index:PgCronCleanup"] == 0
+    tables = {r.inputs["name"]: r.inputs for r in pulumi_mocks.of_type(TABLE)}
+    assert set(tables) == {
+        "collections-checkpoints-dev",
+        "upload-sessions-dev",
+        "active-jobs-dev",
+        "interruptions-dev",
+        "actingweb-attributes-dev",
+    }
+    checkpoints = tables["collections-checkpoints-dev"]
+    assert (checkpoints["hashKey"], checkpoints["rangeKey"]) == ("thread_id", "checkpoint_id")
+    assert {g["name"] for g in checkpoints["globalSecondaryIndexes"]} == {"user_id-last_activity-index", "expiry-index"}
+    assert tables["upload-sessions-dev"]["ttl"]["attributeName"] == "ttl"
+    assert tables["active-jobs-dev"]["ttl"]["attributeName"] == "expiresAt"
+    assert tables["actingweb-attributes-dev"]["ttl"]["attributeName"] == "ttl_timestamp"
+    assert all(t["deletionProtectionEnabled"] is False for t in tables.values())
+    assert all(t["tags"] == {"project": "expiry", "environment": "dev", "team": "platform"} for t in tables.values())
+    found_jobs = jobs(pulumi_mocks)
+    assert {name: job.kind for name, job in found_jobs.items()} == {
+        "checkpoints-monitor": "ttl-monitor",
+        "upload-sweeper": "sweep",
+        "attribute-index-cleanup": "orphaned-references",
+    }
+    assert all(job.dry_run for job in found_jobs.values())
+    sweeper = found_jobs["upload-sweeper"]
+    assert sweeper.stuck_uploads.older_than_seconds == 3600 and sweeper.orphaned_objects.prefix == "uploads/"
+    lifecycle = pulumi_mocks.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs
+    assert lifecycle["rules"][0]["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
+    schedules = {
+        r.name: r.inputs["scheduleExpression"] for r in pulumi_mocks.of_type("aws:scheduler/schedule:Schedule")
+    }
+    assert schedules == {
+        "checkpoints-monitor-schedule": "rate(1 hour)",
+        "upload-sweeper-schedule": "rate(6 hours)",
+        "attribute-index-cleanup-schedule": "cron(0 3 * * ? *)",
+    }
+    logs = {r.inputs["retentionInDays"] for r in pulumi_mocks.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    assert logs == {14}
+    email = pulumi_mocks.one("aws:sns/topicSubscription:TopicSubscription").inputs
+    assert email["endpoint"] == "dev-alerts@example.com"
 
 
-def test_settings_change_the_table(pulumi_mocks):
-    run_program(pulumi_mocks, stack_config("dev", environment="qa", expiryIndexShards=0, deletionProtection=True))
-    table = pulumi_mocks.one(TABLE, "checkpoints-table").inputs
-    assert table["name"] == "collections-checkpoints-qa"
-    assert table["deletionProtectionEnabled"] is True
-    assert [g["name"] for g in table["globalSecondaryIndexes"]] == ["user_id-last_activity-index"]
+def test_prod_differs_where_it_should(pulumi_mocks):
+    run_program(pulumi_mocks, stack_config("prod"))
+    found = counts(pulumi_mocks)
+    assert found["expiry:index:PgCronCleanup"] == 1 and found["expiry:index:ScheduledSweeper"] == 4
+    tables = {r.inputs["name"]: r.inputs for r in pulumi_mocks.of_type(TABLE)}
+    assert "collections-checkpoints-prod" in tables
+    assert all(t["deletionProtectionEnabled"] is True for t in tables.values())
+    assert not any(job.dry_run for job in jobs(pulumi_mocks).values())  # real deletes
+    assert {r.inputs["retentionInDays"] for r in pulumi_mocks.of_type("aws:cloudwatch/logGroup:LogGroup")} == {365}
+    cleanup = pulumi_mocks.one("pulumi-python:dynamic/expiry:PgCronJob").inputs
+    assert (cleanup["table"], cleanup["expiry_column"], cleanup["schedule"]) == (
+        "attributes",
+        "ttl_timestamp",
+        "0 3 * * *",
+    )
+    assert cleanup["host"] == "actingweb-db.internal.example.com"
+    monitor = jobs(pulumi_mocks)["attributes-pg-monitor"]
+    assert monitor.kind == "pg-monitor" and monitor.purge["job_name"] == "attributes-purge"
+    pg_function = next(r.inputs for r in pulumi_mocks.of_type(FUNCTION) if r.name == "attributes-pg-monitor-function")
+    assert pg_function["vpcConfig"]["subnetIds"] == ["subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f"]
+    assert "s3cret" not in json.dumps(pg_function["environment"])
+    alarms = {r.name for r in pulumi_mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert "cleanup-alarms-attributes-pg-monitor-pg-last-success" in alarms
 
 
-def test_missing_setting_names_the_key(pulumi_mocks):
-    with pytest.raises(pulumi.ConfigMissingError, match="expiry:environment"):
-        run_program(pulumi_mocks, stack_config("dev", drop=("environment",)))
-    assert pulumi_mocks.of_type(TABLE) == []
+def test_systems_can_be_turned_off(pulumi_mocks):
+    run_program(pulumi_mocks, stack_config("dev", uploadsEnabled=False, jobClaimsEnabled=False, actingwebEnabled=False))
+    assert {r.inputs["name"] for r in pulumi_mocks.of_type(TABLE)} == {"collections-checkpoints-dev"}
+    assert pulumi_mocks.of_type("aws:s3/bucket:Bucket") == []
+    before = len(pulumi_mocks.resources)
+    run_program(
+        pulumi_mocks, stack_config("dev", checkpointsEnabled=False, uploadsEnabled=False, actingwebEnabled=False)
+    )
+    second = pulumi_mocks.resources[before:]
+    assert {r.type for r in second} == {"expiry:index:TtlTable", TABLE}  # job claims: tables, nothing to watch
 
 
-def test_wrong_setting_names_the_key(pulumi_mocks):
-    with pytest.raises(pulumi.ConfigTypeError, match="expiry:expiryIndexShards"):
-        run_program(pulumi_mocks, stack_config("dev", expiryIndexShards="ten"))
-    assert pulumi_mocks.of_type(TABLE) == []
-
-
-def test_out_of_range_setting_reaches_the_component_check(pulumi_mocks):
-    with pytest.raises(ValueError, match=r"TtlTable: expiry_index_shards: must be an integer in 1\.\.100, got 500"):
-        run_program(pulumi_mocks, stack_config("dev", expiryIndexShards=500))
+@pytest.mark.parametrize(
+    ("overrides", "drop", "error", "message"),
+    [
+        ({}, ("environment",), pulumi.ConfigMissingError, "expiry:environment"),
+        ({"expiryIndexShards": "ten"}, (), pulumi.ConfigTypeError, "expiry:expiryIndexShards"),
+        ({"dryRun": "maybe"}, (), pulumi.ConfigTypeError, "expiry:dryRun"),
+        ({"expiryIndexShards": 500}, (), SettingError, "expiry:expiryIndexShards: must be in 0..100, got 500"),
+        ({"tags": ["team"]}, (), SettingError, 'expiry:tags: must be a list of "key=value" strings'),
+        ({"alertEmail": "nobody"}, (), SettingError, "expiry:alertEmail: must be an e-mail address"),
+        ({"environment": "dev env"}, (), SettingError, "expiry:environment: letters, digits and '-' only"),
+        ({"postgresHost": "db"}, ("postgresPassword",), pulumi.ConfigMissingError, "expiry:postgresPassword"),
+        (
+            {"postgresHost": "db", "postgresSubnetIds": ["subnet-1"]},
+            (),
+            SettingError,
+            "expiry:postgresSubnetIds: give postgresSubnetIds and postgresSecurityGroupIds together",
+        ),
+        (
+            {"uploadsSweepSchedule": "every 6 hours"},
+            (),
+            SettingError,
+            "expiry:uploadsSweepSchedule: must be rate(N unit), cron(6 fields) or at(",
+        ),
+        ({"actingwebSchedule": "cron(0 3 * * *)"}, (), SettingError, "expiry:actingwebSchedule: cron needs 6 fields"),
+        (
+            {"postgresHost": "db", "pgCronSchedule": "0 0 3 * * ?"},
+            (),
+            SettingError,
+            "expiry:pgCronSchedule: pg_cron needs 5 fields",
+        ),
+        ({"logRetentionDays": 10}, (), SettingError, "expiry:logRetentionDays: must be a CloudWatch retention"),
+    ],
+)
+def test_config_errors_name_the_key(pulumi_mocks, overrides, drop, error, message):
+    with pytest.raises(error) as raised:
+        run_program(pulumi_mocks, stack_config("dev", drop=drop, **overrides))
+    assert message in str(raised.value)
     assert pulumi_mocks.of_type(TABLE) == []

@@ -1,0 +1,163 @@
+"""The stack's settings, read from Pulumi config (declared with types and defaults in Pulumi.yaml).
+A missing or wrong setting stops the program with a message naming the key."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from components.schedule import check_expression
+from components.scheduled_sweeper import LOG_RETENTION_DAYS
+from runtime.pg_cleanup import CleanupError, check_cron
+
+
+class SettingError(ValueError):
+    """A stack setting that is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    host: str
+    port: int
+    database: str
+    user: str
+    password: pulumi.Output[str]
+    schedule: str
+    subnet_ids: list[str]
+    security_group_ids: list[str]
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    environment: str
+    alert_email: str
+    tags: dict[str, str]
+    dry_run: bool
+    deletion_protection: bool
+    point_in_time_recovery: bool
+    expiry_index_shards: int
+    log_retention_days: int
+    reserve_concurrency: bool
+    checkpoints: bool
+    uploads: bool
+    job_claims: bool
+    actingweb: bool
+    checkpoints_monitor_schedule: str
+    uploads_sweep_schedule: str
+    actingweb_schedule: str
+    stuck_upload_seconds: int
+    orphan_age_seconds: int
+    oldest_expired_hours: int
+    cleanup_errors_per_hour: int
+    postgres: PostgresSettings | None
+
+
+class _Reader:
+    def __init__(self, config: pulumi.Config) -> None:
+        self.config = config
+
+    def key(self, name: str) -> str:
+        return f"{self.config.name}:{name}"
+
+    def text(self, name: str) -> str:
+        value = self.config.require(name)
+        if not value.strip():
+            raise SettingError(f"{self.key(name)}: must not be empty")
+        return value
+
+    def optional_text(self, name: str) -> str:
+        return (self.config.get(name) or "").strip()
+
+    def boolean(self, name: str) -> bool:
+        return self.config.require_bool(name)
+
+    def schedule(self, name: str) -> str:
+        """An EventBridge Scheduler expression, checked now rather than halfway through `pulumi up`."""
+        value = self.text(name)
+        try:
+            return check_expression("stack config", name, value)
+        except ValueError as error:
+            raise SettingError(f"{self.key(name)}: {str(error).split(': ', 2)[-1]}") from error
+
+    def pg_cron(self, name: str) -> str:
+        value = self.text(name)
+        try:
+            return check_cron(value)
+        except CleanupError as error:
+            raise SettingError(f"{self.key(name)}: {str(error).split(': ', 1)[-1]}") from error
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        value = self.config.require_int(name)
+        if not low <= value <= high:
+            raise SettingError(f"{self.key(name)}: must be in {low}..{high}, got {value}")
+        return value
+
+    def retention(self, name: str) -> int:
+        value = self.config.require_int(name)
+        if value not in LOG_RETENTION_DAYS:
+            raise SettingError(
+                f"{self.key(name)}: must be a CloudWatch retention, one of {LOG_RETENTION_DAYS}, got {value}"
+            )
+        return value
+
+    def strings(self, name: str) -> list[str]:
+        raw: Any = self.config.get_object(name) or []
+        if not isinstance(raw, list) or not all(isinstance(item, str) and item for item in raw):
+            raise SettingError(f"{self.key(name)}: must be a list of strings, got {raw!r}")
+        return raw
+
+    def tags(self, name: str) -> dict[str, str]:
+        raw: Any = self.config.get_object(name) or []
+        if not isinstance(raw, list) or not all(isinstance(item, str) and "=" in item for item in raw):
+            raise SettingError(f'{self.key(name)}: must be a list of "key=value" strings, got {raw!r}')
+        return dict(item.split("=", 1) for item in raw)
+
+
+def read_settings(config: pulumi.Config) -> StackSettings:
+    """Every setting __main__.py uses, checked."""
+    r = _Reader(config)
+    environment = r.text("environment")
+    if not environment.replace("-", "").isalnum():
+        raise SettingError(f"{r.key('environment')}: letters, digits and '-' only, got {environment!r}")
+    alert_email = r.text("alertEmail")
+    if "@" not in alert_email:
+        raise SettingError(f"{r.key('alertEmail')}: must be an e-mail address, got {alert_email!r}")
+    postgres = None
+    if r.optional_text("postgresHost"):
+        postgres = PostgresSettings(
+            host=r.text("postgresHost"),
+            port=r.integer("postgresPort", 1, 65535),
+            database=r.text("postgresDatabase"),
+            user=r.text("postgresUser"),
+            password=config.require_secret("postgresPassword"),
+            schedule=r.pg_cron("pgCronSchedule"),
+            subnet_ids=r.strings("postgresSubnetIds"),
+            security_group_ids=r.strings("postgresSecurityGroupIds"),
+        )
+        if bool(postgres.subnet_ids) != bool(postgres.security_group_ids):
+            raise SettingError(
+                f"{r.key('postgresSubnetIds')}: give postgresSubnetIds and postgresSecurityGroupIds together"
+            )
+    return StackSettings(
+        environment=environment,
+        alert_email=alert_email,
+        tags={"project": "expiry", "environment": environment, **r.tags("tags")},
+        dry_run=r.boolean("dryRun"),
+        deletion_protection=r.boolean("deletionProtection"),
+        point_in_time_recovery=r.boolean("pointInTimeRecovery"),
+        expiry_index_shards=r.integer("expiryIndexShards", 0, 100),
+        log_retention_days=r.retention("logRetentionDays"),
+        reserve_concurrency=r.boolean("reserveConcurrency"),
+        checkpoints=r.boolean("checkpointsEnabled"),
+        uploads=r.boolean("uploadsEnabled"),
+        job_claims=r.boolean("jobClaimsEnabled"),
+        actingweb=r.boolean("actingwebEnabled"),
+        checkpoints_monitor_schedule=r.schedule("checkpointsMonitorSchedule"),
+        uploads_sweep_schedule=r.schedule("uploadsSweepSchedule"),
+        actingweb_schedule=r.schedule("actingwebSchedule"),
+        stuck_upload_seconds=r.integer("stuckUploadSeconds", 60, 7 * 86400),
+        orphan_age_seconds=r.integer("orphanAgeSeconds", 3600, 365 * 86400),
+        oldest_expired_hours=r.integer("oldestExpiredAlarmHours", 1, 24 * 30),
+        cleanup_errors_per_hour=r.integer("cleanupErrorsPerHour", 0, 100_000),
+        postgres=postgres,
+    )
