@@ -506,3 +506,39 @@ def purged_since(conn: psycopg.Connection, spec: PurgeSpec, since_seconds: int) 
         ).format(spec.ident("_log"), sql.Literal(since_seconds))
     ).fetchone()
     return int(row[0])
+
+
+def table_status(conn: psycopg.Connection, spec: PurgeSpec, job_name: str | None) -> dict[str, Any]:
+    """What the maintenance guide checks by hand: rows by state, oldest expired, size, last runs."""
+    kind = column_kind(conn, spec)
+    col, now = sql.Identifier(spec.expiry_column), _now(kind)
+    cursor = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE {col} IS NULL), count(*) FILTER (WHERE {col} >= {now}), "
+            "count(*) FILTER (WHERE {col} < {now}), coalesce({age}, 0)::bigint, "
+            "pg_size_pretty(pg_total_relation_size({oid})) FROM {target}"
+        ).format(col=col, now=now, age=_oldest_age(spec, kind), oid=_table_oid(spec), target=spec.target)
+    )
+    permanent, live, expired, age, size = cursor.fetchone()
+    result: dict[str, Any] = {
+        "table": f"{spec.table_schema}.{spec.table}",
+        "column_kind": kind,
+        "permanent_rows": permanent,
+        "live_rows": live,
+        "expired_rows": expired,
+        "oldest_expired_age_seconds": age,
+        "table_size": size,
+        "expiry_column_indexed": _has_index(conn, spec),
+    }
+    if job_name:
+        cron_database = pg_cron_database(conn)
+        if cron_database != conn.info.dbname:
+            result["last_runs"] = f"in pg_cron's database {cron_database!r}: connect there to read them"
+            return result
+        rows = conn.execute(
+            "SELECT d.status, d.start_time, d.end_time, d.return_message FROM cron.job_run_details d "
+            "JOIN cron.job j ON j.jobid = d.jobid WHERE j.jobname = %s ORDER BY d.start_time DESC LIMIT 5",
+            (job_name,),
+        ).fetchall()
+        result["last_runs"] = [{"status": r[0], "start": str(r[1]), "end": str(r[2]), "message": r[3]} for r in rows]
+    return result

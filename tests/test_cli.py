@@ -1,0 +1,169 @@
+"""The operator CLI (`python -m runtime`) as an operator runs it: a subprocess against moto_server
+over HTTP and against the test PostgreSQL, with its output, exit codes and error lines."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from uploads_world import BUCKET, TABLE, create_table, object_keys, put_session, session_ids
+
+NOW = int(time.time())
+
+
+def cli(*args: str, endpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    command = [sys.executable, "-m", "runtime", *args]
+    if endpoint:
+        command += ["--endpoint-url", endpoint]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+@pytest.fixture
+def uploads(moto_server):
+    from aws import aws_backend
+
+    with aws_backend("moto_server", moto_server) as aws:
+        create_table(aws.dynamodb)
+        aws.dynamodb.update_time_to_live(
+            TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+        )
+        aws.s3.create_bucket(Bucket=BUCKET)
+        for i in range(30):
+            aws.s3.put_object(Bucket=BUCKET, Key=f"uploads/old-{i}/v.mp4", Body=b"x")
+            put_session(aws.dynamodb, f"old-{i}", NOW - 3600 - i, key=f"uploads/old-{i}/v.mp4")
+        put_session(aws.dynamodb, "live", NOW + 3600)
+        yield aws, moto_server.url
+
+
+def test_status_reports_ttl_backlog_and_oldest_expiry(uploads):
+    aws, url = uploads
+    result = cli("status", "--table", TABLE, "--json", endpoint=url)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["ttl_enabled"] is True and status["ttl_attribute"] == "ttl"
+    assert status["expired_backlog"] == 30 and len(status["sample_keys"]) == 10
+    assert 3600 <= status["oldest_expired_age_seconds"] <= 3800
+    assert session_ids(aws.dynamodb) >= {"live", "old-0"}  # read-only
+
+
+def test_sweep_refuses_to_run_without_dry_run_or_yes(uploads):
+    aws, url = uploads
+    result = cli("sweep", "--table", TABLE, endpoint=url)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "expiry: error: sweep deletes data: run it with --dry-run first, then with --yes"
+    assert len(session_ids(aws.dynamodb)) == 31
+
+
+def test_dry_run_then_sweep_with_cascade_and_progress(uploads):
+    aws, url = uploads
+    cascade = ("--s3-bucket", BUCKET, "--s3-key-attribute", "s3Key")
+    dry = cli("sweep", "--table", TABLE, "--dry-run", "--json", *cascade, endpoint=url)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["counts"]["items_to_delete"] == 30
+    assert len(session_ids(aws.dynamodb)) == 31 and len(object_keys(aws.s3)) == 30  # nothing written
+    real = cli("sweep", "--table", TABLE, "--yes", "--progress", *cascade, endpoint=url)
+    assert real.returncode == 0, real.stderr
+    assert "items_deleted 30" in real.stderr  # the progress line's last state
+    assert "counts" in real.stdout and '"items_deleted": 30' in real.stdout
+    assert session_ids(aws.dynamodb) == {"live"} and object_keys(aws.s3) == set()
+
+
+def test_sweep_with_the_settings_a_lambda_runs(uploads, tmp_path):
+    aws, url = uploads
+    job = {
+        "kind": "sweep",
+        "name": "upload-sweeper",
+        "table": TABLE,
+        "key_attributes": ["uploadSessionId"],
+        "ttl_attribute": "ttl",
+        "max_items": 5,
+    }
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    result = cli("sweep", "--job", f"@{tmp_path / 'job.json'}", "--yes", "--json", endpoint=url)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"]["items_deleted"] == 5 and len(session_ids(aws.dynamodb)) == 26
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ("status", "--table", "no-such-table"),
+            1,
+            "expiry: error: AWS: An error occurred (ResourceNotFoundException)",
+        ),
+        (("status",), 2, "expiry: error: give --table (or --job)"),
+        (("sweep", "--job", '{"kind": "sweep"}', "--yes"), 2, "expiry: error: --job: key_attributes: must name"),
+        (("sweep", "--job", "{not json", "--yes"), 2, "expiry: error: --job: is not valid JSON"),
+        (("frobnicate",), 2, "expiry: error: argument command: invalid choice: 'frobnicate'"),
+        (("sweep", "--table", TABLE, "--yes", "--max-items", "0"), 2, "expiry: error: options: max_items: must be an"),
+        (("sweep", "--table", TABLE, "--yes", "--workers", "0"), 2, "expiry: error: options: workers: must be an"),
+    ],
+)
+def test_errors_are_one_line_and_a_non_zero_exit(uploads, args, code, message):
+    aws, url = uploads
+    result = cli(*args, endpoint=url)
+    assert result.returncode == code
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert len(session_ids(aws.dynamodb)) == 31  # nothing was deleted
+
+
+@pytest.fixture
+def pg_table(postgres):
+    name = f"cli_{int(time.time() * 1000) % 1000000}"
+    postgres.create_database(name)
+    with postgres.connect(name) as conn:
+        conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp bigint)")
+        conn.execute(
+            "INSERT INTO attributes (ttl_timestamp) SELECT extract(epoch from now())::bigint - 100 - g "
+            "FROM generate_series(1, 40) g"
+        )
+        conn.execute("INSERT INTO attributes (ttl_timestamp) VALUES (NULL), (extract(epoch from now())::bigint + 99)")
+    return postgres, name
+
+
+def test_postgres_status_and_sweep(pg_table):
+    postgres, database = pg_table
+    target = ("--postgres", postgres.dsn(database), "--table", "attributes", "--expiry-column", "ttl_timestamp")
+    status = cli("status", *target, "--json")
+    assert status.returncode == 0, status.stderr
+    found = json.loads(status.stdout)
+    assert (found["expired_rows"], found["live_rows"], found["permanent_rows"]) == (40, 1, 1)
+    assert found["oldest_expired_age_seconds"] >= 140 and found["expiry_column_indexed"] is False
+    dry = cli("sweep", *target, "--dry-run", "--json")
+    assert dry.returncode == 0 and json.loads(dry.stdout)["expired_rows"] == 40
+    swept = cli("sweep", *target, "--yes", "--batch-size", "15", "--json", "--progress")
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads(swept.stdout) == {"rows_deleted": 40, "batches": 3, "out_of_time": False}
+    assert "rows deleted 40" in swept.stderr
+    with postgres.connect(database) as conn:
+        assert conn.execute("SELECT count(*) FROM attributes").fetchone()[0] == 2
+
+
+def test_postgres_errors_are_one_line(pg_table):
+    postgres, database = pg_table
+    missing = cli("status", "--postgres", postgres.dsn(database), "--table", "attributes", "--expiry-column", "nope")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        "expiry: error: expiry_column: no column 'nope' in table public.attributes of this database"
+    )
+    down = cli(
+        "status",
+        "--postgres",
+        "host=127.0.0.1 port=9 dbname=x user=x connect_timeout=2",
+        "--table",
+        "t",
+        "--expiry-column",
+        "e",
+    )
+    assert down.returncode == 1 and down.stderr.startswith("expiry: error: OperationalError:")
+    assert len(down.stderr.strip().splitlines()) == 1
