@@ -153,10 +153,7 @@ class CleanupAlarms(pulumi.ComponentResource):
     """The dashboard in the CloudWatch console."""
 
     def __init__(self, name: str, args: CleanupAlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        raw: dict[str, Any] = dict(args)
-        unknown = set(raw) - set(CleanupAlarmsArgs.__annotations__)
-        if unknown:
-            v.fail(COMPONENT, "args", f"unknown fields {sorted(unknown)}")
+        raw = v.known_fields(COMPONENT, args, CleanupAlarmsArgs)
         jobs = watched_jobs(raw.get("jobs"))
         settings = rules.settings(raw)
         rules.check_coverage(jobs, settings, raw)

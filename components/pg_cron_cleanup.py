@@ -116,10 +116,7 @@ class PgCronCleanup(pulumi.ComponentResource):
     """Whether a btree index leads with the expiry column; false means each batch scans the table."""
 
     def __init__(self, name: str, args: PgCronCleanupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        raw: dict[str, Any] = dict(args)
-        unknown = set(raw) - set(PgCronCleanupArgs.__annotations__)
-        if unknown:
-            v.fail(COMPONENT, "args", f"unknown fields {sorted(unknown)}")
+        raw = v.known_fields(COMPONENT, args, PgCronCleanupArgs)
         spec = purge_spec(name, raw)
         vpc_mode = any(raw.get(key) is not None for key in VPC_INPUTS)
         _check_connection(raw, vpc_mode)

@@ -354,10 +354,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
     """The table the job reads (the Table dimension)."""
 
     def __init__(self, name: str, args: ScheduledSweeperArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        raw: dict[str, Any] = dict(args)
-        unknown = set(raw) - set(ScheduledSweeperArgs.__annotations__)
-        if unknown:
-            v.fail(COMPONENT, "args", f"unknown fields {sorted(unknown)}")
+        raw = v.known_fields(COMPONENT, args, ScheduledSweeperArgs)
         dynamodb_job = raw.get("kind") not in POSTGRES_KINDS
         for field in ("table_name", "table_arn") if dynamodb_job else ("table_name",):
             if raw.get(field) is None:

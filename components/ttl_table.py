@@ -194,10 +194,7 @@ def _global_index(
 
 def table_spec(args: TtlTableArgs) -> TableSpec:
     """Validate a TtlTable's inputs into a TableSpec; raise ValueError on bad input."""
-    raw: dict[str, Any] = dict(args)
-    unknown = set(raw) - set(TtlTableArgs.__annotations__)
-    if unknown:
-        v.fail(COMPONENT, "args", f"unknown fields {sorted(unknown)}")
+    raw = v.known_fields(COMPONENT, args, TtlTableArgs)
     hash_key = v.text(COMPONENT, "hash_key", raw.get("hash_key"))
     types = {hash_key: _key_type("hash_key_type", raw.get("hash_key_type", "S"))}
     range_key = raw.get("range_key")

@@ -59,3 +59,13 @@ def aws_name(component: str, field: str, value: Any) -> str:
     if not isinstance(value, str) or not AWS_NAME.match(value):
         fail(component, field, f"must be 3..255 characters of A-Z a-z 0-9 _ . -, got {value!r}")
     return value
+
+
+def known_fields(component: str, args: Any, args_type: type) -> dict[str, Any]:
+    """The args as a dict, refusing fields the args type does not declare (a typo is not ignored)."""
+    if not isinstance(args, dict):
+        fail(component, "args", f"must be a mapping, got {type(args).__name__}")
+    unknown = sorted(set(args) - set(args_type.__annotations__))
+    if unknown:
+        fail(component, "args", f"unknown fields {unknown}")
+    return dict(args)
