@@ -15,6 +15,7 @@ import io
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         target.add_argument("--ttl-attribute", help="TTL attribute (default: the table's TTL setting)")
         target.add_argument("--endpoint-url", help="any AWS-compatible endpoint (moto_server, LocalStack)")
         target.add_argument("--region", help="AWS region (default: your AWS configuration's)")
+        target.add_argument("--log-group", help="the job's log group: status shows its last runs")
         pg = command.add_argument_group("PostgreSQL")
         pg.add_argument("--postgres", metavar="DSN", help="libpq connection string or URL")
         pg.add_argument("--expiry-column", help="the table's expiry column")
@@ -220,6 +222,37 @@ def _postgres(args: argparse.Namespace, out: TextIO, err: TextIO, progress: bool
         return {"rows_deleted": result.rows_deleted, "batches": result.batches, "out_of_time": result.out_of_time}
 
 
+def last_runs(logs: Any, log_group: str, count: int = 5, days: int = 7) -> list[dict[str, Any]]:
+    """The job's last run summaries, read from its log group (one JSON summary line per run)."""
+    kwargs: dict[str, Any] = {
+        "logGroupName": log_group,
+        "filterPattern": '"cleanup_summary"',
+        "startTime": int((time.time() - days * 86400) * 1000),
+    }
+    summaries: list[dict[str, Any]] = []
+    for page in logs.get_paginator("filter_log_events").paginate(**kwargs):
+        for event in page.get("events", []):
+            summary = _summary(event["message"])
+            if summary is not None:
+                summaries.append({"time": event["timestamp"], **summary})
+    summaries.sort(key=lambda s: s["time"], reverse=True)
+    return [
+        {key: s.get(key) for key in ("time", "job", "dry_run", "stopped_early", "duration_ms", "counts")}
+        for s in summaries[:count]
+    ]
+
+
+def _summary(message: str) -> dict[str, Any] | None:
+    """A summary line, as printed or as wrapped by Lambda's JSON log format."""
+    try:
+        line = json.loads(message)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(line, dict) and isinstance(line.get("message"), str):
+        return _summary(line["message"])
+    return line if isinstance(line, dict) and line.get("event") == "cleanup_summary" else None
+
+
 def _print(result: dict[str, Any], as_json: bool, out: TextIO) -> None:
     if as_json:
         out.write(json.dumps(result, default=str, indent=2) + "\n")
@@ -243,6 +276,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
             kind = KIND_TTL_MONITOR if args.command == "status" else KIND_SWEEP
             job = _table_job(args, kind, clients)
             result = _run(job, clients, progress and args.command == "sweep", err)
+            if args.command == "status" and args.log_group:
+                result["last_runs"] = last_runs(clients("logs"), args.log_group)
         _print(result, args.json, out)
         return 0
     except UsageError as error:

@@ -167,3 +167,34 @@ def test_postgres_errors_are_one_line(pg_table):
     )
     assert down.returncode == 1 and down.stderr.startswith("expiry: error: OperationalError:")
     assert len(down.stderr.strip().splitlines()) == 1
+
+
+def test_status_shows_the_last_runs_from_the_log_group(uploads):
+    aws, url = uploads
+    logs = aws.client("logs")
+    logs.create_log_group(logGroupName="/expiry/expiry/prod/upload-sweeper")
+    logs.create_log_stream(logGroupName="/expiry/expiry/prod/upload-sweeper", logStreamName="s")
+    now_ms = int(time.time() * 1000)
+    lines = [
+        {
+            "level": "INFO",
+            "event": "cleanup_summary",
+            "job": "upload-sweeper",
+            "dry_run": False,
+            "duration_ms": 12,
+            "stopped_early": False,
+            "counts": {"items_deleted": run},
+        }
+        for run in range(7)
+    ]
+    events = [{"timestamp": now_ms - 60_000 * (10 - i), "message": json.dumps(line)} for i, line in enumerate(lines)]
+    wrapped = {"timestamp": "x", "level": "INFO", "message": json.dumps({**lines[0], "counts": {"items_deleted": 99}})}
+    events.append({"timestamp": now_ms - 1000, "message": json.dumps(wrapped)})  # Lambda's JSON log format
+    events.append({"timestamp": now_ms - 500, "message": '{"_aws": {}, "ItemsDeleted": 3}'})  # EMF, not a summary
+    logs.put_log_events(logGroupName="/expiry/expiry/prod/upload-sweeper", logStreamName="s", logEvents=events)
+    result = cli(
+        "status", "--table", TABLE, "--log-group", "/expiry/expiry/prod/upload-sweeper", "--json", endpoint=url
+    )
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)["last_runs"]
+    assert [r["counts"]["items_deleted"] for r in runs] == [99, 6, 5, 4, 3]  # newest first, five of them
