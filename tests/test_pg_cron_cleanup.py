@@ -6,13 +6,9 @@ import itertools
 import time
 
 import pytest
-from pulumi.provider.experimental.analyzer import Analyzer
-from pulumi.provider.experimental.schema import generate_schema
 from pulumi_harness import engine_provider, is_secret, plain_inputs
 
 from components.pg_cron_cleanup import PgCronCleanup, pg_cron_parameter_group, pg_cron_parameters
-from components.scheduled_sweeper import ScheduledSweeper
-from components.ttl_table import TtlTable
 
 JOB = "pulumi-python:dynamic/expiry:PgCronJob"
 NUMBER = itertools.count()
@@ -168,29 +164,6 @@ def test_rds_parameter_group_loads_pg_cron(pulumi_mocks):
     assert {p["name"] for p in group["parameters"]} == {"shared_preload_libraries", "cron.database_name"}
     with pytest.raises(ValueError, match="family: must be a PostgreSQL family"):
         pg_cron_parameter_group("mysql", family="mysql8.0")
-
-
-def test_component_analyzer_infers_schemas_for_every_component():
-    result = Analyzer("expiry").analyze([TtlTable, ScheduledSweeper, PgCronCleanup])
-    schema = generate_schema(
-        "expiry",
-        "0.1.0",
-        None,
-        result["component_definitions"],
-        result["type_definitions"],
-        list(result["dependencies"]),
-    )
-    assert set(schema.resources) == {
-        "expiry:index:TtlTable",
-        "expiry:index:ScheduledSweeper",
-        "expiry:index:PgCronCleanup",
-    }
-    sweeper = schema.resources["expiry:index:ScheduledSweeper"]
-    assert set(sweeper.required_inputs) == {"kind", "schedule", "tableName"}
-    assert "expiry:index:S3CascadeArgs" in schema.types
-    cleanup = schema.resources["expiry:index:PgCronCleanup"]
-    assert set(cleanup.required_inputs) == {"table", "expiryColumn"}
-    assert "jobId" in cleanup.properties
 
 
 UNPICKLE_AND_CALL = """

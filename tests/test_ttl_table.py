@@ -4,8 +4,6 @@ from typing import Any
 
 import pulumi
 import pytest
-from pulumi.provider.experimental.analyzer import Analyzer
-from pulumi.provider.experimental.schema import generate_schema
 
 from components.ttl_table import TtlTable, table_spec
 
@@ -368,37 +366,3 @@ def test_spec_is_plain_for_other_components():
     )
     assert spec.key_attributes == ("pk", "sk")
     assert (spec.ttl_attribute, spec.expiry_index_name, spec.expiry_index_shards) == ("ttl", "expiry-index", 4)
-
-
-def test_component_analyzer_infers_a_schema():
-    result = Analyzer("expiry").analyze([TtlTable])
-    schema = generate_schema(
-        "expiry",
-        "0.1.0",
-        None,
-        result["component_definitions"],
-        result["type_definitions"],
-        list(result["dependencies"]),
-    )
-    resource = schema.resources["expiry:index:TtlTable"]
-    assert resource.is_component
-    assert set(resource.required_inputs) == {"hashKey"}
-    for field in (
-        "hashKey",
-        "ttlAttribute",
-        "globalIndexes",
-        "billingMode",
-        "readCapacity",
-        "expiryIndex",
-        "expiryIndexShards",
-        "kmsKeyArn",
-        "streamViewType",
-        "tags",
-    ):
-        assert field in resource.input_properties, field
-        assert resource.input_properties[field].description, field
-    for field in ("tableName", "tableArn", "streamArn", "ttlAttribute", "expiryIndexName", "expiryIndexShards"):
-        assert field in resource.properties, field
-    assert set(resource.required) >= {"tableName", "tableArn", "ttlAttribute", "hashKey", "expiryIndexShards"}
-    index_type = schema.types["expiry:index:GlobalIndexArgs"]
-    assert set(index_type.required) == {"name", "hashKey"}
