@@ -99,6 +99,11 @@ class Harness:
         """The resolved value of an Output (after :meth:`run`)."""
         return _sync_await(pulumi.Output.from_input(output).future())
 
+    def stack_outputs(self) -> dict[str, Any]:
+        """What the program exported with pulumi.export, resolved."""
+        root = pulumi.runtime.settings.get_root_resource()
+        return {name: self.value(value) for name, value in dict(root.outputs).items()}
+
     def of_type(self, type_token: str) -> list[Registered]:
         return [r for r in self.monitor.registered if r.type == type_token]
 

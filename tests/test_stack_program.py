@@ -90,6 +90,14 @@ def test_dev_stack(pulumi_mocks):
     assert logs == {14}
     email = pulumi_mocks.one("aws:sns/topicSubscription:TopicSubscription").inputs
     assert email["endpoint"] == "dev-alerts@example.com"
+    outputs = pulumi_mocks.stack_outputs()
+    assert outputs["checkpoints_table_name"] == "collections-checkpoints-dev"
+    assert outputs["upload_sessions_table_arn"].startswith("arn:aws:dynamodb:")
+    assert outputs["upload_sweeper_function_name"] == "upload-sweeper-function-physical"
+    assert outputs["alarm_topic_arn"].startswith("arn:aws:sns:")
+    assert outputs["dashboard_url"] == (
+        "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards:name=cleanup-alarms-test"
+    )
 
 
 def test_prod_differs_where_it_should(pulumi_mocks):
