@@ -324,3 +324,18 @@ def test_a_schema_the_cleanup_did_not_create_is_kept(postgres, database):
     with postgres.connect(database) as conn:
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'expiry'").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'purge-attributes'").fetchone()[0] == 0
+
+
+def test_client_purge_skips_a_row_being_renewed(postgres, database):
+    """The Lambda and CLI purge: a row the application is renewing (locked, not yet committed) is
+    skipped, not waited for, and survives once the renewal commits."""
+    with postgres.connect(database) as conn:
+        make_table(conn, "timestamptz", expired=12, live=0, permanent=0)
+    renewer = postgres.connect(database, autocommit=False)
+    renewer.execute("UPDATE attributes SET ttl_timestamp = now() + interval '1 day' WHERE id = 3")
+    with postgres.connect(database) as conn:
+        result = purge(conn, spec(batch_size=5))
+        renewer.commit()
+        assert result.rows_deleted == 11
+        assert [r[0] for r in conn.execute("SELECT id FROM attributes").fetchall()] == [3]
+    renewer.close()
