@@ -104,6 +104,7 @@ def test_row_renewed_while_the_purge_runs_is_kept(postgres, database):
     # locked row instead of waiting; after the commit the row is live.
     renewer.execute("UPDATE attributes SET ttl_timestamp = extract(epoch from now())::bigint + 3600 WHERE id = 5")
     with postgres.connect(database) as conn:
+        conn.execute("SET lock_timeout = '5s'")  # waiting on the renewal would fail the test, not hang it
         conn.execute('CALL expiry."purge-attributes"()')
         renewer.commit()
         assert [r[0] for r in conn.execute("SELECT id FROM attributes").fetchall()] == [5]
@@ -334,6 +335,7 @@ def test_client_purge_skips_a_row_being_renewed(postgres, database):
     renewer = postgres.connect(database, autocommit=False)
     renewer.execute("UPDATE attributes SET ttl_timestamp = now() + interval '1 day' WHERE id = 3")
     with postgres.connect(database) as conn:
+        conn.execute("SET lock_timeout = '5s'")  # waiting on the renewal would fail the test, not hang it
         result = purge(conn, spec(batch_size=5))
         renewer.commit()
         assert result.rows_deleted == 11
