@@ -455,9 +455,11 @@ class ScheduledSweeper(pulumi.ComponentResource):
         self.dead_letter_queue = aws.sqs.Queue(
             f"{name}-dlq", message_retention_seconds=14 * 86400, sqs_managed_sse_enabled=True, tags=tags, opts=child
         )
+        # Only schedules of this account may use the role (AWS's confused-deputy guard).
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         self.scheduler_role = aws.iam.Role(
             f"{name}-scheduler-role",
-            assume_role_policy=json.dumps(assume_role_policy("scheduler.amazonaws.com")),
+            assume_role_policy=account.apply(lambda a: json.dumps(assume_role_policy("scheduler.amazonaws.com", a))),
             tags=tags,
             opts=child,
         )

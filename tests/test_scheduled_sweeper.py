@@ -117,7 +117,15 @@ def test_schedule_with_retries_dead_letters_time_zone_and_window(pulumi_mocks):
         "Action": ["sqs:SendMessage"],
         "Resource": [target["deadLetterConfig"]["arn"]],
     }
-    assert pulumi_mocks.one(SCHEDULE).inputs["flexibleTimeWindow"]["mode"] == "FLEXIBLE"
+    trust = json.loads(pulumi_mocks.one("aws:iam/role:Role", "video-scheduler-role").inputs["assumeRolePolicy"])
+    assert trust["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "scheduler.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+        }
+    ]
 
 
 def test_schedule_defaults(pulumi_mocks):
