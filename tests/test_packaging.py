@@ -1,6 +1,7 @@
 """`pip install git+<repo>` from another project: the wheel holds components and runtime, and its
 dependencies are the ones the components import."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
