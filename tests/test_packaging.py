@@ -11,6 +11,12 @@ from stack_config import ROOT
 
 
 def test_wheel_holds_the_packages_and_declares_their_dependencies(tmp_path: Path):
+    # Built from a copy of the sources, so no build/ directory is left in the checkout.
+    source = tmp_path / "source"
+    for name in ("components", "runtime"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     subprocess.run(
         [
             sys.executable,
@@ -23,7 +29,7 @@ def test_wheel_holds_the_packages_and_declares_their_dependencies(tmp_path: Path
             "--disable-pip-version-check",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,
