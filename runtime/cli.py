@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runtime.aws_clients import RETRIES
+from runtime.aws_clients import client_config
 from runtime.job_config import KIND_SWEEP, KIND_TTL_MONITOR, Job, JobConfigError, parse_job
 from runtime.job_runner import run_job
 from runtime.jobs import WORK
@@ -89,9 +88,7 @@ def _clients(args: argparse.Namespace) -> Callable[[str], Any]:
 
     def client(service: str) -> Any:
         if service not in cache:
-            cache[service] = session.client(
-                service, endpoint_url=args.endpoint_url, config=Config(retries=RETRIES, max_pool_connections=32)
-            )
+            cache[service] = session.client(service, endpoint_url=args.endpoint_url, config=client_config(32))
         return cache[service]
 
     return client
@@ -188,8 +185,10 @@ def _run(job: Job, clients: Callable[[str], Any], progress: bool, err: TextIO) -
     return run_job(job, tracked, None, stream=quiet)
 
 
-def _postgres(args: argparse.Namespace, out: TextIO, err: TextIO, progress: bool) -> dict[str, Any]:
-    from runtime import pg_cleanup  # needs psycopg, which only PostgreSQL commands use
+def _postgres(args: argparse.Namespace, err: TextIO, progress: bool) -> dict[str, Any]:
+    import psycopg  # only PostgreSQL commands need psycopg
+
+    from runtime import pg_cleanup
 
     if not args.table or not args.expiry_column:
         raise UsageError("with --postgres, give --table and --expiry-column")
@@ -201,8 +200,6 @@ def _postgres(args: argparse.Namespace, out: TextIO, err: TextIO, progress: bool
         batch_size=getattr(args, "batch_size", 5000),
         max_runtime_seconds=getattr(args, "max_runtime_seconds", 300),
     )
-    import psycopg
-
     with psycopg.connect(args.postgres, autocommit=True, connect_timeout=15) as conn:
         if args.command == "status":
             return pg_cleanup.table_status(conn, spec, args.job_name)
@@ -270,7 +267,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         if args.command == "sweep" and not (args.dry_run or args.yes):
             raise UsageError("sweep deletes data: run it with --dry-run first, then with --yes")
         if args.postgres:
-            result = _postgres(args, out, err, progress and args.command == "sweep")
+            result = _postgres(args, err, progress and args.command == "sweep")
         else:
             clients = _clients(args)
             kind = KIND_TTL_MONITOR if args.command == "status" else KIND_SWEEP
@@ -280,10 +277,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
                 result["last_runs"] = last_runs(clients("logs"), args.log_group)
         _print(result, args.json, out)
         return 0
-    except UsageError as error:
-        err.write(f"{PROG}: error: {error}\n")
-        return 2
-    except (JobConfigError, ValueError) as error:
+    except (UsageError, ValueError) as error:  # a wrong command line, or a wrong setting (JobConfigError too)
         err.write(f"{PROG}: error: {error}\n")
         return 2
     except (ClientError, BotoCoreError) as error:

@@ -1,5 +1,6 @@
 """The work of each kind of job, given its clients: what handlers and the operator CLI call."""
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +13,9 @@ from runtime.job_config import (
     POSTGRES_KINDS,
     Job,
     JobConfigError,
+    job_from_environment,
 )
-from runtime.job_runner import Work
+from runtime.job_runner import Work, run_job
 from runtime.orphaned_references import sweep_references
 from runtime.run_control import Tally
 from runtime.sweep import Sweeper, load_hook
@@ -74,3 +76,14 @@ def work_for(job: Job, expected_kind: str, clients: ClientFactory | None = None)
     if job.kind != expected_kind:
         raise JobConfigError(f"EXPIRY_JOB: kind: this handler runs {expected_kind} jobs, got {job.kind!r}")
     return _work_factory(job.kind)(clients or default_clients(job))
+
+
+def entry_point(kind: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """A Lambda handler for jobs of ``kind``: EXPIRY_JOB is read and checked now, at cold start."""
+    job = job_from_environment(os.environ)
+    work = work_for(job, kind)
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return run_job(job, work, context)
+
+    return handler

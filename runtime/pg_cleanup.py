@@ -228,15 +228,15 @@ END
     )
 
 
-def status_view(spec: PurgeSpec, kind: str) -> sql.Composed:
-    """<job>_status: permanent (no expiry), live and expired rows, and the table's size."""
+def status_query(spec: PurgeSpec, kind: str) -> sql.Composed:
+    """Permanent (no expiry), live and expired rows, the oldest expired and its age, the table's size."""
     col, now = sql.Identifier(spec.expiry_column), _now(kind)
     scope = (
         sql.SQL("TRUE")
         if spec.extra_column is None
         else sql.SQL("{} = {}").format(sql.Identifier(spec.extra_column), sql.Literal(spec.extra_value))
     )
-    return sql.SQL("""CREATE OR REPLACE VIEW {view} AS SELECT
+    return sql.SQL("""SELECT
   count(*) FILTER (WHERE {col} IS NULL) AS permanent_rows,
   count(*) FILTER (WHERE {col} >= {now}) AS live_rows,
   count(*) FILTER (WHERE {col} < {now}) AS expired_rows,
@@ -245,14 +245,13 @@ def status_view(spec: PurgeSpec, kind: str) -> sql.Composed:
   pg_total_relation_size({oid}) AS table_bytes,
   pg_size_pretty(pg_total_relation_size({oid})) AS table_size
 FROM {target} WHERE {scope}""").format(
-        view=spec.ident("_status"),
-        col=col,
-        now=now,
-        target=spec.target,
-        oid=_table_oid(spec),
-        scope=scope,
-        age=_oldest_age(spec, kind),
+        col=col, now=now, target=spec.target, oid=_table_oid(spec), scope=scope, age=_oldest_age(spec, kind)
     )
+
+
+def status_view(spec: PurgeSpec, kind: str) -> sql.Composed:
+    """<job>_status: the status query as a view (the guide's attribute_cleanup_status)."""
+    return sql.SQL("CREATE OR REPLACE VIEW {} AS {}").format(spec.ident("_status"), status_query(spec, kind))
 
 
 def _oldest_age(spec: PurgeSpec, kind: str) -> sql.Composed:
@@ -479,11 +478,14 @@ def purge(
             return result
 
 
-def status(conn: psycopg.Connection, spec: PurgeSpec) -> dict[str, Any]:
-    """The status view's row."""
-    cursor = conn.execute(sql.SQL("SELECT * FROM {}").format(spec.ident("_status")))
+def _one_row(cursor: psycopg.Cursor) -> dict[str, Any]:
     names = [column.name for column in cursor.description]
     return dict(zip(names, cursor.fetchone(), strict=True))
+
+
+def status(conn: psycopg.Connection, spec: PurgeSpec) -> dict[str, Any]:
+    """The status view's row."""
+    return _one_row(conn.execute(sql.SQL("SELECT * FROM {}").format(spec.ident("_status"))))
 
 
 def cron_health(cron: psycopg.Connection, job_name: str, since_seconds: int) -> dict[str, Any]:
@@ -509,25 +511,13 @@ def purged_since(conn: psycopg.Connection, spec: PurgeSpec, since_seconds: int) 
 
 
 def table_status(conn: psycopg.Connection, spec: PurgeSpec, job_name: str | None) -> dict[str, Any]:
-    """What the maintenance guide checks by hand: rows by state, oldest expired, size, last runs."""
+    """What the maintenance guide checks by hand: rows by state, oldest expired, size, last runs.
+    Needs no cleanup provisioned: it runs the status view's query itself."""
     kind = column_kind(conn, spec)
-    col, now = sql.Identifier(spec.expiry_column), _now(kind)
-    cursor = conn.execute(
-        sql.SQL(
-            "SELECT count(*) FILTER (WHERE {col} IS NULL), count(*) FILTER (WHERE {col} >= {now}), "
-            "count(*) FILTER (WHERE {col} < {now}), coalesce({age}, 0)::bigint, "
-            "pg_size_pretty(pg_total_relation_size({oid})) FROM {target}"
-        ).format(col=col, now=now, age=_oldest_age(spec, kind), oid=_table_oid(spec), target=spec.target)
-    )
-    permanent, live, expired, age, size = cursor.fetchone()
     result: dict[str, Any] = {
         "table": f"{spec.table_schema}.{spec.table}",
         "column_kind": kind,
-        "permanent_rows": permanent,
-        "live_rows": live,
-        "expired_rows": expired,
-        "oldest_expired_age_seconds": age,
-        "table_size": size,
+        **_one_row(conn.execute(status_query(spec, kind))),
         "expiry_column_indexed": _has_index(conn, spec),
     }
     if job_name:

@@ -5,8 +5,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from runtime import metrics as m
@@ -15,14 +13,14 @@ from runtime.job_runner import Work
 from runtime.jobs import ClientFactory
 from runtime.pg_cleanup import (
     CleanupError,
+    Connector,
     PurgeSpec,
-    column_kind,
     cron_health,
-    expired_condition,
     pg_cron_database,
     purge,
     purged_since,
     status,
+    table_status,
 )
 from runtime.run_control import Tally
 
@@ -44,19 +42,19 @@ def credentials(secrets: Any, settings: Postgres) -> tuple[str, str]:
     return user, secret["password"]
 
 
-def connect(clients: ClientFactory, settings: Postgres, database: str | None = None) -> psycopg.Connection:
-    user, password = credentials(clients("secretsmanager"), settings)
+def connector(secrets: Any, settings: Postgres) -> Connector:
+    """Connections to the job's database (or pg_cron's), with the secret's credentials, read once."""
+    user, password = credentials(secrets, settings)
     conninfo = make_conninfo(
         "",
         host=settings.host,
         port=settings.port,
-        dbname=database or settings.database,
+        dbname=settings.database,
         user=user,
         password=password,
-        connect_timeout=15,
         application_name="expiry",
     )
-    return psycopg.connect(conninfo, autocommit=True)
+    return Connector(conninfo, settings.database)
 
 
 def purge_spec(job: Job) -> PurgeSpec:
@@ -72,9 +70,9 @@ def purge_work(clients: ClientFactory) -> Work:
     def work(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
         assert job.postgres is not None
         spec = purge_spec(job)
-        with connect(clients, job.postgres) as conn:
+        with connector(clients("secretsmanager"), job.postgres).connect() as conn:
             if job.dry_run:
-                waiting = status_counts(conn, spec)
+                waiting = table_status(conn, spec, None)["expired_rows"]
                 return {"dry_run_expired_rows": waiting, m.ROWS_PURGED: 0}
             result = purge(conn, spec, should_stop)
         if result.stopped_early:
@@ -89,22 +87,17 @@ def purge_work(clients: ClientFactory) -> Work:
     return work
 
 
-def status_counts(conn: psycopg.Connection, spec: PurgeSpec) -> int:
-    """Expired rows waiting, counted with the purge's own condition (works without the status view)."""
-    condition = expired_condition(spec, column_kind(conn, spec))
-    return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(spec.target, condition)).fetchone()[0]
-
-
 def monitor_work(clients: ClientFactory) -> Work:
     def work(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
         assert job.postgres is not None
         spec = purge_spec(job)
         lookback = job.postgres.lookback_seconds
-        with connect(clients, job.postgres) as conn:
+        database = connector(clients("secretsmanager"), job.postgres)
+        with database.connect() as conn:
             row = status(conn, spec)
             purged = purged_since(conn, spec, lookback)
             cron_database = pg_cron_database(conn)
-        with connect(clients, job.postgres, cron_database) as cron:
+        with database.connect(cron_database) as cron:
             health = cron_health(cron, spec.job_name, lookback)
         details: dict[str, Any] = {
             **{key: row[key] for key in ("permanent_rows", "live_rows", "expired_rows", "table_bytes")},

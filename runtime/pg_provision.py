@@ -5,11 +5,9 @@ cleanup and where the database is; the password comes from Secrets Manager."""
 from collections.abc import Callable
 from typing import Any
 
-from psycopg.conninfo import make_conninfo
-
 from runtime.job_config import JobConfigError, Postgres
-from runtime.pg_cleanup import CleanupError, Connector, PurgeSpec, provision, unprovision
-from runtime.pg_jobs import credentials
+from runtime.pg_cleanup import CleanupError, PurgeSpec, provision, unprovision
+from runtime.pg_jobs import connector
 
 TERRAFORM_KEY = "tf"
 # A change of these makes another job or table: the old one is removed first.
@@ -37,20 +35,6 @@ def _parse(payload: dict[str, Any]) -> tuple[PurgeSpec, Postgres]:
     return spec, postgres
 
 
-def _connector(secrets: Any, postgres: Postgres) -> Connector:
-    user, password = credentials(secrets, postgres)
-    conninfo = make_conninfo(
-        "",
-        host=postgres.host,
-        port=postgres.port,
-        dbname=postgres.database,
-        user=user,
-        password=password,
-        application_name="expiry-provision",
-    )
-    return Connector(conninfo, postgres.database)
-
-
 def handle(event: dict[str, Any], secrets_client: Callable[[], Any]) -> dict[str, Any]:
     """Create, update or delete the cleanup the event describes; return what provisioning reports."""
     lifecycle = event.get(TERRAFORM_KEY) or {"action": "create", "prev_input": None}
@@ -58,7 +42,7 @@ def handle(event: dict[str, Any], secrets_client: Callable[[], Any]) -> dict[str
     spec, postgres = _parse(event)
     secrets = secrets_client()
     if action == "delete":
-        unprovision(_connector(secrets, postgres), spec)
+        unprovision(connector(secrets, postgres), spec)
         return {"action": "delete", "job_name": spec.job_name}
     if action not in ("create", "update"):
         raise JobConfigError(f"payload: {TERRAFORM_KEY}.action: must be create, update or delete, got {action!r}")
@@ -70,5 +54,5 @@ def handle(event: dict[str, Any], secrets_client: Callable[[], Any]) -> dict[str
             != (postgres.host, postgres.port, postgres.database)
         )
         if moved:
-            unprovision(_connector(secrets, old_postgres), old_spec)
-    return {"action": action, **provision(_connector(secrets, postgres), spec)}
+            unprovision(connector(secrets, old_postgres), old_spec)
+    return {"action": action, **provision(connector(secrets, postgres), spec)}

@@ -1,15 +1,6 @@
 """Lambda entry point: the orphaned references job configured in EXPIRY_JOB (checked at cold start)."""
 
-import os
-from typing import Any
+from runtime.job_config import KIND_ORPHANED_REFERENCES
+from runtime.jobs import entry_point
 
-from runtime.job_config import KIND_ORPHANED_REFERENCES, job_from_environment
-from runtime.job_runner import run_job
-from runtime.jobs import work_for
-
-JOB = job_from_environment(os.environ)
-WORK = work_for(JOB, KIND_ORPHANED_REFERENCES)
-
-
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return run_job(JOB, WORK, context)
+handler = entry_point(KIND_ORPHANED_REFERENCES)

@@ -1,15 +1,6 @@
 """Lambda entry point: the sweep job configured in EXPIRY_JOB (checked at cold start)."""
 
-import os
-from typing import Any
+from runtime.job_config import KIND_SWEEP
+from runtime.jobs import entry_point
 
-from runtime.job_config import KIND_SWEEP, job_from_environment
-from runtime.job_runner import run_job
-from runtime.jobs import work_for
-
-JOB = job_from_environment(os.environ)
-WORK = work_for(JOB, KIND_SWEEP)
-
-
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return run_job(JOB, WORK, context)
+handler = entry_point(KIND_SWEEP)
