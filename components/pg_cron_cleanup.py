@@ -11,6 +11,7 @@ from components import validation as v
 from components.lambda_bundle import Bundle, build_bundle
 from components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
 from components.pg_cron_provider import STATE_KEYS, PgCronCleanupProvider
+from components.sweeper_policy import statement
 from runtime.pg_cleanup import CleanupError, PurgeSpec
 
 COMPONENT = "PgCronCleanup"
@@ -177,12 +178,8 @@ class PgCronCleanup(pulumi.ComponentResource):
                 {
                     "Version": "2012-10-17",
                     "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                            "Resource": [a[0], f"{a[0]}:*"],
-                        },
-                        {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": [a[1]]},
+                        statement("Logs", ["logs:CreateLogStream", "logs:PutLogEvents"], [a[0], f"{a[0]}:*"]),
+                        statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [a[1]]),
                     ],
                 }
             )

@@ -299,10 +299,6 @@ def _placeholder(value: Any) -> Any:
     return PLACEHOLDER if isinstance(value, pulumi.Output) else value
 
 
-def _environment_size(settings: dict[str, Any]) -> int:
-    return len(ENV_VAR) + len(json.dumps(settings, separators=(",", ":")))
-
-
 def _validated_job(name: str, args: dict[str, Any]) -> Job:
     refs = args.get("references") or {}
     if not isinstance(args.get("s3", {}), dict) or not isinstance(refs, dict):
@@ -315,21 +311,29 @@ def _validated_job(name: str, args: dict[str, Any]) -> Job:
         "target_table": _placeholder(refs.get("target_table_name")),
         **{key: _placeholder((args.get("postgres") or {}).get(key)) for key in POSTGRES_NAMES},
     }
+    return checked_settings(name, args, names)[0]
+
+
+def checked_settings(name: str, args: dict[str, Any], names: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
+    """The job and its settings, checked as the handler will check them and sized against Lambda's
+    4 KB: with placeholders at construction, and again with the real names once they are known."""
     settings = job_settings(name, args, names)
     try:
         job = parse_job(settings, source=COMPONENT)
         if job.purge is not None:
             PurgeSpec.from_dict({"job_name": job.name, **job.purge, "table": job.table})
-    except (JobConfigError, CleanupError) as error:
-        raise ValueError(f"{COMPONENT}: purge.{error}" if isinstance(error, CleanupError) else str(error)) from error
-    size = _environment_size(settings)
+    except CleanupError as error:
+        raise ValueError(f"{COMPONENT}: purge.{error}") from error
+    except JobConfigError as error:
+        raise ValueError(str(error)) from error
+    size = len(ENV_VAR) + len(json.dumps(settings, separators=(",", ":")))
     if size > ENVIRONMENT_LIMIT:
         v.fail(
             COMPONENT,
             "environment",
             f"the job's settings take {size} bytes; Lambda allows {ENVIRONMENT_LIMIT} for all environment variables",
         )
-    return job
+    return job, settings
 
 
 class ScheduledSweeper(pulumi.ComponentResource):
@@ -529,11 +533,4 @@ def _vpc(raw: dict[str, Any]) -> dict[str, Any] | None:
 
 def _environment(name: str, raw: dict[str, Any], names: dict[str, Any]) -> str:
     """The EXPIRY_JOB value, checked again with the real names once they are known."""
-    settings = job_settings(name, raw, names)
-    parse_job(settings, source=COMPONENT)
-    size = _environment_size(settings)
-    if size > ENVIRONMENT_LIMIT:
-        raise ValueError(
-            f"{COMPONENT}: environment: the job's settings take {size} bytes; Lambda allows {ENVIRONMENT_LIMIT}"
-        )
-    return json.dumps(settings, separators=(",", ":"))
+    return json.dumps(checked_settings(name, raw, names)[1], separators=(",", ":"))

@@ -17,7 +17,7 @@ class Arns:
     secret: str | None = None
 
 
-def _statement(sid: str, actions: list[str], resources: list[str], condition: dict | None = None) -> dict[str, Any]:
+def statement(sid: str, actions: list[str], resources: list[str], condition: dict | None = None) -> dict[str, Any]:
     statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
     if condition:
         statement["Condition"] = condition
@@ -31,16 +31,14 @@ def _partition(arn: str | None) -> str:
 def function_policy(job: Job, arns: Arns, object_prefix: str) -> dict[str, Any]:
     """The Lambda role's policy: its table (and index), bucket prefix, metric namespace, log group."""
     statements = [
-        _statement("Logs", ["logs:CreateLogStream", "logs:PutLogEvents"], [arns.log_group, f"{arns.log_group}:*"]),
-        _statement(
+        statement("Logs", ["logs:CreateLogStream", "logs:PutLogEvents"], [arns.log_group, f"{arns.log_group}:*"]),
+        statement(
             "Metrics", ["cloudwatch:PutMetricData"], ["*"], {"StringEquals": {"cloudwatch:namespace": job.namespace}}
         ),
     ]
     table_actions: set[str] = set()
     if job.expiry_index and job.kind in (KIND_TTL_MONITOR, KIND_SWEEP):
-        statements.append(
-            _statement("ExpiryIndex", ["dynamodb:Query"], [f"{arns.table}/index/{job.expiry_index.name}"])
-        )
+        statements.append(statement("ExpiryIndex", ["dynamodb:Query"], [f"{arns.table}/index/{job.expiry_index.name}"]))
     elif job.kind in (KIND_TTL_MONITOR, KIND_SWEEP):
         table_actions.add("dynamodb:Scan")
     if job.kind == KIND_TTL_MONITOR:
@@ -54,20 +52,20 @@ def function_policy(job: Job, arns: Arns, object_prefix: str) -> dict[str, Any]:
     if job.kind == KIND_ORPHANED_REFERENCES:
         table_actions |= {"dynamodb:Scan", "dynamodb:DeleteItem"}
         target = arns.target_table or arns.table
-        statements.append(_statement("ReferenceTargets", ["dynamodb:Query"], [str(target)]))
+        statements.append(statement("ReferenceTargets", ["dynamodb:Query"], [str(target)]))
     if table_actions and arns.table:
-        statements.append(_statement("Table", sorted(table_actions), [arns.table]))
+        statements.append(statement("Table", sorted(table_actions), [arns.table]))
     if job.postgres and arns.secret:
-        statements.append(_statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [arns.secret]))
+        statements.append(statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [arns.secret]))
     if job.s3 and arns.bucket:
         bucket_arn = f"arn:{_partition(arns.table)}:s3:::{arns.bucket}"
         object_actions = ["s3:DeleteObject"]
         if job.s3.upload_id_attribute:
             object_actions += ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
-        statements.append(_statement("Objects", object_actions, [f"{bucket_arn}/{object_prefix}*"]))
+        statements.append(statement("Objects", object_actions, [f"{bucket_arn}/{object_prefix}*"]))
         if job.orphaned_objects:
             statements.append(
-                _statement(
+                statement(
                     "ListPrefix",
                     ["s3:ListBucket"],
                     [bucket_arn],
@@ -90,7 +88,7 @@ def scheduler_policy(function_arn: str, queue_arn: str) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            _statement("Invoke", ["lambda:InvokeFunction"], [function_arn, f"{function_arn}:*"]),
-            _statement("DeadLetters", ["sqs:SendMessage"], [queue_arn]),
+            statement("Invoke", ["lambda:InvokeFunction"], [function_arn, f"{function_arn}:*"]),
+            statement("DeadLetters", ["sqs:SendMessage"], [queue_arn]),
         ],
     }

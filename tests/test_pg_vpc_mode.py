@@ -46,7 +46,14 @@ def test_vpc_mode_deploys_a_provisioner_and_invokes_it_for_every_lifecycle_event
     assert payload["connection"] == {"host": "db.internal", "database": "app", "secret_arn": SECRET, "port": 5432}
     assert payload["cleanup"]["job_name"] == "attributes-purge" and payload["cleanup"]["schedule"] == "0 3 * * *"
     policy = json.loads(pulumi_mocks.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
-    assert {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": [SECRET]} in policy["Statement"]
+    assert policy["Statement"][1] == {
+        "Sid": "DatabaseSecret",
+        "Effect": "Allow",
+        "Action": ["secretsmanager:GetSecretValue"],
+        "Resource": [SECRET],
+    }
+    assert policy["Statement"][0]["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert len(policy["Statement"]) == 2
 
 
 @pytest.mark.parametrize(
