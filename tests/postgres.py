@@ -30,6 +30,7 @@ class PostgresServer:
         self.base = Path(tempfile.mkdtemp(prefix="expiry-pg-"))
         self.data = self.base / "data"
         self.port = free_port()
+        self.databases = 0
         if os.geteuid() == 0:
             server_user = pwd.getpwnam("postgres")
             os.chown(self.base, server_user.pw_uid, server_user.pw_gid)
@@ -101,6 +102,13 @@ class PostgresServer:
     def create_database(self, name: str) -> None:
         with self.connect() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
+
+    def new_database(self, prefix: str) -> str:
+        """A fresh database of its own, named ``prefix_N`` (one server serves the whole session)."""
+        self.databases += 1
+        name = f"{prefix}_{self.databases}"
+        self.create_database(name)
+        return name
 
     def stop(self) -> None:
         subprocess.run(

@@ -2,7 +2,6 @@
 queries, bad input; and that each alarmed metric is one the runtime really emits."""
 
 import json
-import time
 
 import pytest
 from uploads_world import BUCKET, NOW, TABLE, create_table, put_session, run, sweep_job
@@ -471,8 +470,7 @@ def test_every_alarmed_custom_metric_is_emitted_by_the_runtime(aws_in_process, p
 
 
 def pg_monitor_lines(aws, postgres) -> list[dict]:
-    database = f"alarms_{int(time.time() * 1000) % 100000}"
-    postgres.create_database(database)
+    database = postgres.new_database("alarms")
     with postgres.connect(database) as conn:
         conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp bigint)")
     spec = PurgeSpec(job_name="attributes-pg-monitor", table="attributes", expiry_column="ttl_timestamp")

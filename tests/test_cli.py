@@ -119,8 +119,7 @@ def test_errors_are_one_line_and_a_non_zero_exit(uploads, args, code, message):
 
 @pytest.fixture
 def pg_table(postgres):
-    name = f"cli_{int(time.time() * 1000) % 1000000}"
-    postgres.create_database(name)
+    name = postgres.new_database("cli")
     with postgres.connect(name) as conn:
         conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp bigint)")
         conn.execute(

@@ -1,7 +1,6 @@
 """runtime/pg_cleanup.py on a real PostgreSQL 15 with pg_cron: provisioning, the batched purge for
 each kind of expiry column, renewals, limits, injection attempts, pg_cron itself and the views."""
 
-import itertools
 import threading
 import time
 
@@ -10,8 +9,6 @@ import pytest
 from psycopg import sql
 
 from runtime.pg_cleanup import CleanupError, Connector, PurgeSpec, provision, purge, status, unprovision
-
-COUNTER = itertools.count()
 
 EXPIRY_TYPES = {
     "bigint": ("now() - interval '1 hour'", "now() + interval '1 hour'", "extract(epoch from {})::bigint"),
@@ -24,8 +21,7 @@ EXPIRY_TYPES = {
 @pytest.fixture
 def database(postgres):
     """A fresh database of its own for each test."""
-    name = f"app_{next(COUNTER)}_{int(time.time() * 1000) % 100000}"
-    postgres.create_database(name)
+    name = postgres.new_database("app")
     return name
 
 

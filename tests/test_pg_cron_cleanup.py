@@ -3,7 +3,6 @@ unpickled from the inputs the mocks recorded, then create, diff, update and dele
 PostgreSQL with pg_cron."""
 
 import itertools
-import time
 
 import pytest
 from pulumi_harness import engine_provider, is_secret, plain_inputs
@@ -16,8 +15,7 @@ NUMBER = itertools.count()
 
 @pytest.fixture
 def app(postgres):
-    name = f"pulumi_{next(NUMBER)}_{int(time.time() * 1000) % 100000}"
-    postgres.create_database(name)
+    name = postgres.new_database("pulumi")
     with postgres.connect(name) as conn:
         conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp bigint)")
         conn.execute(

@@ -2,9 +2,7 @@
 PostgreSQL, with the password from Secrets Manager in moto (in-process and moto_server)."""
 
 import io
-import itertools
 import json
-import time
 
 import pytest
 from uploads_world import run
@@ -15,13 +13,10 @@ from runtime.job_runner import run_job
 from runtime.pg_cleanup import Connector, PurgeSpec, provision, unprovision
 from runtime.pg_jobs import monitor_work, purge_work
 
-NUMBER = itertools.count()
-
 
 @pytest.fixture
 def app(postgres):
-    name = f"jobs_{next(NUMBER)}_{int(time.time() * 1000) % 100000}"
-    postgres.create_database(name)
+    name = postgres.new_database("jobs")
     with postgres.connect(name) as conn:
         conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp timestamptz)")
         conn.execute(

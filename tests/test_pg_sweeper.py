@@ -107,8 +107,8 @@ print("RESULT " + json.dumps(handler({}, None)))
 def test_shipped_purge_runs_with_the_layer(pulumi_mocks, postgres, moto_server, tmp_path, shared_build):
     from aws import aws_backend
 
-    postgres.create_database("shipped")
-    with postgres.connect("shipped") as conn:
+    shipped = postgres.new_database("shipped")
+    with postgres.connect(shipped) as conn:
         conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp bigint)")
         conn.execute(
             "INSERT INTO attributes (ttl_timestamp) SELECT extract(epoch from now())::bigint - 5 "
@@ -123,7 +123,7 @@ def test_shipped_purge_runs_with_the_layer(pulumi_mocks, postgres, moto_server, 
             lambda: ScheduledSweeper(
                 "purge",
                 pg_args(
-                    postgres={"host": "127.0.0.1", "port": postgres.port, "database": "shipped", "secret_arn": arn},
+                    postgres={"host": "127.0.0.1", "port": postgres.port, "database": shipped, "secret_arn": arn},
                     purge={"expiry_column": "ttl_timestamp", "batch_size": 5},
                 ),
             )
@@ -157,5 +157,5 @@ def test_shipped_purge_runs_with_the_layer(pulumi_mocks, postgres, moto_server, 
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.split("RESULT ", 1)[1])
     assert summary["rows_deleted"] == 12 and summary["batches"] == 3
-    with postgres.connect("shipped") as conn:
+    with postgres.connect(shipped) as conn:
         assert conn.execute("SELECT count(*) FROM attributes").fetchone()[0] == 1

@@ -1,9 +1,7 @@
 """PgCronCleanup's VPC mode: the provisioning Lambda and its CRUD Invocation under the mocks, and the
 handler it runs, fed the payloads the Invocation sends, against the test PostgreSQL."""
 
-import itertools
 import json
-import time
 
 import pytest
 
@@ -12,7 +10,6 @@ from runtime.job_config import JobConfigError
 from runtime.pg_provision import handle
 
 SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-XyZ"
-NUMBER = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -75,8 +72,7 @@ def test_bad_vpc_input(pulumi_mocks, overrides, message):
 
 @pytest.fixture
 def database(postgres):
-    name = f"vpc_{next(NUMBER)}_{int(time.time() * 1000) % 100000}"
-    postgres.create_database(name)
+    name = postgres.new_database("vpc")
     with postgres.connect(name) as conn:
         conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp bigint)")
         conn.execute("CREATE TABLE sessions (id serial, ttl_timestamp bigint)")
