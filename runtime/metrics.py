@@ -29,6 +29,12 @@ TABLE_SIZE_BYTES = "TableSizeBytes"
 ROWS_PURGED = "RowsPurged"
 PG_CRON_FAILED_RUNS = "PgCronFailedRuns"
 PG_CRON_LAST_SUCCESS_AGE_SECONDS = "PgCronLastSuccessAgeSeconds"
+# A run that would delete more than its breaker allows deletes nothing and reports 1 here.
+MASS_DELETION_REFUSED = "MassDeletionRefused"
+# Expired items an expiry index cannot see (no shard attribute): the sweep never finds them.
+UNINDEXED_EXPIRED = "UnindexedExpired"
+# Objects of kept items marked so that no later pass takes them for orphans.
+OBJECTS_MARKED_KEPT = "ObjectsMarkedKept"
 
 UNITS: dict[str, str] = {
     SWEEP_SUCCEEDED: "Count",
@@ -50,6 +56,9 @@ UNITS: dict[str, str] = {
     ROWS_PURGED: "Count",
     PG_CRON_FAILED_RUNS: "Count",
     PG_CRON_LAST_SUCCESS_AGE_SECONDS: "Seconds",
+    MASS_DELETION_REFUSED: "Count",
+    UNINDEXED_EXPIRED: "Count",
+    OBJECTS_MARKED_KEPT: "Count",
 }
 ALL_METRICS = tuple(UNITS)
 
