@@ -60,7 +60,13 @@ class S3CascadeArgs(TypedDict):
     status_attribute: NotRequired[str]
     """Item attribute holding the upload's status."""
     keep_statuses: NotRequired[list[str]]
-    """Statuses whose object is kept when the item expires (e.g. completed)."""
+    """Statuses whose object is kept when the item expires (e.g. uploaded)."""
+    keep_marker: NotRequired[str]
+    """How a kept object is remembered once its item is gone: tag (default: the object tag
+    expiry-kept=true, which orphan passes respect) or none (refused together with orphaned_objects)."""
+    mark_ahead_seconds: NotRequired[int]
+    """Mark the objects of kept items expiring within this many seconds, while the items still exist
+    (default: twice the schedule's interval, one day for cron()/at(); 0 turns it off)."""
     object_prefix: NotRequired[str]
     """Key prefix the function may touch (IAM); default: the whole bucket."""
 
@@ -71,13 +77,12 @@ class StuckUploadsArgs(TypedDict):
     status: str
     """The status of a stuck item (e.g. created)."""
     older_than_seconds: NotRequired[int]
-    """Age, from `created_attribute`, after which an item is stuck (default 3600)."""
-    created_attribute: NotRequired[str]
-    """Creation time, epoch seconds or ISO-8601 (default createdAt)."""
+    """Age, counted from `since_attribute`, after which an item is stuck (default 3600)."""
+    since_attribute: NotRequired[str]
+    """Time the age counts from, epoch seconds or ISO-8601 (default: the TTL attribute, i.e. expired
+    for `older_than_seconds`; then the expiry pass finds stuck items and no Scan is needed)."""
     partial_status: NotRequired[str]
-    """Status set when parts were uploaded (default partial)."""
-    aborted_status: NotRequired[str]
-    """Status set when the empty upload is aborted (default aborted)."""
+    """Status set when parts were uploaded, for a person to review (default partial)."""
 
 
 class OrphanedObjectsArgs(TypedDict):
@@ -89,6 +94,19 @@ class OrphanedObjectsArgs(TypedDict):
     """Key prefix to list (default: the whole bucket)."""
     older_than_seconds: NotRequired[int]
     """Only objects older than this (default 86400, at least 3600)."""
+
+
+class BreakerArgs(TypedDict):
+    """The mass-deletion breaker: a run that would delete more than this deletes nothing and says why."""
+
+    max_share: NotRequired[float]
+    """Largest share of what a pass examined that it may delete (default 0.5)."""
+    max_count: NotRequired[int]
+    """Most things a pass may delete (default: no limit)."""
+    ignore_below: NotRequired[int]
+    """A pass deleting this many or fewer is never refused (default 10)."""
+    allow_mass_deletion: NotRequired[bool]
+    """Let a refused plan go on (default false); set it for one deployment, then remove it."""
 
 
 class ReferencesArgs(TypedDict):
@@ -183,6 +201,13 @@ class ScheduledSweeperArgs(TypedDict):
     """Items per Query/Scan page (default: DynamoDB's 1 MB pages)."""
     safety_margin_seconds: NotRequired[int]
     """Stop taking work this long before the timeout (default 15)."""
+    breaker: NotRequired[BreakerArgs]
+    """Mass-deletion breaker (sweep and orphaned-references jobs)."""
+    plan_sample_size: NotRequired[int]
+    """Keys of each kind of planned action listed in the run's summary (default 20)."""
+    unindexed_check_items: NotRequired[int]
+    """With an expiry index: items of a random Scan segment checked each run for expired items
+    without the shard attribute, reported as UnindexedExpired (default 0: off)."""
     s3: NotRequired[S3CascadeArgs]
     """S3 cascade (sweep jobs)."""
     stuck_uploads: NotRequired[StuckUploadsArgs]
@@ -252,6 +277,9 @@ JOB_SETTINGS = (
     "scan_segments",
     "page_size",
     "safety_margin_seconds",
+    "plan_sample_size",
+    "unindexed_check_items",
+    "breaker",
 )
 
 
@@ -367,6 +395,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
             interval = rate_seconds(raw.get("schedule") or "")
             if interval:
                 raw["postgres"] = {**raw["postgres"], "lookback_seconds": max(60, interval)}
+        raw = _with_mark_ahead(raw)
         job = _validated_job(name, raw)
         vpc = _vpc(raw)
         schedule = check_expression(COMPONENT, "schedule", raw.get("schedule"))
@@ -516,6 +545,16 @@ class ScheduledSweeper(pulumi.ComponentResource):
                 "table_name": self.table_name,
             }
         )
+
+
+def _with_mark_ahead(raw: dict[str, Any]) -> dict[str, Any]:
+    """Kept objects are marked ahead by twice the schedule's interval unless the args say otherwise,
+    so every kept item is seen alive by at least one run before TTL may remove it."""
+    s3 = raw.get("s3")
+    if not isinstance(s3, dict) or not s3.get("keep_statuses") or "mark_ahead_seconds" in s3:
+        return raw
+    interval = rate_seconds(raw.get("schedule") or "") or 43200
+    return {**raw, "s3": {**s3, "mark_ahead_seconds": 2 * interval}}
 
 
 def _vpc(raw: dict[str, Any]) -> dict[str, Any] | None:

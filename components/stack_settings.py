@@ -1,6 +1,7 @@
 """The stack's settings, read from Pulumi config (declared with types and defaults in Pulumi.yaml).
 A missing or wrong setting stops the program with a message naming the key."""
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -8,6 +9,7 @@ import pulumi
 
 from components.schedule import check_expression
 from components.scheduled_sweeper import LOG_RETENTION_DAYS
+from runtime.job_config import KEEP_MARKERS
 from runtime.pg_cleanup import CleanupError, check_cron
 
 
@@ -25,6 +27,24 @@ class PostgresSettings:
     schedule: str
     subnet_ids: list[str]
     security_group_ids: list[str]
+
+
+@dataclass(frozen=True)
+class UploadsLayout:
+    """How the upload system stores sessions and objects (its document's names by default)."""
+
+    session_id_attribute: str
+    ttl_attribute: str
+    object_key_attribute: str
+    upload_id_attribute: str
+    status_attribute: str
+    kept_statuses: list[str]
+    stuck_status: str
+    partial_status: str
+    object_prefix: str
+    key_pattern: str
+    keep_marker: str
+    writers_set_expiry_shard: bool
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,9 @@ class StackSettings:
     actingweb_schedule: str
     stuck_upload_seconds: int
     orphan_age_seconds: int
+    uploads_layout: UploadsLayout
+    breaker_max_share: float
+    allow_mass_deletion: bool
     oldest_expired_hours: int
     cleanup_errors_per_hour: int
     postgres: PostgresSettings | None
@@ -70,6 +93,28 @@ class _Reader:
 
     def boolean(self, name: str) -> bool:
         return self.config.require_bool(name)
+
+    def percent(self, name: str) -> float:
+        return self.integer(name, 0, 100) / 100
+
+    def pattern(self, name: str, prefix: str) -> str:
+        """An owner rule: a regular expression with a group naming the owner, anchored in ``prefix``."""
+        value = self.text(name)
+        try:
+            compiled = re.compile(value)
+        except re.error as error:
+            raise SettingError(f"{self.key(name)}: is not a regular expression: {error}") from error
+        if "id" not in compiled.groupindex:
+            raise SettingError(f"{self.key(name)}: needs a group named id, e.g. (?P<id>[^/.]+), got {value!r}")
+        if not value.startswith("^" + re.escape(prefix)) and not value.startswith("^" + prefix):
+            raise SettingError(f"{self.key(name)}: must start with ^ and the object prefix {prefix!r}, got {value!r}")
+        return value
+
+    def one_of(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name)
+        if value not in allowed:
+            raise SettingError(f"{self.key(name)}: must be one of {', '.join(allowed)}, got {value!r}")
+        return value
 
     def schedule(self, name: str) -> str:
         """An EventBridge Scheduler expression, checked now rather than halfway through `pulumi up`."""
@@ -111,6 +156,34 @@ class _Reader:
         if not isinstance(raw, list) or not all(isinstance(item, str) and "=" in item for item in raw):
             raise SettingError(f'{self.key(name)}: must be a list of "key=value" strings, got {raw!r}')
         return dict(item.split("=", 1) for item in raw)
+
+
+def uploads_layout(r: _Reader) -> UploadsLayout:
+    prefix = r.text("uploadsObjectPrefix")
+    layout = UploadsLayout(
+        session_id_attribute=r.text("uploadsSessionIdAttribute"),
+        ttl_attribute=r.text("uploadsTtlAttribute"),
+        object_key_attribute=r.text("uploadsObjectKeyAttribute"),
+        upload_id_attribute=r.text("uploadsUploadIdAttribute"),
+        status_attribute=r.text("uploadsStatusAttribute"),
+        kept_statuses=r.strings("uploadsKeptStatuses"),
+        stuck_status=r.text("uploadsStuckStatus"),
+        partial_status=r.text("uploadsPartialStatus"),
+        object_prefix=prefix,
+        key_pattern=r.pattern("uploadsKeyPattern", prefix),
+        keep_marker=r.one_of("uploadsKeepMarker", KEEP_MARKERS),
+        writers_set_expiry_shard=r.boolean("uploadsWritersSetExpiryShard"),
+    )
+    if layout.stuck_status in layout.kept_statuses or layout.partial_status == layout.stuck_status:
+        raise SettingError(
+            f"{r.key('uploadsStuckStatus')}: must differ from uploadsPartialStatus and every uploadsKeptStatuses"
+        )
+    if layout.kept_statuses and layout.keep_marker == "none":
+        raise SettingError(
+            f"{r.key('uploadsKeepMarker')}: must be tag while uploadsKeptStatuses is set, or kept objects "
+            "would be deleted as orphans once their sessions are gone"
+        )
+    return layout
 
 
 def read_settings(config: pulumi.Config) -> StackSettings:
@@ -157,6 +230,9 @@ def read_settings(config: pulumi.Config) -> StackSettings:
         actingweb_schedule=r.schedule("actingwebSchedule"),
         stuck_upload_seconds=r.integer("stuckUploadSeconds", 60, 7 * 86400),
         orphan_age_seconds=r.integer("orphanAgeSeconds", 3600, 365 * 86400),
+        uploads_layout=uploads_layout(r),
+        breaker_max_share=r.percent("breakerMaxSharePercent"),
+        allow_mass_deletion=r.boolean("allowMassDeletion"),
         oldest_expired_hours=r.integer("oldestExpiredAlarmHours", 1, 24 * 30),
         cleanup_errors_per_hour=r.integer("cleanupErrorsPerHour", 0, 100_000),
         postgres=postgres,

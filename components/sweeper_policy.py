@@ -43,10 +43,15 @@ def function_policy(job: Job, arns: Arns, object_prefix: str) -> dict[str, Any]:
         table_actions.add("dynamodb:Scan")
     if job.kind == KIND_TTL_MONITOR:
         table_actions |= {"dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive"}
+    if job.unindexed_check_items:
+        table_actions |= {"dynamodb:Scan", "dynamodb:DescribeTable"}
     if job.kind == KIND_SWEEP:
-        table_actions |= {"dynamodb:DeleteItem", "dynamodb:GetItem"}
+        # DescribeTable: the breaker weighs a plan against the table's item count.
+        table_actions |= {"dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:DescribeTable"}
         if job.stuck_uploads:
-            table_actions |= {"dynamodb:Scan", "dynamodb:UpdateItem"}
+            table_actions.add("dynamodb:UpdateItem")
+        if job.stuck_uploads and job.stuck_uploads.since_attribute != job.ttl_attribute:
+            table_actions.add("dynamodb:Scan")
         if job.orphaned_objects:
             table_actions.add("dynamodb:BatchGetItem")
     if job.kind == KIND_ORPHANED_REFERENCES:
@@ -59,7 +64,10 @@ def function_policy(job: Job, arns: Arns, object_prefix: str) -> dict[str, Any]:
         statements.append(statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [arns.secret]))
     if job.s3 and arns.bucket:
         bucket_arn = f"arn:{_partition(arns.table)}:s3:::{arns.bucket}"
-        object_actions = ["s3:DeleteObject"]
+        # GetObject is what HeadObject needs: a planned deletion is of an object seen to exist.
+        object_actions = ["s3:DeleteObject", "s3:GetObject"]
+        if job.s3.keep_marker == "tag" and (job.s3.keep_statuses or job.orphaned_objects):
+            object_actions += ["s3:GetObjectTagging", "s3:PutObjectTagging"]
         if job.s3.upload_id_attribute:
             object_actions += ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
         statements.append(statement("Objects", object_actions, [f"{bucket_arn}/{object_prefix}*"]))

@@ -12,6 +12,9 @@ from components.scheduled_sweeper import ScheduledSweeper, table_target
 from components.stack_settings import StackSettings
 from components.ttl_table import TtlTable
 
+# Items of one random Scan segment checked per run for expired items the expiry index cannot see.
+UNINDEXED_CHECK_ITEMS = 10_000
+
 
 @dataclass
 class Built:
@@ -25,8 +28,15 @@ class Built:
     alarms: CleanupAlarms | None = None
 
 
-def _table(s: StackSettings, name: str, physical: str, args: dict[str, Any]) -> TtlTable:
-    index = {"expiry_index": True, "expiry_index_shards": s.expiry_index_shards} if s.expiry_index_shards else {}
+def _table(
+    s: StackSettings, name: str, physical: str, args: dict[str, Any], writers_set_shard: bool = True
+) -> TtlTable:
+    """A seed system's table; with an expiry index only where its writers set the shard attribute."""
+    index = (
+        {"expiry_index": True, "expiry_index_shards": s.expiry_index_shards}
+        if s.expiry_index_shards and writers_set_shard
+        else {}
+    )
     return TtlTable(
         name,
         {
@@ -48,12 +58,23 @@ def _sweeper(s: StackSettings, built: Built, name: str, args: dict[str, Any]) ->
             "log_retention_days": s.log_retention_days,
             "reserve_concurrency": s.reserve_concurrency,
             "tags": s.tags,
+            **_rails(s, args),
             **args,
         },
     )
     built.sweepers[name] = sweeper
     built.watched.append(watched_job(sweeper))
     return sweeper
+
+
+def _rails(s: StackSettings, args: dict[str, Any]) -> dict[str, Any]:
+    """The breaker of jobs that delete, and the unindexed-items check of jobs reading an expiry index."""
+    rails: dict[str, Any] = {}
+    if args["kind"] in ("sweep", "orphaned-references"):
+        rails["breaker"] = {"max_share": s.breaker_max_share, "allow_mass_deletion": s.allow_mass_deletion}
+    if "expiry_index_name" in args and args["kind"] in ("sweep", "ttl-monitor"):
+        rails["unindexed_check_items"] = UNINDEXED_CHECK_ITEMS
+    return rails
 
 
 def chat_checkpoints(s: StackSettings, built: Built) -> None:
@@ -82,12 +103,14 @@ def chat_checkpoints(s: StackSettings, built: Built) -> None:
 
 
 def video_uploads(s: StackSettings, built: Built) -> None:
-    """The cleanup-Lambda README: upload sessions, their bucket, and a sweeper every 6 hours."""
+    """The cleanup-Lambda document: upload sessions, their bucket, and a sweeper every 6 hours."""
+    layout = s.uploads_layout
     table = _table(
         s,
         "upload-sessions",
         f"upload-sessions-{s.environment}",
-        {"hash_key": "uploadSessionId", "ttl_attribute": "ttl"},
+        {"hash_key": layout.session_id_attribute, "ttl_attribute": layout.ttl_attribute},
+        writers_set_shard=layout.writers_set_expiry_shard,
     )
     built.tables["upload-sessions"] = table
     opts = pulumi.ResourceOptions(protect=s.deletion_protection)
@@ -125,21 +148,24 @@ def video_uploads(s: StackSettings, built: Built) -> None:
             **table_target(table),
             "s3": {
                 "bucket": bucket.bucket,
-                "key_attribute": "s3Key",
-                "upload_id_attribute": "uploadId",
-                "status_attribute": "status",
-                "keep_statuses": ["completed"],
-                "object_prefix": "uploads/",
+                "key_attribute": layout.object_key_attribute,
+                "upload_id_attribute": layout.upload_id_attribute,
+                "status_attribute": layout.status_attribute,
+                "keep_statuses": layout.kept_statuses,
+                "keep_marker": layout.keep_marker,
+                "object_prefix": layout.object_prefix,
             },
+            # The document's rule: still "created" an hour after the session's TTL.
             "stuck_uploads": {
-                "status": "created",
+                "status": layout.stuck_status,
                 "older_than_seconds": s.stuck_upload_seconds,
-                "partial_status": "partial",
+                "since_attribute": layout.ttl_attribute,
+                "partial_status": layout.partial_status,
             },
             "orphaned_objects": {
-                "prefix": "uploads/",
+                "prefix": layout.object_prefix,
                 "older_than_seconds": s.orphan_age_seconds,
-                "id_pattern": r"^uploads/(?P<id>[^/]+)/",
+                "id_pattern": layout.key_pattern,
             },
         },
     )

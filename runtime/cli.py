@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "sweep":
             command.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
             command.add_argument("--yes", action="store_true", help="really delete")
+            command.add_argument(
+                "--allow-mass-deletion",
+                action="store_true",
+                help="go on when the breaker refuses a run that deletes most of what it examined",
+            )
             command.add_argument("--max-items", type=int, help="most items this run handles")
             command.add_argument("--workers", type=int, help="concurrent deletions (default 8)")
             command.add_argument("--batch-size", type=int, default=5000, help="PostgreSQL rows per batch")
@@ -136,6 +141,8 @@ def _with_overrides(raw: Any, args: argparse.Namespace, source: str) -> Job:
     changes: dict[str, Any] = {}
     if getattr(args, "dry_run", False):
         changes["dry_run"] = True
+    if getattr(args, "allow_mass_deletion", False):
+        changes["breaker"] = {**(raw.get("breaker") or {}), "allow_mass_deletion": True}
     for name in ("max_items", "workers"):
         if getattr(args, name, None) is not None:
             changes[name] = getattr(args, name)
@@ -276,6 +283,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
             if args.command == "status" and args.log_group:
                 result["last_runs"] = last_runs(clients("logs"), args.log_group)
         _print(result, args.json, out)
+        refused = (result.get("plan") or {}).get("refused")
+        if refused:
+            err.write(f"{PROG}: error: {refused[0]}\n")
+            return 3
         return 0
     except (UsageError, ValueError) as error:  # a wrong command line, or a wrong setting (JobConfigError too)
         err.write(f"{PROG}: error: {error}\n")

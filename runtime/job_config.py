@@ -51,22 +51,44 @@ class ExpiryIndex:
     shard_attribute: str
 
 
+KEEP_MARKERS = ("tag", "none")
+
+
 @dataclass(frozen=True)
 class S3Cascade:
+    """The object and upload an item points to. An object whose item ends in a kept status is
+    marked (``keep_marker`` "tag": an object tag) so that no later pass takes it for an orphan;
+    items in a kept status that expire within ``mark_ahead_seconds`` are marked while still alive."""
+
     bucket: str
     key_attribute: str
     upload_id_attribute: str | None
     status_attribute: str | None
     keep_statuses: tuple[str, ...]
+    keep_marker: str = "tag"
+    mark_ahead_seconds: int = 0
 
 
 @dataclass(frozen=True)
 class StuckUploads:
+    """An item in ``status`` whose ``since_attribute`` is ``older_than_seconds`` old is stuck: its
+    upload is aborted when no part arrived (and the item deleted), else it is set to ``partial_status``."""
+
     status: str
     older_than_seconds: int
-    created_attribute: str
+    since_attribute: str
     partial_status: str
-    aborted_status: str
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """Refuses a run that would delete more than ``max_share`` of what it examined or more than
+    ``max_count`` things; runs deleting ``ignore_below`` things or fewer are never refused."""
+
+    max_share: float = 0.5
+    max_count: int | None = None
+    ignore_below: int = 10
+    allow_mass_deletion: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +140,9 @@ class Job:
     orphaned_objects: OrphanedObjects | None
     references: References | None
     hook: bool
+    breaker: Breaker = Breaker()
+    plan_sample_size: int = 20
+    unindexed_check_items: int = 0
     postgres: "Postgres | None" = None
     purge: dict[str, Any] | None = None
 
@@ -159,6 +184,12 @@ class _Reader:
             self.fail(field, f"must be an integer in {low}..{high}, got {value!r}")
         return value
 
+    def number(self, field: str, default: float, low: float, high: float) -> float:
+        value = self.raw.get(field, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            self.fail(field, f"must be a number in {low}..{high}, got {value!r}")
+        return float(value)
+
     def boolean(self, field: str, default: bool) -> bool:
         value = self.raw.get(field, default)
         if not isinstance(value, bool):
@@ -186,34 +217,61 @@ def _expiry_index(r: _Reader | None) -> ExpiryIndex | None:
 def _s3(r: _Reader | None) -> S3Cascade | None:
     if r is None:
         return None
-    r.check_known({"bucket", "key_attribute", "upload_id_attribute", "status_attribute", "keep_statuses"})
+    r.check_known(
+        {
+            "bucket",
+            "key_attribute",
+            "upload_id_attribute",
+            "status_attribute",
+            "keep_statuses",
+            "keep_marker",
+            "mark_ahead_seconds",
+        }
+    )
     keep = r.texts("keep_statuses")
     status_attribute = r.text("status_attribute", required=False)
     if keep and not status_attribute:
         r.fail("keep_statuses", "needs status_attribute")
+    marker = r.text("keep_marker", "tag")
+    if marker not in KEEP_MARKERS:
+        r.fail("keep_marker", f"must be one of {', '.join(KEEP_MARKERS)}, got {marker!r}")
     return S3Cascade(
         bucket=r.text("bucket"),
         key_attribute=r.text("key_attribute"),
         upload_id_attribute=r.text("upload_id_attribute", required=False),
         status_attribute=status_attribute,
         keep_statuses=keep,
+        keep_marker=marker,
+        mark_ahead_seconds=r.integer("mark_ahead_seconds", 0, 0, 366 * 86400),
     )
 
 
-def _stuck(r: _Reader | None) -> StuckUploads | None:
+def _stuck(r: _Reader | None, ttl_attribute: str) -> StuckUploads | None:
     if r is None:
         return None
-    r.check_known({"status", "older_than_seconds", "created_attribute", "partial_status", "aborted_status"})
+    r.check_known({"status", "older_than_seconds", "since_attribute", "partial_status"})
     stuck = StuckUploads(
         status=r.text("status"),
         older_than_seconds=r.integer("older_than_seconds", 3600, 60, 366 * 86400),
-        created_attribute=r.text("created_attribute", "createdAt"),
+        since_attribute=r.text("since_attribute", ttl_attribute),
         partial_status=r.text("partial_status", "partial"),
-        aborted_status=r.text("aborted_status", "aborted"),
     )
-    if stuck.status in (stuck.partial_status, stuck.aborted_status):
-        r.fail("status", "must differ from partial_status and aborted_status, or items would be picked up again")
+    if stuck.status == stuck.partial_status:
+        r.fail("status", "must differ from partial_status, or items would be picked up again")
     return stuck
+
+
+def _breaker(r: _Reader | None) -> Breaker:
+    if r is None:
+        return Breaker()
+    r.check_known({"max_share", "max_count", "ignore_below", "allow_mass_deletion"})
+    max_count = r.raw.get("max_count")
+    return Breaker(
+        max_share=r.number("max_share", 0.5, 0.0, 1.0),
+        max_count=None if max_count is None else r.integer("max_count", 0, 0, 100_000_000),
+        ignore_below=r.integer("ignore_below", 10, 0, 1_000_000),
+        allow_mass_deletion=r.boolean("allow_mass_deletion", False),
+    )
 
 
 def _orphans(r: _Reader | None) -> OrphanedObjects | None:
@@ -266,7 +324,10 @@ COMMON = {
     "page_size",
     "expiry_index",
     "hook",
+    "plan_sample_size",
+    "unindexed_check_items",
 }
+DELETING_KINDS = (KIND_SWEEP, KIND_ORPHANED_REFERENCES, KIND_PG_PURGE)
 SECTIONS = {
     KIND_TTL_MONITOR: set(),
     KIND_SWEEP: {"s3", "stuck_uploads", "orphaned_objects"},
@@ -304,7 +365,7 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
     kind = r.raw.get("kind")
     if kind not in SECTIONS:
         r.fail("kind", f"must be one of {', '.join(SECTIONS)}, got {kind!r}")
-    r.check_known(COMMON | SECTIONS[kind])
+    r.check_known(COMMON | SECTIONS[kind] | ({"breaker"} if kind in DELETING_KINDS else set()))
     key_attributes = r.texts("key_attributes")
     if kind in POSTGRES_KINDS:
         for section in ("postgres", "purge"):
@@ -313,13 +374,14 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
     elif not 1 <= len(key_attributes) <= 2:
         r.fail("key_attributes", f"must name the table's hash key and optional range key, got {list(key_attributes)}")
     table = r.text("table")
+    ttl_attribute = r.text("ttl_attribute", "expires_at")
     job = Job(
         kind=kind,
         name=r.text("name"),
         table=table,
         namespace=r.text("namespace", DEFAULT_NAMESPACE),
         key_attributes=key_attributes,
-        ttl_attribute=r.text("ttl_attribute", "expires_at"),
+        ttl_attribute=ttl_attribute,
         dry_run=r.boolean("dry_run", False),
         max_items=r.integer("max_items", 100_000, 1, 10_000_000),
         workers=r.integer("workers", 8, 1, MAX_WORKERS),
@@ -329,10 +391,13 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         page_size=r.integer("page_size", 0, 0, 10_000) or None,
         expiry_index=_expiry_index(r.section("expiry_index")),
         s3=_s3(r.section("s3")),
-        stuck_uploads=_stuck(r.section("stuck_uploads")),
+        stuck_uploads=_stuck(r.section("stuck_uploads"), ttl_attribute),
         orphaned_objects=_orphans(r.section("orphaned_objects")),
         references=_references(r.section("references"), table),
         hook=r.boolean("hook", False),
+        breaker=_breaker(r.section("breaker")),
+        plan_sample_size=r.integer("plan_sample_size", 20, 0, 1000),
+        unindexed_check_items=r.integer("unindexed_check_items", 0, 0, 10_000_000),
         postgres=_postgres(r.section("postgres")),
         purge=_purge(r.section("purge")),
     )
@@ -341,6 +406,14 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         r.fail(field, "needs the s3 section (bucket and key_attribute)")
     if job.stuck_uploads and not (job.s3 and job.s3.upload_id_attribute and job.s3.status_attribute):
         r.fail("stuck_uploads", "needs s3.upload_id_attribute and s3.status_attribute")
+    if job.unindexed_check_items and not job.expiry_index:
+        r.fail("unindexed_check_items", "needs expiry_index (without one, every expired item is found by the Scan)")
+    if job.orphaned_objects and job.s3 and job.s3.keep_statuses and job.s3.keep_marker == "none":
+        r.fail(
+            "s3.keep_marker",
+            "must be tag when keep_statuses and orphaned_objects are both set, or the objects kept "
+            "would be taken for orphans once their items are gone",
+        )
     if job.orphaned_objects and len(job.key_attributes) != 1:
         r.fail("orphaned_objects", "needs a table keyed by its hash key alone (the id taken from the object key)")
     if kind == KIND_ORPHANED_REFERENCES and job.references is None:

@@ -1,8 +1,9 @@
 """Runs one job the way every handler does: a clock, a deadline, metrics in EMF, one summary line,
 and on failure a failure metric followed by the exception (so Lambda's Errors metric counts it)."""
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from runtime import metrics as m
@@ -13,6 +14,7 @@ from runtime.job_config import (
     KIND_SWEEP,
     KIND_TTL_MONITOR,
     Job,
+    JobConfigError,
 )
 from runtime.run_control import Clock, Deadline, LambdaContext, Tally, elapsed_ms, log_line
 
@@ -24,6 +26,8 @@ COUNTER_METRICS = {
     "objects_deleted": m.OBJECTS_DELETED,
     "uploads_aborted": m.UPLOADS_ABORTED,
     "orphans_deleted": m.ORPHANS_DELETED,
+    "objects_marked_kept": m.OBJECTS_MARKED_KEPT,
+    "mass_deletion_refused": m.MASS_DELETION_REFUSED,
     "errors": m.CLEANUP_ERRORS,
 }
 JOB_METRICS = {
@@ -33,6 +37,7 @@ JOB_METRICS = {
         m.OLDEST_EXPIRED_AGE_SECONDS,
         m.TABLE_ITEM_COUNT,
         m.TABLE_SIZE_BYTES,
+        m.UNINDEXED_EXPIRED,
     ),
     KIND_SWEEP: (
         m.ITEMS_DELETED,
@@ -41,9 +46,12 @@ JOB_METRICS = {
         m.OBJECTS_DELETED,
         m.UPLOADS_ABORTED,
         m.ORPHANS_DELETED,
+        m.OBJECTS_MARKED_KEPT,
+        m.MASS_DELETION_REFUSED,
+        m.UNINDEXED_EXPIRED,
         m.CLEANUP_ERRORS,
     ),
-    KIND_ORPHANED_REFERENCES: (m.ITEMS_SKIPPED, m.ORPHANS_DELETED, m.CLEANUP_ERRORS),
+    KIND_ORPHANED_REFERENCES: (m.ITEMS_SKIPPED, m.ORPHANS_DELETED, m.MASS_DELETION_REFUSED, m.CLEANUP_ERRORS),
     KIND_PG_PURGE: (m.ROWS_PURGED,),
     KIND_PG_MONITOR: (
         m.EXPIRED_BACKLOG,
@@ -64,16 +72,34 @@ def published_metrics(kind: str) -> tuple[str, ...]:
 Work = Callable[[Job, float, Callable[[], bool], Tally], dict[str, Any]]
 
 
+def as_invoked(job: Job, event: Any) -> Job:
+    """The job as an invocation payload asks for it, which can only make it safer: ``{"dryRun": true}``
+    forces a dry run, and nothing in a payload turns a configured dry run off."""
+    if not isinstance(event, Mapping) or "dryRun" not in event:
+        return job
+    value = event["dryRun"]
+    if not isinstance(value, bool):
+        raise JobConfigError(f"invocation payload: dryRun: must be true or false, got {value!r}")
+    return dataclasses.replace(job, dry_run=True) if value else job
+
+
 def run_job(
-    job: Job, work: Work, context: LambdaContext | None, clock: Clock = time.time, stream: TextIO | None = None
+    job: Job,
+    work: Work,
+    context: LambdaContext | None,
+    clock: Clock = time.time,
+    stream: TextIO | None = None,
+    event: Any = None,
 ) -> dict[str, Any]:
-    """Run ``work`` and report it; re-raise its failure after emitting SweepFailed."""
+    """Run ``work`` as ``event`` asks and report it; re-raise its failure after emitting SweepFailed."""
     started = time.monotonic()
     deadline = Deadline(context, job.safety_margin_seconds)
     tally = Tally(stream)
     base = {"job": job.name, "kind": job.kind, "table": job.table, "dry_run": job.dry_run}
     try:
-        details = work(job, clock(), deadline.reached, tally)
+        job = as_invoked(job, event)
+        base["dry_run"] = job.dry_run
+        details = work(job, clock(), deadline, tally)
     except Exception as error:
         m.emit(
             job.namespace, job.name, job.table, {m.SWEEP_FAILED: 1, m.SWEEP_DURATION_MS: elapsed_ms(started)}, stream

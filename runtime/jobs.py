@@ -17,7 +17,7 @@ from runtime.job_config import (
 )
 from runtime.job_runner import Work, run_job
 from runtime.orphaned_references import sweep_references
-from runtime.run_control import Tally
+from runtime.run_control import Deadline, Tally
 from runtime.sweep import Sweeper, load_hook
 from runtime.ttl_monitor import inspect_table
 
@@ -38,6 +38,7 @@ def monitor_work(clients: ClientFactory) -> Work:
             m.OLDEST_EXPIRED_AGE_SECONDS: report["oldest_expired_age_seconds"],
             m.TABLE_ITEM_COUNT: report["item_count"],
             m.TABLE_SIZE_BYTES: report["table_size_bytes"],
+            m.UNINDEXED_EXPIRED: report["unindexed_expired"],
         }
 
     return work
@@ -46,8 +47,10 @@ def monitor_work(clients: ClientFactory) -> Work:
 def sweep_work(clients: ClientFactory) -> Work:
     def work(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
         s3 = clients("s3") if job.s3 else None
-        Sweeper(job, clients("dynamodb"), s3, now, should_stop, tally, load_hook(job)).run()
-        return {}
+        planning_over = should_stop.planning_over if isinstance(should_stop, Deadline) else should_stop
+        sweeper = Sweeper(job, clients("dynamodb"), s3, now, should_stop, tally, load_hook(job), planning_over)
+        report = sweeper.run()
+        return {"plan": report["plan"], m.UNINDEXED_EXPIRED: report["unindexed_expired"]}
 
     return work
 
@@ -84,6 +87,6 @@ def entry_point(kind: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     work = work_for(job, kind)
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return run_job(job, work, context)
+        return run_job(job, work, context, event=event)
 
     return handler

@@ -16,15 +16,26 @@ class LambdaContext(Protocol):
 
 
 class Deadline:
-    """Says when a run must stop taking new work: ``margin`` seconds before Lambda's time is up."""
+    """Says when a run must stop taking new work: ``margin`` seconds before Lambda's time is up.
+    ``planning_over`` comes halfway there, so that a run that plans first keeps time to act."""
 
     def __init__(self, context: LambdaContext | None, margin_seconds: float) -> None:
         self.context, self.margin_ms = context, margin_seconds * 1000
+        self.start_ms = context.get_remaining_time_in_millis() if context else 0
+
+    def __call__(self) -> bool:
+        return self.reached()
 
     def reached(self) -> bool:
         if self.context is None:
             return False
         return self.context.get_remaining_time_in_millis() <= self.margin_ms
+
+    def planning_over(self) -> bool:
+        if self.context is None:
+            return False
+        halfway = self.margin_ms + (self.start_ms - self.margin_ms) / 2
+        return self.context.get_remaining_time_in_millis() <= halfway
 
 
 class Tally:

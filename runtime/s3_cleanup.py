@@ -1,20 +1,23 @@
-"""What TTL cannot delete: the S3 objects and multipart uploads items point to, stuck uploads and
-objects whose owning item is gone."""
+"""S3 calls of the sweep: objects and multipart uploads items point to, the mark that keeps an
+object of a finished item from ever being taken for an orphan, and orphan candidates."""
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runtime.job_config import Job, OrphanedObjects, S3Cascade
+from runtime.expired_items import retried
+from runtime.job_config import Job, OrphanedObjects
 from runtime.run_control import Tally
 
 Item = dict[str, Any]
 DELETE_BATCH = 1000
 BATCH_GET = 100
+KEEP_TAG = {"Key": "expiry-kept", "Value": "true"}
+MISSING = ("404", "NoSuchKey", "NotFound")
 
 
 def text_value(item: Item, attribute: str | None) -> str | None:
@@ -23,40 +26,63 @@ def text_value(item: Item, attribute: str | None) -> str | None:
 
 
 def error_code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def abort_upload(s3: Any, bucket: str, key: str, upload_id: str) -> bool:
-    """Abort a multipart upload; False when it no longer exists (not an error)."""
+def object_exists(s3: Any, bucket: str, key: str) -> bool:
     try:
-        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error_code(error) in ("NoSuchUpload", "404"):
+        if error_code(error) in MISSING:
             return False
         raise
     return True
 
 
-def cascade(s3: Any, settings: S3Cascade, item: Item, tally: Tally, dry_run: bool) -> None:
-    """Abort the item's multipart upload and delete its object unless its status says keep it."""
-    key = text_value(item, settings.key_attribute)
-    if not key:
-        return
-    upload_id = text_value(item, settings.upload_id_attribute)
-    keep = text_value(item, settings.status_attribute) in settings.keep_statuses
-    if dry_run:
-        tally.add("uploads_to_abort", bool(upload_id))
-        tally.add("objects_to_delete", not keep)
-        return
-    if upload_id and abort_upload(s3, settings.bucket, key, upload_id):
-        tally.add("uploads_aborted")
-    if not keep:
-        s3.delete_object(Bucket=settings.bucket, Key=key)  # a missing key is a success in S3
-        tally.add("objects_deleted")
+def is_marked_kept(s3: Any, bucket: str, key: str) -> bool:
+    """Whether the object carries the keep mark (False for a missing object)."""
+    try:
+        tags = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    except ClientError as error:
+        if error_code(error) in MISSING:
+            return False
+        raise
+    return KEEP_TAG in tags
+
+
+def mark_kept(s3: Any, bucket: str, key: str) -> bool:
+    """Add the keep mark to the object's tags (S3 replaces the whole set, so the others are kept);
+    False when it was already marked."""
+    tags = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    if KEEP_TAG in tags:
+        return False
+    s3.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": [*tags, KEEP_TAG]})
+    return True
+
+
+def upload_has_parts(s3: Any, bucket: str, key: str, upload_id: str) -> bool | None:
+    """Whether a multipart upload has parts; None when the upload no longer exists."""
+    try:
+        return bool(s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id, MaxParts=1).get("Parts"))
+    except ClientError as error:
+        if error_code(error) in ("NoSuchUpload", "404"):
+            return None
+        raise
+
+
+def abort_upload(s3: Any, bucket: str, key: str, upload_id: str) -> bool:
+    """Abort a multipart upload; False when it was already gone before this call."""
+    try:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except ClientError as error:
+        if error_code(error) in ("NoSuchUpload", "404"):
+            return retried(error)  # a first attempt whose reply was lost did abort it
+        raise
+    return True
 
 
 def age_seconds(value: Any, now: float) -> float | None:
-    """Age of a creation time held as epoch seconds (N) or ISO-8601 text (S); None if unreadable."""
+    """Age of a time held as epoch seconds (N) or ISO-8601 text (S); None if unreadable."""
     if isinstance(value, dict) and "N" in value:
         return now - float(Decimal(value["N"]))
     if isinstance(value, dict) and "S" in value:
@@ -76,24 +102,28 @@ class Orphan:
     owner_id: str
 
 
-def orphan_candidates(s3: Any, bucket: str, settings: OrphanedObjects, now: float, tally: Tally) -> Iterator[Orphan]:
-    """Objects under the prefix, older than the threshold, whose key names an owner id."""
+def orphan_candidates(
+    s3: Any, bucket: str, settings: OrphanedObjects, now: float, tally: Tally, skip: Callable[[str], bool]
+) -> Iterator[Orphan]:
+    """Objects under the prefix, old enough, not ``skip``ped, whose key the owner rule parses.
+    A key the rule does not parse is never a candidate: it is counted and left alone."""
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=settings.prefix):
         for obj in page.get("Contents", []):
             tally.add("objects_listed")
-            if now - obj["LastModified"].timestamp() < settings.older_than_seconds:
+            if now - obj["LastModified"].timestamp() < settings.older_than_seconds or skip(obj["Key"]):
                 continue
             match = settings.id_pattern.search(obj["Key"])
-            if not match:
+            owner = (match.group("id") if "id" in settings.id_pattern.groupindex else match.group(1)) if match else None
+            if not owner:
+                tally.add("objects_unparsed")
                 continue
-            owner = match.group("id") if "id" in settings.id_pattern.groupindex else match.group(1)
-            if owner:
-                yield Orphan(obj["Key"], owner)
+            yield Orphan(obj["Key"], owner)
 
 
 def existing_ids(dynamodb: Any, job: Job, ids: set[str], tally: Tally) -> set[str]:
-    """Which of ``ids`` still have an item. An id whose check failed counts as existing (kept)."""
+    """Which of ``ids`` have an item, read by the table's hash key. An id whose check failed counts
+    as existing (its objects are kept)."""
     (hash_key,) = job.key_attributes
     found: set[str] = set()
     ordered = sorted(ids)
@@ -122,21 +152,11 @@ def existing_ids(dynamodb: Any, job: Job, ids: set[str], tally: Tally) -> set[st
     return found
 
 
-def delete_orphans(s3: Any, dynamodb: Any, job: Job, batch: list[Orphan], tally: Tally, dry_run: bool) -> None:
-    """Check the owners of up to 1,000 candidates just before deleting those still without one."""
-    assert job.s3 is not None and len(batch) <= DELETE_BATCH
-    owners = existing_ids(dynamodb, job, {orphan.owner_id for orphan in batch}, tally)
-    doomed = [orphan.key for orphan in batch if orphan.owner_id not in owners]
-    tally.add("orphans_kept", len(batch) - len(doomed))
-    if not doomed:
-        return
-    if dry_run:
-        tally.add("orphans_to_delete", len(doomed))
-        return
-    response = s3.delete_objects(
-        Bucket=job.s3.bucket, Delete={"Objects": [{"Key": key} for key in doomed], "Quiet": True}
-    )
+def delete_objects(s3: Any, bucket: str, keys: list[str], tally: Tally) -> int:
+    """Delete up to 1,000 objects in one call; the number S3 did not report as failed."""
+    assert len(keys) <= DELETE_BATCH
+    response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True})
     errors = response.get("Errors", [])
     for error in errors:
         tally.error("delete_orphan", RuntimeError(error.get("Code")), key=error.get("Key"))
-    tally.add("orphans_deleted", len(doomed) - len(errors))
+    return len(keys) - len(errors)

@@ -1,22 +1,36 @@
-"""The sweep job: expired items and what they point to in S3, stuck uploads, orphaned objects.
+"""The sweep job: first a plan, then exactly the plan.
 
-Order matters for never deleting live data: an item is deleted first, on the condition that it is
-still expired, and its S3 object and upload are cleaned only from the image that delete returned.
-An item renewed after it was read is therefore kept with its object. If the cascade then fails,
-the object is an orphan, which the orphaned-objects pass (and S3's lifecycle rule for incomplete
-uploads) removes later; the reverse order could delete the object of a renewed item."""
+A run reads everything it decides on (expired items, their objects and uploads, stuck uploads,
+orphan candidates) and makes one decision per thing; the breaker may refuse the whole plan; a dry
+run stops there and reports it, a real run carries it out. Every item is deleted on the condition
+that it is still as it was read (a renewed item survives with its object), and its object and
+upload are cleaned only after that delete succeeded. An object a pass kept is never deleted by a
+later pass of the same run, and an object of an item in a kept status is marked so that no later
+run takes it for an orphan once the item is gone."""
 
 import importlib
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from runtime import s3_cleanup
-from runtime.expired_items import delete_if_expired, find_expired, key_of, pages
+from runtime.breaker import refusal
+from runtime.expired_items import (
+    CHANGED,
+    DELETED,
+    count_unindexed_expired,
+    delete_as_read,
+    find_expired,
+    key_of,
+    pages,
+    unchanged,
+)
 from runtime.job_config import HOOK_MODULE, Job
 from runtime.run_control import Tally
 from runtime.ttl import is_expired
@@ -24,6 +38,7 @@ from runtime.ttl import is_expired
 Item = dict[str, Any]
 Hook = Callable[[dict[str, Any], Job], bool | None]
 CHUNK = 256
+T = TypeVar("T")
 
 
 def load_hook(job: Job) -> Hook | None:
@@ -31,18 +46,49 @@ def load_hook(job: Job) -> Hook | None:
     if not job.hook:
         return None
     module = importlib.import_module(HOOK_MODULE)
-    return module.before_delete
+    return module.before_delete  # type: ignore[no-any-return]
 
 
-def chunks(items: Iterable[Item], size: int = CHUNK) -> Iterator[list[Item]]:
+def chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
 
 
-def _plain(item: Item) -> dict[str, Any]:
+def plain(value: Item) -> dict[str, Any]:
     deserializer = TypeDeserializer()
-    return {name: deserializer.deserialize(value) for name, value in item.items()}
+    return {name: deserializer.deserialize(attribute) for name, attribute in value.items()}
+
+
+@dataclass
+class Decision:
+    """What the run does with one item and the object and upload it points to."""
+
+    image: Item
+    delete: bool = False
+    mark_partial: bool = False
+    abort_upload: str | None = None
+    object_key: str | None = None
+    delete_object: bool = False
+    mark_object: bool = False
+
+
+@dataclass
+class Plan:
+    decisions: list[Decision] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        d = self.decisions
+        return {
+            "items_to_delete": sum(x.delete for x in d),
+            "items_to_mark": sum(x.mark_partial for x in d),
+            "uploads_to_abort": sum(bool(x.abort_upload) for x in d),
+            "objects_to_delete": sum(x.delete_object for x in d),
+            "objects_to_mark": sum(x.mark_object for x in d),
+            "orphans_to_delete": len(self.orphans),
+        }
 
 
 class Sweeper:
@@ -57,164 +103,331 @@ class Sweeper:
         should_stop: Callable[[], bool],
         tally: Tally,
         hook: Hook | None = None,
+        planning_over: Callable[[], bool] | None = None,
     ) -> None:
         self.job, self.dynamodb, self.s3, self.now = job, dynamodb, s3, now
         self.should_stop, self.tally, self.hook = should_stop, tally, hook
+        self.acting_stop = should_stop
+        self.planning_over = planning_over or should_stop
+        s3_settings, stuck = job.s3, job.stuck_uploads
+        self.read_attributes = tuple(
+            dict.fromkeys(
+                a
+                for a in (
+                    job.ttl_attribute,
+                    s3_settings and s3_settings.key_attribute,
+                    s3_settings and s3_settings.upload_id_attribute,
+                    s3_settings and s3_settings.status_attribute,
+                    stuck and stuck.since_attribute,
+                )
+                if a
+            )
+        )
 
-    def run(self) -> None:
+    def run(self) -> dict[str, Any]:
+        """Plan, check the breaker, and (unless a dry run) do the plan; the plan's report."""
         with ThreadPoolExecutor(max_workers=self.job.workers) as pool:
             self.pool = pool
-            self.sweep_expired()
-            if self.job.stuck_uploads and not self.should_stop():
-                self.sweep_stuck_uploads()
-            if self.job.orphaned_objects and not self.should_stop():
-                self.sweep_orphaned_objects()
-        if self.should_stop():
+            self.should_stop = self.planning_over  # planning stops halfway, keeping time to act
+            plan = self.plan()
+            self.should_stop = self.acting_stop
+            unindexed = count_unindexed_expired(self.dynamodb, self.job, self.now, self.tally)
+            for reason in plan.refused:
+                self.tally.add("mass_deletion_refused")
+                self.tally.error("breaker", RuntimeError(reason))
+            if not self.job.dry_run and not plan.refused:
+                self.carry_out(plan)
+        if self.tally.counts["not_reached"] or self.should_stop():
             self.tally.add("stopped_early")
+        return {"plan": self.report(plan), "unindexed_expired": unindexed}
 
-    def _each(self, items: Iterable[Item], action: Callable[[Item], None]) -> None:
-        """Run ``action`` on items concurrently; a failure is counted and never ends the run."""
+    def _each(self, items: Iterable[Any], action: Callable[[Any], Any]) -> list[Any]:
+        """``action`` on items concurrently, results in order; a failure is counted and logged,
+        gives None and never ends the run."""
 
-        def guarded(item: Item) -> None:
-            if self.should_stop():
+        stopped = threading.Event()
+
+        def guarded(item: Any) -> Any:
+            if stopped.is_set() or self.should_stop():
+                stopped.set()
                 self.tally.add("not_reached")
-                return
+                return None
             try:
-                action(item)
-            except Exception as error:  # noqa: BLE001 - one item's failure is reported, the run goes on
-                self.tally.error(action.__name__, error, key=key_of(self.job, item))
+                return action(item)
+            except Exception as error:  # noqa: BLE001 - one thing's failure is reported, the run goes on
+                where = item if isinstance(item, str) else plain(key_of(self.job, getattr(item, "image", item)))
+                self.tally.error(action.__name__, error, key=where)
+                return None
 
+        results: list[Any] = []
         for chunk in chunks(items):
-            list(self.pool.map(guarded, chunk))
-            if self.should_stop():
-                return
+            results += self.pool.map(guarded, chunk)
+            if stopped.is_set():
+                break
+        return results
 
-    # Expired items -------------------------------------------------------------------------
+    # Planning -------------------------------------------------------------------------------
 
-    def sweep_expired(self) -> None:
-        s3 = self.job.s3
-        extra = (s3.key_attribute, s3.upload_id_attribute, s3.status_attribute) if s3 else ()
+    def plan(self) -> Plan:
+        plan = Plan()
+        s3, stuck = self.job.s3, self.job.stuck_uploads
+        ahead = s3.mark_ahead_seconds if s3 and s3.keep_statuses and s3.keep_marker == "tag" else 0
         found = find_expired(
-            self.dynamodb, self.job, self.now, self.tally, self.should_stop, tuple(e for e in extra if e)
+            self.dynamodb, self.job, self.now + ahead, self.tally, self.should_stop, self.read_attributes
         )
-        self._each(found, self.expire_item)
+        plan.decisions += [d for d in self._each(found, self.decide) if d]
+        if stuck and stuck.since_attribute != self.job.ttl_attribute and not self.should_stop():
+            decided = {repr(key_of(self.job, d.image)) for d in plan.decisions}
+            plan.decisions += [d for d in self._each(self._stuck_items(decided), self.decide_stuck) if d]
+        deletions = sum(d.delete for d in plan.decisions)
+        if deletions > self.job.breaker.ignore_below:
+            examined = max(self.tally.counts["items_read"], self._item_count())
+            if reason := refusal(self.job.breaker, "items", deletions, examined):
+                plan.refused.append(reason)
+        if self.job.orphaned_objects and not self.should_stop():
+            self.plan_orphans(plan)
+        return plan
 
-    def _current(self, key: Item) -> Item | None:
-        response = self.dynamodb.get_item(TableName=self.job.table, Key=key, ConsistentRead=True)
+    def _item_count(self) -> int:
+        return int(self.dynamodb.describe_table(TableName=self.job.table)["Table"].get("ItemCount", 0))
+
+    def _image(self, found: Item) -> Item | None:
+        """The item with every attribute a decision needs (the hook gets it whole)."""
+        if all(name in found for name in self.read_attributes) and not self.hook and not self.job.expiry_index:
+            return found
+        names = {f"#p{i}": name for i, name in enumerate([*self.job.key_attributes, *self.read_attributes])}
+        projection = {} if self.hook else {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        response = self.dynamodb.get_item(
+            TableName=self.job.table, Key=key_of(self.job, found), ConsistentRead=True, **projection
+        )
         return response.get("Item")
 
-    def expire_item(self, item: Item) -> None:
+    def _status(self, image: Item) -> str | None:
+        return s3_cleanup.text_value(image, self.job.s3.status_attribute) if self.job.s3 else None
+
+    def _is_stuck(self, image: Item) -> bool:
+        stuck = self.job.stuck_uploads
+        if not stuck or self._status(image) != stuck.status:
+            return False
+        age = s3_cleanup.age_seconds(image.get(stuck.since_attribute), self.now)
+        return age is not None and age >= stuck.older_than_seconds
+
+    def decide(self, found: Item) -> Decision | None:
+        """The decision on an item found expired (or, for the look-ahead, about to expire)."""
+        image = self._image(found)
+        if image is None:
+            self.tally.add("items_gone")
+            return None
+        s3 = self.job.s3
+        kept = bool(s3 and self._status(image) in s3.keep_statuses)
+        if not is_expired(image, self.job.ttl_attribute, self.now):
+            return self._keep_object(Decision(image)) if kept else None
         self.tally.add("expired_found")
-        key = key_of(self.job, item)
-        if self.hook or self.job.dry_run:
-            current = self._current(key)
-            if current is None or not is_expired(current, self.job.ttl_attribute, self.now):
-                self.tally.add("items_skipped")
-                return
-            if self.hook and self.hook(_plain(current), self.job) is False:
-                self.tally.add("items_kept_by_hook")
-                return
-            if self.job.dry_run:
-                self.tally.add("items_to_delete")
-                if self.job.s3:
-                    s3_cleanup.cascade(self.s3, self.job.s3, current, self.tally, dry_run=True)
-                return
-        old = delete_if_expired(self.dynamodb, self.job, key, self.now)
-        if old is None:
-            self.tally.add("items_skipped")
-            return
-        self.tally.add("items_deleted")
-        if self.job.s3:
-            s3_cleanup.cascade(self.s3, self.job.s3, old, self.tally, dry_run=False)
+        if self.hook and self.hook(plain(image), self.job) is False:
+            self.tally.add("items_kept_by_hook")
+            return None
+        decision = Decision(image, delete=True)
+        if not s3:
+            return decision
+        if kept:
+            return self._keep_object(decision)
+        key = s3_cleanup.text_value(image, s3.key_attribute)
+        upload_id = s3_cleanup.text_value(image, s3.upload_id_attribute)
+        if key and upload_id:
+            parts = s3_cleanup.upload_has_parts(self.s3, s3.bucket, key, upload_id)
+            if parts and self._is_stuck(image):
+                return Decision(image, mark_partial=True, object_key=key)
+            decision.abort_upload = upload_id if parts is not None else None
+        if key:
+            decision.object_key = key
+            decision.delete_object = s3_cleanup.object_exists(self.s3, s3.bucket, key)
+        return decision
 
-    # Stuck uploads -------------------------------------------------------------------------
+    def _keep_object(self, decision: Decision) -> Decision:
+        """Keep the item's object, and mark it if it is not marked yet."""
+        s3 = self.job.s3
+        assert s3 is not None
+        key = s3_cleanup.text_value(decision.image, s3.key_attribute)
+        decision.object_key = key
+        if key and s3.keep_marker == "tag" and s3_cleanup.object_exists(self.s3, s3.bucket, key):
+            decision.mark_object = not s3_cleanup.is_marked_kept(self.s3, s3.bucket, key)
+        return decision
 
-    def sweep_stuck_uploads(self) -> None:
+    def _stuck_items(self, decided: set[str]) -> Iterator[Item]:
+        """Items in the stuck status not decided yet (a Scan: the rule counts from another time than TTL)."""
         stuck, s3 = self.job.stuck_uploads, self.job.s3
-        assert stuck and s3 and s3.status_attribute and s3.upload_id_attribute
-        names = [*self.job.key_attributes, stuck.created_attribute, s3.key_attribute, s3.upload_id_attribute]
-        placeholders = {f"#p{i}": name for i, name in enumerate(dict.fromkeys(names))}
+        assert stuck and s3 and s3.status_attribute
+        names = {f"#p{i}": name for i, name in enumerate([*self.job.key_attributes, *self.read_attributes])}
         kwargs = {
             "TableName": self.job.table,
             "FilterExpression": "#status = :stuck",
-            "ProjectionExpression": ", ".join(placeholders),
-            "ExpressionAttributeNames": {**placeholders, "#status": s3.status_attribute},
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": {**names, "#status": s3.status_attribute},
             "ExpressionAttributeValues": {":stuck": {"S": stuck.status}},
         }
-        found = pages(self.dynamodb.scan, kwargs, self.tally, self.should_stop, self.job.page_size)
-        self._each(found, self.unstick_upload)
+        for item in pages(self.dynamodb.scan, kwargs, self.tally, self.should_stop, self.job.page_size):
+            if repr(key_of(self.job, item)) not in decided:
+                yield item
 
-    def unstick_upload(self, item: Item) -> None:
-        stuck, s3 = self.job.stuck_uploads, self.job.s3
-        assert stuck and s3 and s3.status_attribute and s3.upload_id_attribute
-        age = s3_cleanup.age_seconds(item.get(stuck.created_attribute), self.now)
-        key, upload_id = (
-            s3_cleanup.text_value(item, s3.key_attribute),
-            s3_cleanup.text_value(item, s3.upload_id_attribute),
-        )
-        if age is None or age < stuck.older_than_seconds or not key or not upload_id:
-            return
+    def decide_stuck(self, image: Item) -> Decision | None:
+        """A stuck upload: marked partial when parts arrived, else aborted and its item deleted."""
+        s3 = self.job.s3
+        assert s3 is not None
+        key = s3_cleanup.text_value(image, s3.key_attribute)
+        upload_id = s3_cleanup.text_value(image, s3.upload_id_attribute)
+        if not self._is_stuck(image) or not key or not upload_id:
+            return None
         self.tally.add("stuck_found")
-        try:
-            parts = self.s3.list_parts(Bucket=s3.bucket, Key=key, UploadId=upload_id, MaxParts=1).get("Parts", [])
-        except ClientError as error:
-            if s3_cleanup.error_code(error) not in ("NoSuchUpload", "404"):
-                raise
-            parts = []
-        new_status = stuck.partial_status if parts else stuck.aborted_status
-        if self.job.dry_run:
-            self.tally.add("items_to_mark" if parts else "uploads_to_abort")
+        parts = s3_cleanup.upload_has_parts(self.s3, s3.bucket, key, upload_id)
+        if parts is None:
+            self.tally.add("stuck_upload_gone")  # kept: without the upload nothing says what happened
+            return Decision(image, object_key=key)
+        if parts:
+            return Decision(image, mark_partial=True, object_key=key)
+        return Decision(image, delete=True, abort_upload=upload_id, object_key=key)
+
+    def plan_orphans(self, plan: Plan) -> None:
+        """Objects whose owner is gone and that no pass kept or marked. Refused when the owner rule
+        misreads the keys of the items this run read, or finds no owner for anything."""
+        orphans, s3 = self.job.orphaned_objects, self.job.s3
+        assert orphans and s3
+        misread = self._misread_key(plan)
+        if misread:
+            plan.refused.append(misread)
             return
-        if not self._set_status(item, new_status, upload_id):
+        decided = {d.object_key for d in plan.decisions if d.object_key}
+        candidates = s3_cleanup.orphan_candidates(
+            self.s3, s3.bucket, orphans, self.now, self.tally, lambda key: key in decided
+        )
+        owners_found = examined = 0
+        for batch in chunks(candidates, s3_cleanup.BATCH_GET):
+            owners = s3_cleanup.existing_ids(self.dynamodb, self.job, {o.owner_id for o in batch}, self.tally)
+            ownerless = [o.key for o in batch if o.owner_id not in owners]
+            owners_found += len(batch) - len(ownerless)
+            examined += len(batch)
+            marked = self._each(ownerless, self._marked)
+            self.tally.add("orphans_kept_marked", sum(m is not False for m in marked))
+            plan.orphans += [key for key, m in zip(ownerless, marked, strict=True) if m is False]
+            if self.should_stop():
+                return
+        self.tally.add("orphan_candidates", examined)
+        if plan.orphans and not owners_found and not self.job.breaker.allow_mass_deletion:
+            plan.refused.append(
+                f"orphaned_objects.id_pattern found no owner for any of the {examined} objects it checked; "
+                "nothing was deleted; check the pattern against the bucket's keys"
+            )
+        elif reason := refusal(self.job.breaker, "orphaned objects", len(plan.orphans), examined):
+            plan.refused.append(reason)
+
+    def _marked(self, key: str) -> bool:
+        s3 = self.job.s3
+        assert s3 is not None
+        return s3_cleanup.is_marked_kept(self.s3, s3.bucket, key)
+
+    def _misread_key(self, plan: Plan) -> str | None:
+        """The owner rule applied to the object keys of the items read: each must name its own item."""
+        orphans, s3 = self.job.orphaned_objects, self.job.s3
+        assert orphans and s3
+        (hash_key,) = self.job.key_attributes
+        for decision in plan.decisions:
+            key = decision.object_key
+            if not key or not key.startswith(orphans.prefix):
+                continue
+            match = orphans.id_pattern.search(key)
+            owner = (match.group("id") if "id" in orphans.id_pattern.groupindex else match.group(1)) if match else None
+            own_id = s3_cleanup.text_value(decision.image, hash_key)
+            if owner != own_id:
+                return (
+                    f"orphaned_objects.id_pattern reads owner {owner!r} from {key!r}, whose item is {own_id!r}; "
+                    "no orphan was deleted"
+                )
+        return None
+
+    # Carrying out ---------------------------------------------------------------------------
+
+    def carry_out(self, plan: Plan) -> None:
+        self._each(plan.decisions, self.apply)
+        s3 = self.job.s3
+        for start in range(0, len(plan.orphans), s3_cleanup.DELETE_BATCH):
+            if self.should_stop():
+                self.tally.add("not_reached", len(plan.orphans) - start)
+                return
+            assert s3 is not None
+            batch = plan.orphans[start : start + s3_cleanup.DELETE_BATCH]
+            try:
+                self.tally.add("orphans_deleted", s3_cleanup.delete_objects(self.s3, s3.bucket, batch, self.tally))
+            except Exception as error:  # noqa: BLE001 - the batch is reported, the run goes on
+                self.tally.error("delete_orphans", error, objects=len(batch))
+
+    def apply(self, decision: Decision) -> None:
+        s3 = self.job.s3
+        if decision.mark_object:
+            assert s3 and decision.object_key
+            if s3_cleanup.mark_kept(self.s3, s3.bucket, decision.object_key):
+                self.tally.add("objects_marked_kept")
+        if decision.mark_partial:
+            self._set_partial(decision.image)
+            return
+        if not decision.delete:
+            return
+        outcome = delete_as_read(self.dynamodb, self.job, decision.image, self.read_attributes)
+        if outcome == CHANGED:
             self.tally.add("items_skipped")
             return
-        if parts:
-            self.tally.add("items_marked")
-        elif s3_cleanup.abort_upload(self.s3, s3.bucket, key, upload_id):
+        self.tally.add("items_deleted" if outcome == DELETED else "items_gone")
+        if not s3 or not decision.object_key:
+            return
+        if decision.abort_upload and s3_cleanup.abort_upload(
+            self.s3, s3.bucket, decision.object_key, decision.abort_upload
+        ):
             self.tally.add("uploads_aborted")
+        if decision.delete_object:
+            self.s3.delete_object(Bucket=s3.bucket, Key=decision.object_key)
+            self.tally.add("objects_deleted")
 
-    def _set_status(self, item: Item, status: str, upload_id: str) -> bool:
-        """Set the status only if the item is still stuck on the same upload; False if it moved on."""
+    def _set_partial(self, image: Item) -> None:
+        """Set the stuck item to the partial status only while it is still as read."""
         stuck, s3 = self.job.stuck_uploads, self.job.s3
-        assert stuck and s3 and s3.status_attribute and s3.upload_id_attribute
+        assert stuck and s3 and s3.status_attribute
+        condition = unchanged(image, self.read_attributes)
         try:
             self.dynamodb.update_item(
                 TableName=self.job.table,
-                Key=key_of(self.job, item),
-                UpdateExpression="SET #status = :new",
-                ConditionExpression="#status = :stuck AND #upload = :upload",
-                ExpressionAttributeNames={"#status": s3.status_attribute, "#upload": s3.upload_id_attribute},
+                Key=key_of(self.job, image),
+                UpdateExpression="SET #status = :partial",
+                ConditionExpression=condition["ConditionExpression"],
+                ExpressionAttributeNames={**condition["ExpressionAttributeNames"], "#status": s3.status_attribute},
                 ExpressionAttributeValues={
-                    ":new": {"S": status},
-                    ":stuck": {"S": stuck.status},
-                    ":upload": {"S": upload_id},
+                    **condition.get("ExpressionAttributeValues", {}),
+                    ":partial": {"S": stuck.partial_status},
                 },
             )
         except ClientError as error:
             if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
+                self.tally.add("items_skipped")
+                return
             raise
-        return True
+        self.tally.add("items_marked")
 
-    # Orphaned objects ----------------------------------------------------------------------
+    # Reporting ------------------------------------------------------------------------------
 
-    def sweep_orphaned_objects(self) -> None:
-        orphans, s3 = self.job.orphaned_objects, self.job.s3
-        assert orphans and s3
-        candidates = s3_cleanup.orphan_candidates(self.s3, s3.bucket, orphans, self.now, self.tally)
-        batch: list[s3_cleanup.Orphan] = []
-        for orphan in candidates:
-            batch.append(orphan)
-            if len(batch) == s3_cleanup.DELETE_BATCH:
-                self._delete_orphans(batch)
-                batch = []
-                if self.should_stop():
-                    return
-        if batch:
-            self._delete_orphans(batch)
+    def report(self, plan: Plan) -> dict[str, Any]:
+        """The plan's counts and a sample (``plan_sample_size``) of what each list holds."""
+        cap = self.job.plan_sample_size
 
-    def _delete_orphans(self, batch: list[s3_cleanup.Orphan]) -> None:
-        try:
-            s3_cleanup.delete_orphans(self.s3, self.dynamodb, self.job, batch, self.tally, self.job.dry_run)
-        except Exception as error:  # noqa: BLE001 - the batch is reported, the run goes on
-            self.tally.error("delete_orphans", error, objects=len(batch))
+        def sample(values: Iterable[Any]) -> list[Any]:
+            return list(islice(values, cap))
+
+        d = plan.decisions
+        return {
+            "counts": plan.counts(),
+            "refused": plan.refused,
+            "sample": {
+                "items_to_delete": sample(plain(key_of(self.job, x.image)) for x in d if x.delete),
+                "items_to_mark": sample(plain(key_of(self.job, x.image)) for x in d if x.mark_partial),
+                "uploads_to_abort": sample(x.object_key for x in d if x.abort_upload),
+                "objects_to_delete": sample(x.object_key for x in d if x.delete_object),
+                "objects_to_mark": sample(x.object_key for x in d if x.mark_object),
+                "orphans_to_delete": sample(plan.orphans),
+            },
+        }

@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
-from runtime.expired_items import find_expired, key_of
+from runtime.expired_items import count_unindexed_expired, find_expired, key_of
 from runtime.job_config import Job
 from runtime.run_control import Tally
 from runtime.ttl import ttl_value
@@ -39,4 +39,5 @@ def inspect_table(dynamodb: Any, job: Job, now: float, tally: Tally, should_stop
         "oldest_expired_age_seconds": int(now - oldest) if oldest is not None else 0,
         "newest_expired_age_seconds": int(now - newest) if newest is not None else 0,
         "sample_keys": sample,
+        "unindexed_expired": count_unindexed_expired(dynamodb, job, now, tally),
     }

@@ -110,7 +110,7 @@ def test_shipped_sweep_handler_runs_against_moto_server(pulumi_mocks, tmp_path, 
     hooks = tmp_path / "hooks.py"
     hooks.write_text("def before_delete(item, job):\n    return item['uploadSessionId'] != 'held'\n")
     archive, function = built_archive(
-        pulumi_mocks, tmp_path, monkeypatch, hooks_path=str(hooks), s3={"bucket": BUCKET, "key_attribute": "s3Key"}
+        pulumi_mocks, tmp_path, monkeypatch, hooks_path=str(hooks), s3={"bucket": BUCKET, "key_attribute": "key"}
     )
     job = json.loads(function["environment"]["variables"]["EXPIRY_JOB"])
     job_at_now = {**job, "ttl_attribute": "ttl"}

@@ -64,12 +64,16 @@ def test_sweep_refuses_to_run_without_dry_run_or_yes(uploads):
 
 def test_dry_run_then_sweep_with_cascade_and_progress(uploads):
     aws, url = uploads
-    cascade = ("--s3-bucket", BUCKET, "--s3-key-attribute", "s3Key")
+    cascade = ("--s3-bucket", BUCKET, "--s3-key-attribute", "key")
     dry = cli("sweep", "--table", TABLE, "--dry-run", "--json", *cascade, endpoint=url)
-    assert dry.returncode == 0, dry.stderr
-    assert json.loads(dry.stdout)["counts"]["items_to_delete"] == 30
+    assert dry.returncode == 3, dry.stderr  # 30 of 31 items: the breaker refuses the plan
+    plan = json.loads(dry.stdout)["plan"]
+    assert plan["counts"]["items_to_delete"] == 30 and "breaker.max_share" in plan["refused"][0]
+    assert "30 to delete of 31 examined" in dry.stderr
     assert len(session_ids(aws.dynamodb)) == 31 and len(object_keys(aws.s3)) == 30  # nothing written
-    real = cli("sweep", "--table", TABLE, "--yes", "--progress", *cascade, endpoint=url)
+    refused = cli("sweep", "--table", TABLE, "--yes", *cascade, endpoint=url)
+    assert refused.returncode == 3 and len(session_ids(aws.dynamodb)) == 31 and len(object_keys(aws.s3)) == 30
+    real = cli("sweep", "--table", TABLE, "--yes", "--allow-mass-deletion", "--progress", *cascade, endpoint=url)
     assert real.returncode == 0, real.stderr
     assert "items_deleted 30" in real.stderr  # the progress line's last state
     assert "counts" in real.stdout and '"items_deleted": 30' in real.stdout

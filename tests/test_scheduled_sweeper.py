@@ -15,10 +15,10 @@ SCHEDULE = "aws:scheduler/schedule:Schedule"
 TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/upload-sessions"
 S3 = {
     "bucket": "uploads-bucket",
-    "key_attribute": "s3Key",
-    "upload_id_attribute": "uploadId",
+    "key_attribute": "key",
+    "upload_id_attribute": "s3UploadId",
     "status_attribute": "status",
-    "keep_statuses": ["completed"],
+    "keep_statuses": ["uploaded"],
     "object_prefix": "uploads/",
 }
 
@@ -86,7 +86,7 @@ def test_environment_carries_the_job_the_handler_reads(pulumi_mocks):
     job = parse_job(json.loads(pulumi_mocks.one(FUNCTION).inputs["environment"]["variables"]["EXPIRY_JOB"]))
     assert (job.kind, job.name, job.table, job.ttl_attribute) == ("sweep", "video-sweeper", "upload-sessions", "ttl")
     assert job.dry_run is True and job.workers == 16
-    assert job.s3 is not None and job.s3.bucket == "uploads-bucket" and job.s3.keep_statuses == ("completed",)
+    assert job.s3 is not None and job.s3.bucket == "uploads-bucket" and job.s3.keep_statuses == ("uploaded",)
 
 
 def test_schedule_with_retries_dead_letters_time_zone_and_window(pulumi_mocks):
@@ -151,12 +151,20 @@ def test_sweep_policy_names_exact_arns(pulumi_mocks):
     assert found["Table"]["Action"] == [
         "dynamodb:BatchGetItem",
         "dynamodb:DeleteItem",
+        "dynamodb:DescribeTable",
         "dynamodb:GetItem",
         "dynamodb:Scan",
         "dynamodb:UpdateItem",
     ]
     assert found["Objects"]["Resource"] == ["arn:aws:s3:::uploads-bucket/uploads/*"]
-    assert found["Objects"]["Action"] == ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:ListMultipartUploadParts"]
+    assert found["Objects"]["Action"] == [
+        "s3:AbortMultipartUpload",
+        "s3:DeleteObject",
+        "s3:GetObject",
+        "s3:GetObjectTagging",
+        "s3:ListMultipartUploadParts",
+        "s3:PutObjectTagging",
+    ]
     assert found["ListPrefix"] == {
         "Sid": "ListPrefix",
         "Effect": "Allow",

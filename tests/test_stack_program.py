@@ -61,8 +61,11 @@ def test_dev_stack(pulumi_mocks):
     }
     checkpoints = tables["collections-checkpoints-dev"]
     assert (checkpoints["hashKey"], checkpoints["rangeKey"]) == ("thread_id", "checkpoint_id")
-    assert {g["name"] for g in checkpoints["globalSecondaryIndexes"]} == {"user_id-last_activity-index", "expiry-index"}
+    # No seed application writes the expiry shard, so by default no table has an expiry index.
+    assert {g["name"] for g in checkpoints["globalSecondaryIndexes"]} == {"user_id-last_activity-index"}
     assert tables["upload-sessions-dev"]["ttl"]["attributeName"] == "ttl"
+    assert tables["upload-sessions-dev"]["hashKey"] == "uploadSessionId"
+    assert not tables["upload-sessions-dev"].get("globalSecondaryIndexes")
     assert tables["active-jobs-dev"]["ttl"]["attributeName"] == "expiresAt"
     assert tables["actingweb-attributes-dev"]["ttl"]["attributeName"] == "ttl_timestamp"
     assert all(t["deletionProtectionEnabled"] is False for t in tables.values())
@@ -76,6 +79,21 @@ def test_dev_stack(pulumi_mocks):
     assert all(job.dry_run for job in found_jobs.values())
     sweeper = found_jobs["upload-sweeper"]
     assert sweeper.stuck_uploads.older_than_seconds == 3600 and sweeper.orphaned_objects.prefix == "uploads/"
+    # The upload document's own names, statuses and key layout.
+    assert sweeper.key_attributes == ("uploadSessionId",) and sweeper.ttl_attribute == "ttl"
+    assert (sweeper.s3.key_attribute, sweeper.s3.upload_id_attribute, sweeper.s3.status_attribute) == (
+        "key",
+        "s3UploadId",
+        "status",
+    )
+    assert sweeper.s3.keep_statuses == ("uploaded",) and sweeper.s3.keep_marker == "tag"
+    assert sweeper.s3.mark_ahead_seconds == 2 * 6 * 3600
+    assert (sweeper.stuck_uploads.status, sweeper.stuck_uploads.since_attribute) == ("created", "ttl")
+    assert sweeper.stuck_uploads.partial_status == "partial"
+    match = sweeper.orphaned_objects.id_pattern.search("uploads/2025-08-21/3f2a9c.mp4")
+    assert match and match.group("id") == "3f2a9c"
+    assert sweeper.expiry_index is None  # the application writes no shard: the sweeper Scans
+    assert sweeper.breaker.max_share == 0.5 and not sweeper.breaker.allow_mass_deletion
     lifecycle = pulumi_mocks.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs
     assert lifecycle["rules"][0]["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
     schedules = {
@@ -168,6 +186,23 @@ def test_systems_can_be_turned_off(pulumi_mocks):
             "expiry:pgCronSchedule: pg_cron needs 5 fields",
         ),
         ({"logRetentionDays": 10}, (), SettingError, "expiry:logRetentionDays: must be a CloudWatch retention"),
+        (
+            {"uploadsKeyPattern": "^uploads/(.+)"},
+            (),
+            SettingError,
+            "expiry:uploadsKeyPattern: needs a group named id",
+        ),
+        (
+            {"uploadsKeyPattern": "(?P<id>[^/]+)"},
+            (),
+            SettingError,
+            "expiry:uploadsKeyPattern: must start with ^ and the object prefix 'uploads/'",
+        ),
+        ({"uploadsKeyPattern": "^uploads/(?P<id>"}, (), SettingError, "expiry:uploadsKeyPattern: is not a regular"),
+        ({"uploadsKeepMarker": "none"}, (), SettingError, "expiry:uploadsKeepMarker: must be tag while"),
+        ({"uploadsKeepMarker": "label"}, (), SettingError, "expiry:uploadsKeepMarker: must be one of tag, none"),
+        ({"uploadsStuckStatus": "uploaded"}, (), SettingError, "expiry:uploadsStuckStatus: must differ"),
+        ({"breakerMaxSharePercent": 150}, (), SettingError, "expiry:breakerMaxSharePercent: must be in 0..100"),
     ],
 )
 def test_config_errors_name_the_key(pulumi_mocks, overrides, drop, error, message):

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from uploads_world import (
+    ALLOW,
     BUCKET,
     INDEX_SETTINGS,
     NOW,
@@ -69,7 +70,7 @@ def test_many_pages_deletes_only_expired(world, expiry_index):
         put_session(world.dynamodb, f"old-{i}", NOW - 60 - i, shard=True)
     for i in range(80):
         put_session(world.dynamodb, f"live-{i}", NOW + 60 + i, shard=True)
-    job = sweep_job(page_size=25, expiry_index=INDEX_SETTINGS if expiry_index else None)
+    job = sweep_job(page_size=25, expiry_index=INDEX_SETTINGS if expiry_index else None, breaker=ALLOW)
     result = run(job, sweep_work(clients_of(world)))
     assert result.counts["items_deleted"] == 120
     assert session_ids(world.dynamodb) == {f"live-{i}" for i in range(80)}
@@ -83,7 +84,7 @@ def test_many_pages_deletes_only_expired(world, expiry_index):
 def test_parallel_scan_segments_find_everything(world):
     for i in range(90):
         put_session(world.dynamodb, f"old-{i}", NOW - 10)
-    result = run(sweep_job(scan_segments=4, page_size=10), sweep_work(clients_of(world)))
+    result = run(sweep_job(scan_segments=4, page_size=10, breaker=ALLOW), sweep_work(clients_of(world)))
     assert result.counts["items_deleted"] == 90 and session_ids(world.dynamodb) == set()
 
 
@@ -96,15 +97,19 @@ def test_cascade_deletes_object_and_aborts_upload(world):
     put_session(world.dynamodb, "b", NOW - 10, key="uploads/b/video.mp4", upload_id=upload, status="uploading")
     put_session(world.dynamodb, "gone-upload", NOW - 10, key="uploads/c/video.mp4", upload_id="no-such-upload")
     put_session(world.dynamodb, "missing-object", NOW - 10, key="uploads/never/video.mp4")
-    put_session(world.dynamodb, "done", NOW - 10, key="uploads/done/video.mp4", status="completed")
+    put_session(world.dynamodb, "done", NOW - 10, key="uploads/done/video.mp4", status="uploaded")
     result = run(sweep_job(s3=S3_SETTINGS), sweep_work(clients_of(world)))
     assert session_ids(world.dynamodb) == set()
-    assert object_keys(s3) == {"uploads/done/video.mp4"}  # completed: kept
+    assert object_keys(s3) == {"uploads/done/video.mp4"}  # uploaded: kept, and marked
+    tags = s3.get_object_tagging(Bucket=BUCKET, Key="uploads/done/video.mp4")["TagSet"]
+    assert {"Key": "expiry-kept", "Value": "true"} in tags
     assert upload_ids(s3) == set()
     assert result.counts["items_deleted"] == 5
-    assert result.counts["uploads_aborted"] == 1  # NoSuchUpload is not an error
+    assert result.counts["uploads_aborted"] == 1  # NoSuchUpload is not an error, nor an abort
     assert result.counts.get("errors", 0) == 0
-    assert result.emf[metrics.OBJECTS_DELETED] == 4 and result.emf[metrics.UPLOADS_ABORTED] == 1
+    # Counts of effects: one object existed and was deleted, one upload existed and was aborted.
+    assert result.emf[metrics.OBJECTS_DELETED] == 1 and result.emf[metrics.UPLOADS_ABORTED] == 1
+    assert result.emf[metrics.OBJECTS_MARKED_KEPT] == 1
 
 
 def test_item_renewed_between_find_and_delete_is_kept_with_its_object(world):
@@ -131,6 +136,9 @@ def test_item_renewed_between_find_and_delete_is_kept_with_its_object(world):
     assert result.emf[metrics.ITEMS_SKIPPED] == 1
 
 
+STUCK_SINCE_CREATED = {"status": "created", "older_than_seconds": 3600, "since_attribute": "createdAt"}
+
+
 def test_stuck_uploads_abort_or_mark_for_review(world):
     s3 = world.s3
     empty = s3.create_multipart_upload(Bucket=BUCKET, Key="uploads/e/v.mp4")["UploadId"]
@@ -153,10 +161,10 @@ def test_stuck_uploads_abort_or_mark_for_review(world):
     put_session(
         world.dynamodb, "young", NOW + 86400, key="uploads/y/v.mp4", upload_id=young, status="created", created=NOW - 60
     )
-    job = sweep_job(s3=S3_SETTINGS, stuck_uploads={"status": "created", "older_than_seconds": 3600})
+    job = sweep_job(s3=S3_SETTINGS, stuck_uploads=STUCK_SINCE_CREATED)
     result = run(job, sweep_work(clients_of(world)))
     items = {i["uploadSessionId"]["S"]: i for i in world.dynamodb.scan(TableName=TABLE)["Items"]}
-    assert items["empty"]["status"]["S"] == "aborted"
+    assert "empty" not in items  # aborted, and its session deleted as the document does
     assert items["partial"]["status"]["S"] == "partial"  # kept for review, upload untouched
     assert items["young"]["status"]["S"] == "created"
     assert upload_ids(s3) == {partial, young}
@@ -182,102 +190,115 @@ def test_stuck_upload_that_moved_on_is_left_alone(world):
             Key=kwargs["Key"],
             UpdateExpression="SET #s = :s",
             ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":s": {"S": "done"}},
+            ExpressionAttributeValues={":s": {"S": "uploaded"}},
         )
-        return inner.update_item(**kwargs)
+        return inner.delete_item(**kwargs)
 
-    dynamodb = Proxy(world.dynamodb, update_item=complete_first)
-    job = sweep_job(s3=S3_SETTINGS, stuck_uploads={"status": "created", "older_than_seconds": 3600})
+    dynamodb = Proxy(world.dynamodb, delete_item=complete_first)
+    job = sweep_job(s3=S3_SETTINGS, stuck_uploads=STUCK_SINCE_CREATED)
     result = run(job, sweep_work(clients_of(world, dynamodb=dynamodb)))
     assert upload_ids(world.s3) == {upload}
     assert result.counts["items_skipped"] == 1 and result.counts.get("uploads_aborted", 0) == 0
 
 
-ORPHANS = {"prefix": "uploads/", "older_than_seconds": 86400, "id_pattern": r"^uploads/(?P<id>[^/]+)/"}
+ORPHANS = {
+    "prefix": "uploads/",
+    "older_than_seconds": 86400,
+    "id_pattern": r"^uploads/\d{4}-\d{2}-\d{2}/(?P<id>[^/.]+)\.[^/]+$",
+}
 
 
 def test_orphaned_objects_are_deleted_and_owned_ones_kept(world):
     for owner in ("owned", "orphan-1", "orphan-2"):
-        world.s3.put_object(Bucket=BUCKET, Key=f"uploads/{owner}/v.mp4", Body=b"x")
-    world.s3.put_object(Bucket=BUCKET, Key="other/orphan-3/v.mp4", Body=b"x")  # outside the prefix
+        world.s3.put_object(Bucket=BUCKET, Key=f"uploads/2025-08-21/{owner}.mp4", Body=b"x")
+    world.s3.put_object(Bucket=BUCKET, Key="other/2025-08-21/orphan-3.mp4", Body=b"x")  # outside the prefix
+    world.s3.put_object(Bucket=BUCKET, Key="uploads/notes.txt", Body=b"x")  # the rule does not parse it
     put_session(world.dynamodb, "owned", NOW + 86400)
     result = run(sweep_job(s3=S3_SETTINGS, orphaned_objects=ORPHANS), sweep_work(clients_of(world)))
-    assert object_keys(world.s3) == {"uploads/owned/v.mp4", "other/orphan-3/v.mp4"}
+    assert object_keys(world.s3) == {
+        "uploads/2025-08-21/owned.mp4",
+        "other/2025-08-21/orphan-3.mp4",
+        "uploads/notes.txt",
+    }
     assert result.counts["orphans_deleted"] == 2 and result.emf[metrics.ORPHANS_DELETED] == 2
+    assert result.counts["objects_unparsed"] == 1
 
 
 def test_young_objects_are_not_orphans(world):
-    world.s3.put_object(Bucket=BUCKET, Key="uploads/new/v.mp4", Body=b"x")
+    world.s3.put_object(Bucket=BUCKET, Key="uploads/2025-08-21/new.mp4", Body=b"x")
     job = sweep_job(s3=S3_SETTINGS, orphaned_objects={**ORPHANS, "older_than_seconds": 4 * 86400})
     run(job, sweep_work(clients_of(world)))
-    assert object_keys(world.s3) == {"uploads/new/v.mp4"}
+    assert object_keys(world.s3) == {"uploads/2025-08-21/new.mp4"}
 
 
-def test_orphan_whose_owner_appears_before_delete_is_kept(world):
-    from runtime import s3_cleanup
-    from runtime.run_control import Tally
-
-    world.s3.put_object(Bucket=BUCKET, Key="uploads/late/v.mp4", Body=b"x")
-    job = sweep_job(s3=S3_SETTINGS, orphaned_objects=ORPHANS)
-    tally = Tally(io.StringIO())
-    candidates = list(s3_cleanup.orphan_candidates(world.s3, BUCKET, job.orphaned_objects, NOW, tally))
-    assert [c.owner_id for c in candidates] == ["late"]
-    put_session(world.dynamodb, "late", NOW + 3600)  # the owner is written after the listing
-    s3_cleanup.delete_orphans(world.s3, world.dynamodb, job, candidates, tally, dry_run=False)
-    assert object_keys(world.s3) == {"uploads/late/v.mp4"}
-    assert tally.counts["orphans_kept"] == 1
+def test_an_object_marked_kept_is_never_an_orphan(world):
+    key = "uploads/2025-08-21/finished.mp4"
+    world.s3.put_object(Bucket=BUCKET, Key=key, Body=b"x", Tagging="expiry-kept=true")
+    world.s3.put_object(Bucket=BUCKET, Key="uploads/2025-08-21/junk.mp4", Body=b"x")
+    world.s3.put_object(Bucket=BUCKET, Key="uploads/2025-08-21/live.mp4", Body=b"x")
+    put_session(world.dynamodb, "live", NOW + 86400)
+    result = run(sweep_job(s3=S3_SETTINGS, orphaned_objects=ORPHANS), sweep_work(clients_of(world)))
+    assert object_keys(world.s3) == {key, "uploads/2025-08-21/live.mp4"}
+    assert result.counts["orphans_kept_marked"] == 1 and result.counts["orphans_deleted"] == 1
 
 
 def test_orphans_are_kept_when_the_existence_check_fails(aws_in_process):
     aws = aws_in_process
     create_table(aws.dynamodb)
     aws.s3.create_bucket(Bucket=BUCKET)
-    aws.s3.put_object(Bucket=BUCKET, Key="uploads/x/v.mp4", Body=b"x")
+    aws.s3.put_object(Bucket=BUCKET, Key="uploads/2025-08-21/x.mp4", Body=b"x")
 
     def failing(inner: Any, **kwargs: Any) -> Any:
         raise ClientError({"Error": {"Code": "InternalServerError", "Message": "boom"}}, "BatchGetItem")
 
     dynamodb = Proxy(aws.dynamodb, batch_get_item=failing)
     result = run(sweep_job(s3=S3_SETTINGS, orphaned_objects=ORPHANS), sweep_work(clients_of(aws, dynamodb=dynamodb)))
-    assert object_keys(aws.s3) == {"uploads/x/v.mp4"}
+    assert object_keys(aws.s3) == {"uploads/2025-08-21/x.mp4"}
     assert result.counts["errors"] == 1 and result.emf[metrics.CLEANUP_ERRORS] == 1
     assert any(line.get("event") == "cleanup_error" and line["action"] == "check_owner" for line in result.lines)
 
 
 def test_dry_run_writes_nothing(world):
     s3 = world.s3
-    s3.put_object(Bucket=BUCKET, Key="uploads/a/v.mp4", Body=b"x")
-    s3.put_object(Bucket=BUCKET, Key="uploads/orphan/v.mp4", Body=b"x")
-    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="uploads/s/v.mp4")["UploadId"]
-    put_session(world.dynamodb, "a", NOW - 10, key="uploads/a/v.mp4")
+    s3.put_object(Bucket=BUCKET, Key="uploads/2025-08-21/a.mp4", Body=b"x")
+    s3.put_object(Bucket=BUCKET, Key="uploads/2025-08-21/orphan.mp4", Body=b"x")
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="uploads/2025-08-21/s.mp4")["UploadId"]
+    put_session(world.dynamodb, "a", NOW - 10, key="uploads/2025-08-21/a.mp4")
     put_session(
-        world.dynamodb, "s", NOW + 86400, key="uploads/s/v.mp4", upload_id=upload, status="created", created=NOW - 7200
+        world.dynamodb,
+        "s",
+        NOW + 86400,
+        key="uploads/2025-08-21/s.mp4",
+        upload_id=upload,
+        status="created",
+        created=NOW - 7200,
     )
     before = (world.dynamodb.scan(TableName=TABLE)["Items"], object_keys(s3), upload_ids(s3))
     job = sweep_job(
         dry_run=True,
         s3=S3_SETTINGS,
         orphaned_objects=ORPHANS,
-        stuck_uploads={"status": "created", "older_than_seconds": 3600},
+        stuck_uploads=STUCK_SINCE_CREATED,
     )
     result = run(job, sweep_work(clients_of(world)))
     after = (world.dynamodb.scan(TableName=TABLE)["Items"], object_keys(s3), upload_ids(s3))
     assert sorted(map(json.dumps, before[0])) == sorted(map(json.dumps, after[0])) and before[1:] == after[1:]
     assert result.summary["dry_run"] is True
-    counts = result.counts
-    assert (counts["items_to_delete"], counts["objects_to_delete"], counts["uploads_to_abort"]) == (1, 1, 1)
+    counts = result.summary["plan"]["counts"]
+    assert (counts["items_to_delete"], counts["objects_to_delete"], counts["uploads_to_abort"]) == (2, 1, 1)
     assert counts["orphans_to_delete"] == 1
+    assert result.summary["plan"]["sample"]["orphans_to_delete"] == ["uploads/2025-08-21/orphan.mp4"]
     assert result.emf[metrics.ITEMS_DELETED] == 0
 
 
 def test_stops_before_the_deadline_and_the_next_run_continues(world):
     for i in range(60):
         put_session(world.dynamodb, f"old-{i}", NOW - 10)
-    first = run(sweep_job(page_size=10, workers=1), sweep_work(clients_of(world)), stop_after=20)
+    first = run(sweep_job(page_size=10, workers=1, breaker=ALLOW), sweep_work(clients_of(world)), stop_after=20)
     assert first.summary["stopped_early"] is True and first.emf[metrics.STOPPED_EARLY] == 1
     left = len(session_ids(world.dynamodb))
     assert 0 < left < 60
-    second = run(sweep_job(page_size=10), sweep_work(clients_of(world)))
+    second = run(sweep_job(page_size=10, breaker=ALLOW), sweep_work(clients_of(world)))
     assert second.summary["stopped_early"] is False
     assert second.counts["items_deleted"] == left and session_ids(world.dynamodb) == set()
 

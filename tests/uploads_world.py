@@ -1,4 +1,6 @@
-"""The video-upload system in moto: an upload-sessions table, its bucket, and runs of a job."""
+"""The video-upload system in moto, laid out as its document lays it out: sessions keyed by
+uploadSessionId with key, s3UploadId, uploadType, status (created, uploaded, partial) and ttl;
+objects at uploads/YYYY-MM-DD/<sessionId>.<ext>."""
 
 import io
 import json
@@ -67,9 +69,10 @@ def put_session(
         if shard:
             item["expiry_shard"] = {"S": expiry_shard(session_id, SHARDS)}
     if key:
-        item["s3Key"] = {"S": key}
+        item["key"] = {"S": key}
+    item["uploadType"] = {"S": "multipart" if upload_id else "single"}
     if upload_id:
-        item["uploadId"] = {"S": upload_id}
+        item["s3UploadId"] = {"S": upload_id}
     if status:
         item["status"] = {"S": status}
     if created is not None:
@@ -105,11 +108,12 @@ def sweep_job(**settings: Any) -> Job:
 
 S3_SETTINGS = {
     "bucket": BUCKET,
-    "key_attribute": "s3Key",
-    "upload_id_attribute": "uploadId",
+    "key_attribute": "key",
+    "upload_id_attribute": "s3UploadId",
     "status_attribute": "status",
-    "keep_statuses": ["completed"],
+    "keep_statuses": ["uploaded"],
 }
+ALLOW = {"allow_mass_deletion": True}  # for tests of paging and stopping, where everything expired
 INDEX_SETTINGS = {"name": "expiry-index", "shards": SHARDS, "shard_attribute": "expiry_shard"}
 
 
@@ -128,16 +132,18 @@ class Run:
         return document
 
 
-def run(job: Job, work: Work, stop_after: int | None = None) -> Run:
-    """Run a job as its handler does, with the sweep's clock and, optionally, a deadline after
-    ``stop_after`` checks of it."""
+def run(job: Job, work: Work, stop_after: int | None = None, event: Any = None) -> Run:
+    """Run a job as its handler does, with the sweep's clock and, optionally, a Lambda clock that
+    runs out after ``stop_after`` checks of it (each check takes an equal share of the time)."""
     stream = io.StringIO()
     checks = {"n": 0}
 
     class Context:
         def get_remaining_time_in_millis(self) -> int:
             checks["n"] += 1
-            return 0 if stop_after is not None and checks["n"] > stop_after else 900_000
+            if stop_after is None:
+                return 900_000
+            return max(0, 900_000 - 900_000 * checks["n"] // stop_after)
 
-    summary = run_job(job, work, Context(), clock=lambda: NOW, stream=stream)
+    summary = run_job(job, work, Context(), clock=lambda: NOW, stream=stream, event=event)
     return Run(summary, [json.loads(line) for line in stream.getvalue().splitlines()])

@@ -1,0 +1,24 @@
+"""The mass-deletion breaker: a run that would delete more than its settings allow deletes nothing
+and says why. A wrong key pattern, a wrong TTL unit or a wrong owner rule looks like this."""
+
+from runtime.job_config import Breaker
+
+HOW_TO_PROCEED = (
+    "nothing was deleted; if this is right, raise breaker.max_share or breaker.max_count, "
+    "or set breaker.allow_mass_deletion for one deployment"
+)
+
+
+def refusal(breaker: Breaker, what: str, to_delete: int, examined: int) -> str | None:
+    """Why ``to_delete`` of ``examined`` is too many for ``breaker``, or None when it may go on."""
+    if breaker.allow_mass_deletion or to_delete <= breaker.ignore_below:
+        return None
+    if breaker.max_count is not None and to_delete > breaker.max_count:
+        return f"{what}: {to_delete} to delete is more than breaker.max_count ({breaker.max_count}); {HOW_TO_PROCEED}"
+    base = max(examined, to_delete)
+    if to_delete > breaker.max_share * base:
+        return (
+            f"{what}: {to_delete} to delete of {base} examined ({to_delete / base:.0%}) is more than "
+            f"breaker.max_share ({breaker.max_share:.0%}); {HOW_TO_PROCEED}"
+        )
+    return None
