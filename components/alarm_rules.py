@@ -21,6 +21,8 @@ ALARMS = (
     "dead-letters",
     "heartbeat",
     "cleanup-errors",
+    "mass-deletion-refused",
+    "unindexed-expired",
     "ttl-disabled",
     "oldest-expired",
     "backlog",
@@ -287,7 +289,40 @@ def job_alarms(job: Job, s: Settings) -> list[AlarmSpec]:
                 "cleanup errors in the last hour",
             )
         )
-    monitor_period = period_for(job.interval_seconds)
+    run_period = period_for(job.interval_seconds)
+    if m.MASS_DELETION_REFUSED in published:
+        specs.append(
+            _custom(
+                job,
+                "mass-deletion-refused",
+                m.MASS_DELETION_REFUSED,
+                "Maximum",
+                run_period,
+                1,
+                1,
+                "GreaterThanOrEqualToThreshold",
+                "notBreaching",
+                "the breaker refused a run that would have deleted most of what it examined: "
+                "nothing was deleted; its log line says why",
+            )
+        )
+    if m.UNINDEXED_EXPIRED in published:
+        specs.append(
+            _custom(
+                job,
+                "unindexed-expired",
+                m.UNINDEXED_EXPIRED,
+                "Maximum",
+                run_period,
+                1,
+                0,
+                "GreaterThanThreshold",
+                "notBreaching",
+                "expired items without the expiry shard: the expiry index never finds them "
+                "(the writers do not set it; scan instead, or fix the writers)",
+            )
+        )
+    monitor_period = run_period
     if job.kind == KIND_TTL_MONITOR:
         specs += [
             _custom(

@@ -165,6 +165,31 @@ def test_every_alarm_is_defined_as_documented(pulumi_mocks):
     sweeper = {"Job": "upload-sweeper", "Table": "uploads"}
     check("upload-sweeper-heartbeat", "Expiry", "SweepSucceeded", sweeper, "Sum", 21600, 2, 1, lt, "breaching")
     check("upload-sweeper-cleanup-errors", "Expiry", "CleanupErrors", sweeper, "Sum", 3600, 1, 5, gt, "notBreaching")
+    for job, dimensions, period in (("upload-sweeper", sweeper, 21600), ("checkpoints-monitor", monitor, 3600)):
+        check(
+            f"{job}-unindexed-expired",
+            "Expiry",
+            "UnindexedExpired",
+            dimensions,
+            "Maximum",
+            period,
+            1,
+            0,
+            gt,
+            "notBreaching",
+        )
+    check(
+        "upload-sweeper-mass-deletion-refused",
+        "Expiry",
+        "MassDeletionRefused",
+        sweeper,
+        "Maximum",
+        21600,
+        1,
+        1,
+        gte,
+        "notBreaching",
+    )
     pg = {"Job": "attributes-pg-monitor", "Table": "attributes"}
     check(
         "attributes-pg-monitor-errors",
