@@ -52,6 +52,15 @@ class PgCronCleanupArgs(TypedDict):
     """VPC mode: tags of the provisioning Lambda's resources."""
     create_index: NotRequired[bool]
     """Create the btree index on the expiry column (CONCURRENTLY) when it is missing (default false)."""
+    breaker_max_share: NotRequired[float]
+    """Mass-deletion breaker: a run that would delete more than this share of the rows in scope deletes
+    nothing, logs why and fails (default 0.5)."""
+    breaker_max_count: NotRequired[int]
+    """Mass-deletion breaker: ... or more than this many rows (default: no count limit)."""
+    breaker_ignore_below: NotRequired[int]
+    """Runs deleting at most this many rows are never refused (default 10)."""
+    allow_mass_deletion: NotRequired[bool]
+    """Let a run the breaker would refuse go on (default false)."""
     host: NotRequired[pulumi.Input[str]]
     """Database host (or give `dsn`)."""
     port: NotRequired[pulumi.Input[int]]

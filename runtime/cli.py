@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -206,12 +207,13 @@ def _postgres(args: argparse.Namespace, err: TextIO, progress: bool) -> dict[str
         table_schema=args.table_schema,
         batch_size=getattr(args, "batch_size", 5000),
         max_runtime_seconds=getattr(args, "max_runtime_seconds", 300),
+        allow_mass_deletion=getattr(args, "allow_mass_deletion", False),
     )
     with psycopg.connect(args.postgres, autocommit=True, connect_timeout=15) as conn:
         if args.command == "status":
             return pg_cleanup.table_status(conn, spec, args.job_name)
         if args.dry_run:
-            return {"dry_run": True, **pg_cleanup.table_status(conn, spec, None)}
+            return {"dry_run": True, **asdict(pg_cleanup.plan(conn, spec))}
         deleted = [0]
 
         def on_batch(rows: int) -> None:
@@ -223,6 +225,8 @@ def _postgres(args: argparse.Namespace, err: TextIO, progress: bool) -> dict[str
         result = pg_cleanup.purge(conn, spec, on_batch=on_batch)
         if progress:
             err.write("\n")
+        if result.plan.refused:
+            raise UsageError(result.plan.refused)
         return {"rows_deleted": result.rows_deleted, "batches": result.batches, "out_of_time": result.out_of_time}
 
 

@@ -9,8 +9,8 @@ a name with quotes, semicolons or spaces is a literal identifier, never code.
 import contextlib
 import re
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
@@ -21,9 +21,12 @@ DEFAULT_BATCH_SIZE = 5000
 DEFAULT_MAX_RUNTIME_SECONDS = 300
 DEFAULT_HISTORY_DAYS = 7
 DEFAULT_HISTORY_SCHEDULE = "17 * * * *"
+DEFAULT_BREAKER_MAX_SHARE = 0.5
+DEFAULT_BREAKER_IGNORE_BELOW = 10
+DEFAULT_SAMPLE_SIZE = 20
 CREATED_BY = "created by expiry; dropped with the last cleanup in it"
 MAX_JOB_NAME = 48  # leaves room for suffixes within PostgreSQL's 63-byte identifiers
-CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+CRON_PART = re.compile(r"^(?:(\*)|(\d+)(?:-(\d+))?)(?:/(\d+))?$")
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 CRON_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
 EPOCH_TYPES = {
@@ -42,7 +45,9 @@ class CleanupError(ValueError):
 
 
 def check_cron(schedule: str, field: str = "schedule") -> str:
-    """Check a 5-field cron expression (pg_cron 1.4: no seconds, no names, GMT)."""
+    """Check a 5-field cron expression as pg_cron 1.4 parses it (numbers, no names, no seconds, GMT):
+    a step follows only ``*`` or a range and is at least 1 (``*/0`` and ``0/5`` are refused there too);
+    a range that runs backwards (never matches) is refused here as well."""
     if not isinstance(schedule, str):
         raise CleanupError(f"{field}: must be a 5-field cron expression, got {schedule!r}")
     parts = schedule.split()
@@ -52,11 +57,23 @@ def check_cron(schedule: str, field: str = "schedule") -> str:
             f"got {len(parts)} in {schedule!r}"
         )
     for part, (low, high), name in zip(parts, CRON_RANGES, CRON_NAMES, strict=True):
-        if not CRON_FIELD.match(part):
-            raise CleanupError(f"{field}: cron {name} field {part!r} is not numbers, ranges, steps or *")
-        for number in re.findall(r"(?<![/\d])\d+", part):
-            if not low <= int(number) <= high:
-                raise CleanupError(f"{field}: cron {name} field {part!r}: {number} is outside {low}..{high}")
+        for item in part.split(","):
+            match = CRON_PART.match(item)
+            if match is None:
+                raise CleanupError(
+                    f"{field}: cron {name} field {part!r}: {item!r} is not a number, a range or *, "
+                    "with an optional /step after * or a range"
+                )
+            star, first, last, step = match.groups()
+            if step is not None and star is None and last is None:
+                raise CleanupError(f"{field}: cron {name} field {part!r}: a /step needs * or a range before it")
+            if step is not None and int(step) == 0:
+                raise CleanupError(f"{field}: cron {name} field {part!r}: the step must be at least 1")
+            for number in (first, last):
+                if number is not None and not low <= int(number) <= high:
+                    raise CleanupError(f"{field}: cron {name} field {part!r}: {number} is outside {low}..{high}")
+            if last is not None and int(first) > int(last):
+                raise CleanupError(f"{field}: cron {name} field {part!r}: the range {item} runs backwards")
     return schedule
 
 
@@ -77,22 +94,35 @@ class PurgeSpec:
     extra_column: str | None = None
     extra_value: str | int | None = None
     create_index: bool = False
+    breaker_max_share: float = DEFAULT_BREAKER_MAX_SHARE
+    breaker_max_count: int | None = None
+    breaker_ignore_below: int = DEFAULT_BREAKER_IGNORE_BELOW
+    allow_mass_deletion: bool = False
 
     def __post_init__(self) -> None:
-        for field in ("job_name", "table", "expiry_column", "table_schema", "schema"):
-            value = getattr(self, field)
+        for name in ("job_name", "table", "expiry_column", "table_schema", "schema"):
+            value = getattr(self, name)
             if not isinstance(value, str) or not value or "\x00" in value or len(value.encode()) > 63:
-                raise CleanupError(f"{field}: must be a name of 1..63 bytes without NUL, got {value!r}")
+                raise CleanupError(f"{name}: must be a name of 1..63 bytes without NUL, got {value!r}")
         if len(self.job_name.encode()) > MAX_JOB_NAME:
             raise CleanupError(f"job_name: at most {MAX_JOB_NAME} bytes (suffixes must fit 63), got {self.job_name!r}")
-        for field, low, high in (
+        for name, low, high in (
             ("batch_size", 1, 1_000_000),
             ("max_runtime_seconds", 1, 86_400),
             ("history_days", 1, 3650),
+            ("breaker_ignore_below", 0, 1_000_000_000),
         ):
-            value = getattr(self, field)
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise CleanupError(f"{field}: must be an integer in {low}..{high}, got {value!r}")
+                raise CleanupError(f"{name}: must be an integer in {low}..{high}, got {value!r}")
+        share = self.breaker_max_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise CleanupError(f"breaker_max_share: must be a number in 0..1 (a share of the rows), got {share!r}")
+        count = self.breaker_max_count
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise CleanupError(f"breaker_max_count: must be a whole number of rows (0 or more) or unset, got {count!r}")
+        if not isinstance(self.allow_mass_deletion, bool):
+            raise CleanupError(f"allow_mass_deletion: must be true or false, got {self.allow_mass_deletion!r}")
         check_cron(self.schedule)
         check_cron(self.history_schedule, "history_schedule")
         if (self.extra_column is None) != (self.extra_value is None):
@@ -128,6 +158,11 @@ class PurgeSpec:
         return f"{self.job_name}_expiry_idx"
 
     @property
+    def lock_key(self) -> sql.Composed:
+        """The advisory lock every run of this cleanup takes (pg_cron's and a client's alike)."""
+        return sql.SQL("hashtextextended({}, 0)").format(sql.Literal(f"expiry:{self.schema}.{self.job_name}"))
+
+    @property
     def command(self) -> sql.Composed:
         return sql.SQL("CALL {}()").format(self.ident())
 
@@ -154,6 +189,9 @@ def column_kind(conn: psycopg.Connection, spec: PurgeSpec) -> str:
     return kind
 
 
+CUTOFF_TYPES = {"epoch": "bigint", "timestamptz": "timestamptz", "timestamp": "timestamp"}
+
+
 def _now(kind: str) -> sql.SQL:
     return {
         "epoch": sql.SQL("extract(epoch from now())::bigint"),
@@ -162,59 +200,137 @@ def _now(kind: str) -> sql.SQL:
     }[kind]
 
 
-def expired_condition(spec: PurgeSpec, kind: str) -> sql.Composed:
-    """Rows whose expiry is set and has passed (NULL never expires), plus the extra equality."""
-    condition = sql.SQL("{col} IS NOT NULL AND {col} < {now}").format(
-        col=sql.Identifier(spec.expiry_column), now=_now(kind)
+def _scope(spec: PurgeSpec) -> sql.Composable:
+    """The rows the cleanup is about: all, or those whose extra_column equals extra_value."""
+    if spec.extra_column is None:
+        return sql.SQL("TRUE")
+    return sql.SQL("{} = {}").format(sql.Identifier(spec.extra_column), sql.Literal(spec.extra_value))
+
+
+def expired_condition(spec: PurgeSpec, cutoff: sql.Composable) -> sql.Composed:
+    """Rows in scope whose expiry is set and before ``cutoff`` (NULL never expires)."""
+    return sql.SQL("{col} IS NOT NULL AND {col} < {cutoff} AND {scope}").format(
+        col=sql.Identifier(spec.expiry_column), cutoff=cutoff, scope=_scope(spec)
     )
-    if spec.extra_column is not None:
-        condition = sql.SQL("{} AND {} = {}").format(
-            condition, sql.Identifier(spec.extra_column), sql.Literal(spec.extra_value)
-        )
-    return condition
 
 
-def batch_delete(spec: PurgeSpec, kind: str, limit: sql.Composable) -> sql.Composed:
-    """One batch: lock up to ``limit`` expired rows (skipping locked ones), oldest first, and delete
-    them if they are still expired when deleted, so a row renewed meanwhile survives."""
-    condition = expired_condition(spec, kind)
+def batch_delete(spec: PurgeSpec, cutoff: sql.Composable, limit: sql.Composable) -> sql.Composed:
+    """One batch: pick up to ``limit`` rows expired before ``cutoff``, oldest first, and delete those
+    still expired when deleted; returns (picked, deleted). No row locks are taken before the DELETE
+    (no UPDATE privilege, less WAL): a row being renewed makes the DELETE wait for the renewal to
+    commit, then PostgreSQL re-checks the condition on the renewed row, which no longer matches."""
+    condition = expired_condition(spec, cutoff)
     return sql.SQL(
-        "DELETE FROM {target} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {target} WHERE {condition} "
-        "ORDER BY {col} LIMIT {limit} FOR UPDATE SKIP LOCKED)) AND {condition}"
+        "WITH picked AS (SELECT ctid FROM {target} WHERE {condition} ORDER BY {col} LIMIT {limit}), "
+        "gone AS (DELETE FROM {target} WHERE ctid = ANY (ARRAY(SELECT ctid FROM picked)) AND {condition} "
+        "RETURNING 1) SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM gone)"
     ).format(target=spec.target, condition=condition, col=sql.Identifier(spec.expiry_column), limit=limit)
 
 
+def plan_counts(spec: PurgeSpec, cutoff: sql.Composable) -> sql.Composed:
+    """(rows to delete, rows examined, refusal): the mass-deletion breaker's one decision.
+
+    Rows to delete: rows in scope expired before ``cutoff``. Rows examined, the breaker's
+    denominator: the rows in scope (NULL expiry included), counted only as far as the decision needs
+    (up to to_delete / breaker_max_share + 1). Refusal: NULL, or why the run deletes nothing."""
+    share = float(spec.breaker_max_share)
+    cap = sql.SQL("floor(n / {})::bigint + 1").format(sql.Literal(share)) if share > 0 else sql.SQL("n + 1")
+    how = (
+        "; nothing was deleted. If this is right, raise breaker_max_share or breaker_max_count, "
+        "or set allow_mass_deletion"
+    )
+    refusal: sql.Composable = sql.SQL("NULL")
+    if not spec.allow_mass_deletion:
+        branches = [sql.SQL("WHEN e.n <= {} THEN NULL").format(sql.Literal(spec.breaker_ignore_below))]
+        if spec.breaker_max_count is not None:
+            branches.append(
+                sql.SQL("WHEN e.n > {max} THEN format({text}, e.n, {max})").format(
+                    max=sql.Literal(spec.breaker_max_count),
+                    text=sql.Literal(f"mass-deletion breaker: %s rows to delete, more than breaker_max_count %s{how}"),
+                )
+            )
+        branches.append(
+            sql.SQL(
+                "WHEN e.n > {share} * greatest(s.n, e.n) THEN format({text}, e.n, greatest(s.n, e.n), {pct})"
+            ).format(
+                share=sql.Literal(share),
+                pct=sql.Literal(f"{share:.0%}"),
+                text=sql.Literal(
+                    "mass-deletion breaker: %s of %s rows examined would be deleted, more than "
+                    f"breaker_max_share %s{how}"
+                ),
+            )
+        )
+        refusal = sql.SQL("CASE {} END").format(sql.SQL(" ").join(branches))
+    return sql.SQL(
+        "WITH e AS (SELECT count(*) AS n FROM {target} WHERE {expired}), "
+        "s AS (SELECT count(*) AS n FROM (SELECT FROM {target} WHERE {scope} LIMIT (SELECT {cap} FROM e)) x) "
+        "SELECT e.n, s.n, {refusal} FROM e, s"
+    ).format(target=spec.target, expired=expired_condition(spec, cutoff), scope=_scope(spec), cap=cap, refusal=refusal)
+
+
 def procedure(spec: PurgeSpec, kind: str) -> sql.Composed:
-    """CREATE OR REPLACE PROCEDURE <schema>.<job>: batches with a COMMIT after each, until no
-    expired row is left or the runtime is spent; then one row in <job>_log."""
+    """CREATE OR REPLACE PROCEDURE <schema>.<job>: one run under an advisory lock (runs never
+    overlap). The run's cutoff is fixed at its start; the breaker decides on the plan; then batches,
+    each committed together with its row in <job>_batches, until no row expired before the cutoff is
+    left or the runtime is spent. <job>_log holds one row per run, written at its start."""
     body = sql.SQL("""
 DECLARE
-  started timestamptz := clock_timestamp();
-  deleted bigint;
-  total bigint := 0;
-  batches integer := 0;
-  out_of_time boolean := false;
+  v_started timestamptz := clock_timestamp();
+  v_cutoff {cutoff_type} := {now};
+  v_run bigint;
+  v_to_delete bigint;
+  v_examined bigint;
+  v_refusal text;
+  v_picked bigint;
+  v_deleted bigint;
+  v_total bigint := 0;
+  v_skipped bigint := 0;
+  v_batch integer := 0;
+  v_out_of_time boolean := false;
 BEGIN
-  LOOP
-    {delete};
-    GET DIAGNOSTICS deleted = ROW_COUNT;
-    total := total + deleted;
-    batches := batches + 1;
+  IF NOT pg_try_advisory_lock({lock}) THEN
+    RAISE EXCEPTION 'another run of % is in progress (it holds the advisory lock); this run did nothing', {job};
+  END IF;
+  {plan} INTO v_to_delete, v_examined, v_refusal;
+  INSERT INTO {log} (started_at, cutoff, expired_rows, examined_rows, refused)
+    VALUES (v_started, v_cutoff::text, v_to_delete, v_examined, v_refusal) RETURNING run_id INTO v_run;
+  COMMIT;
+  IF v_refusal IS NOT NULL THEN
+    UPDATE {log} SET finished_at = clock_timestamp() WHERE run_id = v_run;
     COMMIT;
-    EXIT WHEN deleted < batch_size;
-    IF clock_timestamp() - started > make_interval(secs => max_runtime_seconds) THEN
-      out_of_time := true;
+    PERFORM pg_advisory_unlock({lock});
+    RAISE EXCEPTION '%', v_refusal;
+  END IF;
+  LOOP
+    {delete} INTO v_picked, v_deleted;
+    v_batch := v_batch + 1;
+    INSERT INTO {batches} (run_id, batch, rows_deleted, rows_skipped)
+      VALUES (v_run, v_batch, v_deleted, v_picked - v_deleted);
+    COMMIT;
+    v_total := v_total + v_deleted;
+    v_skipped := v_skipped + v_picked - v_deleted;
+    EXIT WHEN v_picked < batch_size;
+    IF clock_timestamp() - v_started > make_interval(secs => max_runtime_seconds) THEN
+      v_out_of_time := true;
       EXIT;
     END IF;
   END LOOP;
-  INSERT INTO {log} (started_at, finished_at, rows_deleted, batches, out_of_time)
-    VALUES (started, clock_timestamp(), total, batches, out_of_time);
-  DELETE FROM {log} WHERE finished_at < now() - make_interval(days => {history_days});
+  UPDATE {log} SET finished_at = clock_timestamp(), rows_deleted = v_total, rows_skipped = v_skipped,
+    batches = v_batch, out_of_time = v_out_of_time WHERE run_id = v_run;
+  DELETE FROM {log} WHERE started_at < now() - make_interval(days => {history_days});
   COMMIT;
+  PERFORM pg_advisory_unlock({lock});
 END
 """).format(
-        delete=batch_delete(spec, kind, sql.SQL("batch_size")),
+        cutoff_type=sql.SQL(CUTOFF_TYPES[kind]),
+        now=_now(kind),
+        lock=spec.lock_key,
+        job=sql.Literal(spec.job_name),
+        plan=plan_counts(spec, sql.SQL("v_cutoff")),
+        delete=batch_delete(spec, sql.SQL("v_cutoff"), sql.SQL("batch_size")),
         log=spec.ident("_log"),
+        batches=spec.ident("_batches"),
         history_days=sql.Literal(spec.history_days),
     )
     return sql.SQL(
@@ -231,11 +347,6 @@ END
 def status_query(spec: PurgeSpec, kind: str) -> sql.Composed:
     """Permanent (no expiry), live and expired rows, the oldest expired and its age, the table's size."""
     col, now = sql.Identifier(spec.expiry_column), _now(kind)
-    scope = (
-        sql.SQL("TRUE")
-        if spec.extra_column is None
-        else sql.SQL("{} = {}").format(sql.Identifier(spec.extra_column), sql.Literal(spec.extra_value))
-    )
     return sql.SQL("""SELECT
   count(*) FILTER (WHERE {col} IS NULL) AS permanent_rows,
   count(*) FILTER (WHERE {col} >= {now}) AS live_rows,
@@ -245,7 +356,7 @@ def status_query(spec: PurgeSpec, kind: str) -> sql.Composed:
   pg_total_relation_size({oid}) AS table_bytes,
   pg_size_pretty(pg_total_relation_size({oid})) AS table_size
 FROM {target} WHERE {scope}""").format(
-        col=col, now=now, target=spec.target, oid=_table_oid(spec), scope=scope, age=_oldest_age(spec, kind)
+        col=col, now=now, target=spec.target, oid=_table_oid(spec), scope=_scope(spec), age=_oldest_age(spec, kind)
     )
 
 
@@ -293,14 +404,21 @@ class Connector:
 
 
 def pg_cron_database(conn: psycopg.Connection) -> str:
-    """The database pg_cron runs in; a clear error when pg_cron is not loaded."""
-    libraries = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
-    if "pg_cron" not in [name.strip() for name in libraries.split(",")]:
+    """The database pg_cron runs in; a clear error when pg_cron is not loaded or the settings cannot be read."""
+    try:
+        libraries = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
+        if "pg_cron" not in [name.strip() for name in libraries.split(",")]:
+            raise CleanupError(
+                "pg_cron is not loaded: add pg_cron to shared_preload_libraries (and set cron.database_name), "
+                f"then restart PostgreSQL; shared_preload_libraries is {libraries!r}"
+            )
+        return conn.execute("SELECT current_setting('cron.database_name')").fetchone()[0]
+    except psycopg.errors.InsufficientPrivilege as error:
+        role = sql.Identifier(conn.info.user).as_string(conn)
         raise CleanupError(
-            "pg_cron is not loaded: add pg_cron to shared_preload_libraries (and set cron.database_name), then "
-            f"restart PostgreSQL; shared_preload_libraries is {libraries!r}"
-        )
-    return conn.execute("SELECT current_setting('cron.database_name')").fetchone()[0]
+            f"missing grant: GRANT pg_read_all_settings TO {role}; (to read shared_preload_libraries and "
+            "cron.database_name)"
+        ) from error
 
 
 def _has_index(conn: psycopg.Connection, spec: PurgeSpec) -> bool:
@@ -316,94 +434,227 @@ def _has_index(conn: psycopg.Connection, spec: PurgeSpec) -> bool:
     return bool(row[0])
 
 
-def _schedule(
-    conn: psycopg.Connection, job: str, schedule: str, command: str, database: str, cron_database: str
-) -> int:
-    if database == cron_database:
-        return conn.execute("SELECT cron.schedule(%s, %s, %s)", (job, schedule, command)).fetchone()[0]
-    existing = conn.execute(
+SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
+ALTER_JOB = "cron.alter_job(bigint,text,text,text,text,boolean)"
+
+
+def _schema_grant(conn: psycopg.Connection, schema: str, role: str) -> str | None:
+    """What lets ``role`` create the cleanup's objects in ``schema`` (CREATE on it, or on the database)."""
+    exists, allowed = conn.execute(
+        "SELECT to_regnamespace(quote_ident(%(s)s)) IS NOT NULL, CASE WHEN to_regnamespace(quote_ident(%(s)s)) "
+        "IS NULL THEN has_database_privilege(current_database(), 'CREATE') "
+        "ELSE has_schema_privilege(%(s)s, 'CREATE') AND has_schema_privilege(%(s)s, 'USAGE') END",
+        {"s": schema},
+    ).fetchone()
+    if allowed:
+        return None
+    if exists:
+        return f"GRANT USAGE, CREATE ON SCHEMA {sql.Identifier(schema).as_string(conn)} TO {role};"
+    return f"GRANT CREATE ON DATABASE {sql.Identifier(conn.info.dbname).as_string(conn)} TO {role};"
+
+
+def missing_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: PurgeSpec) -> list[str]:
+    """The grants the connected role lacks to provision and run ``spec``, as the statements that give
+    them (run by a superuser or RDS's master user); empty for a superuser. ``cron`` is a connection to
+    pg_cron's database (``conn`` itself when the table lives there)."""
+    role_name, superuser = conn.execute(
+        "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if superuser:
+        return []
+    role = sql.Identifier(role_name).as_string(conn)
+    table = spec.target.as_string(conn)
+    usage, select, delete, owner = conn.execute(
+        sql.SQL(
+            "SELECT has_schema_privilege({ts}, 'USAGE'), has_table_privilege({oid}, 'SELECT'), "
+            "has_table_privilege({oid}, 'DELETE'), pg_has_role((SELECT relowner FROM pg_class WHERE oid = {oid}), "
+            "'USAGE')"
+        ).format(ts=sql.Literal(spec.table_schema), oid=_table_oid(spec))
+    ).fetchone()
+    missing = []
+    if not usage:
+        missing.append(f"GRANT USAGE ON SCHEMA {sql.Identifier(spec.table_schema).as_string(conn)} TO {role};")
+    granted = [name for name, ok in (("SELECT", select), ("DELETE", delete)) if not ok]
+    if granted:
+        missing.append(f"GRANT {', '.join(granted)} ON {table} TO {role};")
+    if spec.create_index and not owner and not _has_index(conn, spec):
+        missing.append(f"ALTER TABLE {table} OWNER TO {role}; (create_index: only the owner can create an index)")
+    missing += filter(None, [_schema_grant(conn, spec.schema, role)])
+    version = cron.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'").fetchone()
+    if version is None:
+        missing.append(f"CREATE EXTENSION pg_cron; (as a superuser, in database {cron.info.dbname!r})")
+        return missing
+    if not cron.execute("SELECT has_schema_privilege('cron', 'USAGE')").fetchone()[0]:
+        missing.append(f"GRANT USAGE ON SCHEMA cron TO {role};")
+        return missing
+    if cron is not conn:
+        for function in (SCHEDULE_IN_DATABASE, ALTER_JOB):
+            if not cron.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (function,)).fetchone()[0]:
+                missing.append(f"GRANT EXECUTE ON FUNCTION {function} TO {role};")
+        if not cron.execute("SELECT has_database_privilege(%s, 'CONNECT')", (conn.info.dbname,)).fetchone()[0]:
+            missing.append(f"GRANT CONNECT ON DATABASE {sql.Identifier(conn.info.dbname).as_string(conn)} TO {role};")
+        missing += filter(None, [_schema_grant(cron, spec.schema, role)])
+    return missing
+
+
+def _schedule(cron: psycopg.Connection, job: str, schedule: str, command: str, database: str) -> int:
+    """Schedule ``job`` as the current user (in place when it exists), to run in ``database``."""
+    if database == cron.info.dbname:
+        return cron.execute("SELECT cron.schedule(%s, %s, %s)", (job, schedule, command)).fetchone()[0]
+    existing = cron.execute(
         "SELECT jobid FROM cron.job WHERE jobname = %s AND username = current_user", (job,)
     ).fetchone()
     if existing:
-        conn.execute("SELECT cron.alter_job(%s, %s, %s, %s)", (existing[0], schedule, command, database))
+        cron.execute("SELECT cron.alter_job(%s, %s, %s, %s)", (existing[0], schedule, command, database))
         return existing[0]
-    return conn.execute(
+    return cron.execute(
         "SELECT cron.schedule_in_database(%s, %s, %s, %s)", (job, schedule, command, database)
     ).fetchone()[0]
 
 
+def _own_schema(conn: psycopg.Connection, spec: PurgeSpec) -> bool:
+    """Create the cleanup's schema (marked as ours) when missing; whether it was created."""
+    if conn.execute("SELECT to_regnamespace(quote_ident(%s)) IS NOT NULL", (spec.schema,)).fetchone()[0]:
+        return False
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(spec.schema)))
+    conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(spec.schema), sql.Literal(CREATED_BY)))
+    return True
+
+
+LOG_COLUMNS = (
+    "finished_at timestamptz",
+    "cutoff text",
+    "expired_rows bigint",
+    "examined_rows bigint",
+    "rows_deleted bigint NOT NULL DEFAULT 0",
+    "rows_skipped bigint NOT NULL DEFAULT 0",
+    "batches integer NOT NULL DEFAULT 0",
+    "out_of_time boolean NOT NULL DEFAULT false",
+    "refused text",
+)
+
+
+def _log_tables(conn: psycopg.Connection, spec: PurgeSpec) -> None:
+    """<job>_log (a row per run, written when it starts) and <job>_batches (a row per committed
+    batch); an older log table gains the new columns."""
+    log = spec.ident("_log")
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (run_id bigserial PRIMARY KEY, started_at timestamptz NOT NULL)").format(
+            log
+        )
+    )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} {}").format(
+            log, sql.SQL(", ").join(sql.SQL("ADD COLUMN IF NOT EXISTS " + column) for column in LOG_COLUMNS)
+        )
+    )
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN finished_at DROP NOT NULL").format(log))
+    for column in ("rows_deleted", "batches", "out_of_time"):  # older tables: NOT NULL without a default
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                log, sql.Identifier(column), sql.SQL("false" if column == "out_of_time" else "0")
+            )
+        )
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (run_id bigint NOT NULL REFERENCES {} ON DELETE CASCADE, "
+            "batch integer NOT NULL, logged_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+            "rows_deleted bigint NOT NULL, rows_skipped bigint NOT NULL, PRIMARY KEY (run_id, batch))"
+        ).format(spec.ident("_batches"), log)
+    )
+
+
+def _check_extra_column(conn: psycopg.Connection, spec: PurgeSpec) -> None:
+    if spec.extra_column is None:
+        return
+    found = conn.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {} AND attname = %s AND attnum > 0 "
+            "AND NOT attisdropped)"
+        ).format(_table_oid(spec)),
+        (spec.extra_column,),
+    ).fetchone()[0]
+    if not found:
+        raise CleanupError(f"extra_column: no column {spec.extra_column!r} in table {spec.table_schema}.{spec.table}")
+
+
 def provision(connector: Connector, spec: PurgeSpec) -> dict[str, Any]:
-    """Create or update everything the cleanup needs; idempotent. Returns what it found and made."""
-    with connector.connect() as conn:
+    """Create or update everything the cleanup needs, all or nothing; idempotent.
+
+    Everything is checked first (pg_cron loaded, columns, every grant), then created in one
+    transaction when the table lives in pg_cron's database, else in one transaction per database,
+    committed back to back (the table's first): a failure before the commits leaves nothing behind,
+    and a create that fails after the first commit is undone. The optional index comes last
+    (CREATE INDEX CONCURRENTLY cannot run in a transaction). Returns what it found and made."""
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(connector.connect())
         cron_database = pg_cron_database(conn)
         kind = column_kind(conn, spec)
-        schema_existed = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (spec.schema,)
-        ).fetchone()[0]
-        with conn.transaction():
-            if not schema_existed:
-                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(spec.schema)))
-                conn.execute(
-                    sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(spec.schema), sql.Literal(CREATED_BY))
-                )
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (run_id bigserial PRIMARY KEY, started_at timestamptz NOT NULL, "
-                    "finished_at timestamptz NOT NULL, rows_deleted bigint NOT NULL, batches integer NOT NULL, "
-                    "out_of_time boolean NOT NULL)"
-                ).format(spec.ident("_log"))
-            )
-            conn.execute(procedure(spec, kind))
-            conn.execute(status_view(spec, kind))
-        index_created = False
-        if spec.create_index and not _has_index(conn, spec):
-            conn.execute(
-                sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({}) WHERE {} IS NOT NULL").format(
-                    sql.Identifier(spec.index_name),
-                    spec.target,
-                    sql.Identifier(spec.expiry_column),
-                    sql.Identifier(spec.expiry_column),
-                )
-            )
-            conn.execute(
-                sql.SQL("COMMENT ON INDEX {} IS {}").format(
-                    sql.Identifier(spec.table_schema, spec.index_name), sql.Literal(CREATED_BY)
-                )
-            )
-            index_created = True
-        indexed = _has_index(conn, spec)
-    command = connector_command(spec)
-    history = sql.SQL("DELETE FROM cron.job_run_details WHERE end_time < now() - make_interval(days => {})").format(
-        sql.Literal(spec.history_days)
-    )
-    with connector.connect(cron_database) as cron:
-        cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
-        job_id = _schedule(cron, spec.job_name, spec.schedule, command, connector.database, cron_database)
-        history_id = _schedule(
-            cron, spec.history_job, spec.history_schedule, history.as_string(cron), cron_database, cron_database
-        )
-        if not cron.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (spec.schema,)).fetchone()[
-            0
-        ]:
-            cron.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(spec.schema)))
+        _check_extra_column(conn, spec)
+        same = cron_database == connector.database
+        cron = conn if same else stack.enter_context(connector.connect(cron_database))
+        missing = missing_grants(conn, cron, spec)
+        if missing:
+            raise CleanupError(f"missing grants for role {conn.info.user!r}: " + " ".join(missing))
+        existed = cron.execute("SELECT to_regclass('cron.job') IS NOT NULL").fetchone()[0] and bool(
             cron.execute(
-                sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(spec.schema), sql.Literal(CREATED_BY))
-            )
-        cron.execute(runs_view(spec))
+                "SELECT 1 FROM cron.job WHERE jobname = %s AND username = current_user", (spec.job_name,)
+            ).fetchone()
+        )
+        command = spec.command.as_string(conn)
+        history = sql.SQL("DELETE FROM cron.job_run_details WHERE end_time < now() - make_interval(days => {})").format(
+            sql.Literal(spec.history_days)
+        )
+        committed = False
+        try:
+            with contextlib.nullcontext() if same else cron.transaction():
+                with conn.transaction():
+                    cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+                    created_schema = _own_schema(conn, spec)
+                    _log_tables(conn, spec)
+                    conn.execute(procedure(spec, kind))
+                    conn.execute(status_view(spec, kind))
+                    job_id = _schedule(cron, spec.job_name, spec.schedule, command, connector.database)
+                    history_id = _schedule(
+                        cron, spec.history_job, spec.history_schedule, history.as_string(cron), cron_database
+                    )
+                    if not same:
+                        _own_schema(cron, spec)
+                    cron.execute(runs_view(spec))
+                committed = True
+            index_created = _create_index(conn, spec)
+        except Exception:
+            if committed and not existed:
+                with contextlib.suppress(Exception):
+                    unprovision(connector, spec)
+            raise
+        indexed = _has_index(conn, spec)
     return {
         "cron_database": cron_database,
         "column_kind": kind,
         "job_id": job_id,
         "history_job_id": history_id,
-        "created_schema": not schema_existed,
+        "created_schema": created_schema,
         "created_index": index_created,
         "expiry_column_indexed": indexed,
     }
 
 
-def connector_command(spec: PurgeSpec) -> str:
-    """The command pg_cron runs: CALL of the procedure (identifiers quoted by psycopg)."""
-    return spec.command.as_string(None)
+def _create_index(conn: psycopg.Connection, spec: PurgeSpec) -> bool:
+    """CREATE INDEX CONCURRENTLY on the expiry column when asked and none leads with it; whether it did."""
+    if not spec.create_index or _has_index(conn, spec):
+        return False
+    index = sql.Identifier(spec.table_schema, spec.index_name)
+    conn.execute(
+        sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({}) WHERE {} IS NOT NULL").format(
+            sql.Identifier(spec.index_name),
+            spec.target,
+            sql.Identifier(spec.expiry_column),
+            sql.Identifier(spec.expiry_column),
+        )
+    )
+    conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(index, sql.Literal(CREATED_BY)))
+    return True
 
 
 def unprovision(connector: Connector, spec: PurgeSpec) -> None:
@@ -422,7 +673,7 @@ def unprovision(connector: Connector, spec: PurgeSpec) -> None:
     with connector.connect() as conn:
         conn.execute(sql.SQL("DROP PROCEDURE IF EXISTS {}(integer, integer)").format(spec.ident()))
         conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(spec.ident("_status")))
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(spec.ident("_log")))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(spec.ident("_batches"), spec.ident("_log")))
         index = sql.Identifier(spec.table_schema, spec.index_name)
         ours = conn.execute(
             "SELECT obj_description(to_regclass(%s), 'pg_class') = %s", (index.as_string(conn), CREATED_BY)
@@ -442,12 +693,82 @@ def _drop_schema_if_ours(conn: psycopg.Connection, spec: PurgeSpec) -> None:
             conn.execute(sql.SQL("DROP SCHEMA {} RESTRICT").format(sql.Identifier(spec.schema)))
 
 
+def _key_columns(conn: psycopg.Connection, spec: PurgeSpec) -> list[str]:
+    """The table's primary key columns, in key order; ctid when it has none."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY (i.indkey) WHERE i.indrelid = {} AND i.indisprimary "
+            "ORDER BY array_position(i.indkey::int2[], a.attnum)"
+        ).format(_table_oid(spec))
+    ).fetchall()
+    return [row[0] for row in rows] or ["ctid"]
+
+
+@dataclass
+class Plan:
+    """What a run at ``cutoff`` deletes: the rows in scope expired before it (``expired_rows``; a
+    sample of their primary keys, oldest first), and the breaker's decision on them."""
+
+    cutoff: str
+    expired_rows: int
+    examined_rows: int
+    refused: str | None
+    key_columns: list[str] = field(default_factory=list)
+    sample_keys: list[dict[str, str | None]] = field(default_factory=list)
+
+
+def _cutoff(conn: psycopg.Connection, kind: str) -> Any:
+    """The run's cutoff: the database's now, read once."""
+    return conn.execute(sql.SQL("SELECT {}").format(_now(kind))).fetchone()[0]
+
+
+def _plan(conn: psycopg.Connection, spec: PurgeSpec, at: Any, sample_size: int) -> Plan:
+    cutoff = sql.Literal(at)
+    expired, examined, refused = conn.execute(plan_counts(spec, cutoff)).fetchone()
+    plan = Plan(str(at), expired, examined, refused)
+    if sample_size:
+        plan.key_columns = _key_columns(conn, spec)
+        keys = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(column)) for column in plan.key_columns)
+        rows = conn.execute(
+            sql.SQL("SELECT {keys} FROM {target} WHERE {condition} ORDER BY {col}, {keys} LIMIT {limit}").format(
+                keys=keys,
+                target=spec.target,
+                condition=expired_condition(spec, cutoff),
+                col=sql.Identifier(spec.expiry_column),
+                limit=sql.Literal(sample_size),
+            )
+        ).fetchall()
+        plan.sample_keys = [dict(zip(plan.key_columns, row, strict=True)) for row in rows]
+    return plan
+
+
+def plan(conn: psycopg.Connection, spec: PurgeSpec, sample_size: int = DEFAULT_SAMPLE_SIZE) -> Plan:
+    """The dry run: what a purge now would delete (count, a sample of keys) and whether the breaker
+    would refuse it. Deletes nothing; a purge on the same rows deletes exactly these."""
+    return _plan(conn, spec, _cutoff(conn, column_kind(conn, spec)), sample_size)
+
+
 @dataclass
 class PurgeResult:
+    plan: Plan
     rows_deleted: int = 0
+    rows_skipped: int = 0
     batches: int = 0
     out_of_time: bool = False
     stopped_early: bool = False
+
+
+@contextlib.contextmanager
+def run_lock(conn: psycopg.Connection, spec: PurgeSpec) -> Iterator[None]:
+    """The advisory lock of the cleanup's runs, held for the whole run: runs never overlap."""
+    if not conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(spec.lock_key)).fetchone()[0]:
+        raise CleanupError(f"another run of {spec.job_name} is in progress (it holds the advisory lock); nothing done")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute(sql.SQL("SELECT pg_advisory_unlock({})").format(spec.lock_key))
 
 
 def purge(
@@ -456,26 +777,33 @@ def purge(
     should_stop: Callable[[], bool] = lambda: False,
     on_batch: Callable[[int], None] | None = None,
 ) -> PurgeResult:
-    """The same batched purge from a client (Lambda, CLI): a commit after every batch, stopping when
-    nothing is left, at ``max_runtime_seconds``, or when ``should_stop`` says so."""
+    """The procedure's run from a client (Lambda, CLI; ``conn`` in autocommit): under the same lock,
+    with the same cutoff fixed at the start and the same breaker (a refused run deletes nothing and
+    says why in ``result.plan.refused``), then batches of rows expired before the cutoff, a commit
+    after each, until none is left, at ``max_runtime_seconds``, or when ``should_stop`` says so."""
     kind = column_kind(conn, spec)
-    statement = batch_delete(spec, kind, sql.Literal(spec.batch_size))
-    result, started = PurgeResult(), time.monotonic()
-    while True:
-        with conn.transaction():
-            deleted = conn.execute(statement).rowcount
-        result.rows_deleted += deleted
-        result.batches += 1
-        if on_batch:
-            on_batch(deleted)
-        if deleted < spec.batch_size:
+    with run_lock(conn, spec):
+        at = _cutoff(conn, kind)
+        result, started = PurgeResult(_plan(conn, spec, at, 0)), time.monotonic()
+        if result.plan.refused:
             return result
-        if time.monotonic() - started > spec.max_runtime_seconds:
-            result.out_of_time = True
-            return result
-        if should_stop():
-            result.stopped_early = True
-            return result
+        statement = batch_delete(spec, sql.Literal(at), sql.Literal(spec.batch_size))
+        while True:
+            with conn.transaction():
+                picked, deleted = conn.execute(statement).fetchone()
+            result.rows_deleted += deleted
+            result.rows_skipped += picked - deleted
+            result.batches += 1
+            if on_batch:
+                on_batch(deleted)
+            if picked < spec.batch_size:
+                return result
+            if time.monotonic() - started > spec.max_runtime_seconds:
+                result.out_of_time = True
+                return result
+            if should_stop():
+                result.stopped_early = True
+                return result
 
 
 def _one_row(cursor: psycopg.Cursor) -> dict[str, Any]:
@@ -500,14 +828,20 @@ def cron_health(cron: psycopg.Connection, job_name: str, since_seconds: int) -> 
     return {"failed_runs": row[0], "last_success_age_seconds": row[1], "job_scheduled": bool(row[2])}
 
 
-def purged_since(conn: psycopg.Connection, spec: PurgeSpec, since_seconds: int) -> int:
-    """Rows the procedure deleted in runs that finished in the last ``since_seconds``."""
+def logged_since(conn: psycopg.Connection, spec: PurgeSpec, since_seconds: int) -> dict[str, int]:
+    """From the procedure's log over the last ``since_seconds``: rows deleted by committed batches
+    (a run killed mid-way included) and runs the breaker refused."""
     row = conn.execute(
         sql.SQL(
-            "SELECT coalesce(sum(rows_deleted), 0) FROM {} WHERE finished_at > now() - make_interval(secs => {})"
-        ).format(spec.ident("_log"), sql.Literal(since_seconds))
+            "SELECT (SELECT coalesce(sum(rows_deleted), 0) FROM {batches} WHERE logged_at > now() - {window}), "
+            "(SELECT count(*) FROM {log} WHERE refused IS NOT NULL AND started_at > now() - {window})"
+        ).format(
+            batches=spec.ident("_batches"),
+            log=spec.ident("_log"),
+            window=sql.SQL("make_interval(secs => {})").format(sql.Literal(since_seconds)),
+        )
     ).fetchone()
-    return int(row[0])
+    return {"rows_purged": int(row[0]), "refused_runs": int(row[1])}
 
 
 def table_status(conn: psycopg.Connection, spec: PurgeSpec, job_name: str | None) -> dict[str, Any]:

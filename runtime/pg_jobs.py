@@ -3,6 +3,7 @@ guide's "Option 3") and the monitor that catches a pg_cron job that fails or sil
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
@@ -16,11 +17,11 @@ from runtime.pg_cleanup import (
     Connector,
     PurgeSpec,
     cron_health,
+    logged_since,
     pg_cron_database,
+    plan,
     purge,
-    purged_since,
     status,
-    table_status,
 )
 from runtime.run_control import Tally
 
@@ -58,8 +59,15 @@ def connector(secrets: Any, settings: Postgres) -> Connector:
 
 
 def purge_spec(job: Job) -> PurgeSpec:
+    """The job's purge, with the job's breaker settings."""
     assert job.purge is not None
-    settings = {"job_name": job.name, **job.purge, "table": job.table}
+    breaker = {
+        "breaker_max_share": job.breaker.max_share,
+        "breaker_max_count": job.breaker.max_count,
+        "breaker_ignore_below": job.breaker.ignore_below,
+        "allow_mass_deletion": job.breaker.allow_mass_deletion,
+    }
+    settings = {"job_name": job.name, **job.purge, **breaker, "table": job.table}
     try:
         return PurgeSpec.from_dict(settings)
     except CleanupError as error:
@@ -72,17 +80,29 @@ def purge_work(clients: ClientFactory) -> Work:
         spec = purge_spec(job)
         with connector(clients("secretsmanager"), job.postgres).connect() as conn:
             if job.dry_run:
-                waiting = table_status(conn, spec, None)["expired_rows"]
-                return {"dry_run_expired_rows": waiting, m.ROWS_PURGED: 0}
-            result = purge(conn, spec, should_stop)
-        if result.stopped_early:
-            tally.add("stopped_early")
-        return {
-            "rows_deleted": result.rows_deleted,
-            "batches": result.batches,
-            "out_of_time": result.out_of_time,
-            m.ROWS_PURGED: result.rows_deleted,
+                the_plan = plan(conn, spec, job.plan_sample_size)
+                result = None
+            else:
+                result = purge(conn, spec, should_stop)
+                the_plan = result.plan
+        if the_plan.refused:
+            tally.add("mass_deletion_refused")
+            tally.error("breaker", RuntimeError(the_plan.refused))
+        details: dict[str, Any] = {
+            "plan": asdict(the_plan),
+            m.MASS_DELETION_REFUSED: int(the_plan.refused is not None),
+            m.ROWS_PURGED: result.rows_deleted if result else 0,
         }
+        if result is not None:
+            if result.stopped_early:
+                tally.add("stopped_early")
+            details.update(
+                rows_deleted=result.rows_deleted,
+                rows_skipped=result.rows_skipped,
+                batches=result.batches,
+                out_of_time=result.out_of_time,
+            )
+        return details
 
     return work
 
@@ -95,7 +115,7 @@ def monitor_work(clients: ClientFactory) -> Work:
         database = connector(clients("secretsmanager"), job.postgres)
         with database.connect() as conn:
             row = status(conn, spec)
-            purged = purged_since(conn, spec, lookback)
+            logged = logged_since(conn, spec, lookback)
             cron_database = pg_cron_database(conn)
         with database.connect(cron_database) as cron:
             health = cron_health(cron, spec.job_name, lookback)
@@ -105,7 +125,8 @@ def monitor_work(clients: ClientFactory) -> Work:
             "job_scheduled": health["job_scheduled"],
             m.EXPIRED_BACKLOG: row["expired_rows"],
             m.OLDEST_EXPIRED_AGE_SECONDS: row["oldest_expired_age_seconds"],
-            m.ROWS_PURGED: purged,
+            m.ROWS_PURGED: logged["rows_purged"],
+            m.MASS_DELETION_REFUSED: logged["refused_runs"],
             m.PG_CRON_FAILED_RUNS: health["failed_runs"],
         }
         if health["last_success_age_seconds"] is not None:  # never succeeded: no figure, the alarm sees missing data

@@ -144,7 +144,10 @@ def test_postgres_status_and_sweep(pg_table):
     assert found["oldest_expired_age_seconds"] >= 140 and found["expiry_column_indexed"] is False
     dry = cli("sweep", *target, "--dry-run", "--json")
     assert dry.returncode == 0 and json.loads(dry.stdout)["expired_rows"] == 40
-    swept = cli("sweep", *target, "--yes", "--batch-size", "15", "--json", "--progress")
+    assert json.loads(dry.stdout)["refused"].startswith("mass-deletion breaker: 40 of 42 rows examined")
+    refused = cli("sweep", *target, "--yes", "--json")
+    assert refused.returncode == 2 and "nothing was deleted" in refused.stderr
+    swept = cli("sweep", *target, "--yes", "--allow-mass-deletion", "--batch-size", "15", "--json", "--progress")
     assert swept.returncode == 0, swept.stderr
     assert json.loads(swept.stdout) == {"rows_deleted": 40, "batches": 3, "out_of_time": False}
     assert "rows deleted 40" in swept.stderr

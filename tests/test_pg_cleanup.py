@@ -8,7 +8,18 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from runtime.pg_cleanup import CleanupError, Connector, PurgeSpec, provision, purge, status, unprovision
+from runtime.pg_cleanup import (
+    CleanupError,
+    Connector,
+    PurgeSpec,
+    check_cron,
+    logged_since,
+    plan,
+    provision,
+    purge,
+    status,
+    unprovision,
+)
 
 EXPIRY_TYPES = {
     "bigint": ("now() - interval '1 hour'", "now() + interval '1 hour'", "extract(epoch from {})::bigint"),
@@ -62,14 +73,19 @@ def count(conn, where: str = "TRUE", table: str = "attributes") -> int:
 @pytest.mark.parametrize("column_type", list(EXPIRY_TYPES))
 def test_procedure_deletes_only_expired_rows_for_each_column_type(postgres, database, column_type):
     with postgres.connect(database) as conn:
-        make_table(conn, column_type, expired=50, live=20, permanent=5)
+        make_table(conn, column_type, expired=50, live=60, permanent=5)
         state = provision(connector(postgres, database), spec())
         assert state["column_kind"] == {"bigint": "epoch", "integer": "epoch"}.get(column_type, column_type)
         conn.execute('CALL expiry."purge-attributes"()')
-        assert count(conn) == 25
+        assert count(conn) == 65
         assert count(conn, "ttl_timestamp IS NULL") == 5  # NULL never expires
-        log = conn.execute('SELECT rows_deleted, batches, out_of_time FROM expiry."purge-attributes_log"').fetchall()
-        assert log == [(50, 8, False)]  # 7 full batches of 7, then one of 1: a commit after each
+        log = conn.execute(
+            "SELECT expired_rows, examined_rows, rows_deleted, batches, out_of_time, refused, finished_at IS NOT NULL "
+            'FROM expiry."purge-attributes_log"'
+        ).fetchall()
+        assert log == [(50, 101, 50, 8, False, None, True)]  # examined: counted as far as 50 / 0.5 + 1
+        batches = conn.execute('SELECT batch, rows_deleted FROM expiry."purge-attributes_batches" ORDER BY batch')
+        assert batches.fetchall() == [(n, 7) for n in range(1, 8)] + [(8, 1)]  # a row per committed batch
 
 
 def test_extra_condition_limits_the_purge(postgres, database):
@@ -91,25 +107,91 @@ def test_status_view_numbers(postgres, database):
         assert row["oldest_expired"] is not None
 
 
+def blocked_on_a_lock(postgres, database: str, application: str) -> None:
+    """Wait until the session named ``application`` waits for a row lock (guards a hang, not a timing)."""
+    deadline = time.monotonic() + 30
+    with postgres.connect(database) as watcher:
+        while time.monotonic() < deadline:
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+                (application,),
+            ).fetchone()[0]
+            if waiting:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"{application} never waited for the renewal's row lock")
+
+
+def in_background(target) -> tuple[threading.Thread, list]:
+    """Run ``target`` in a thread; the list receives its result or its exception."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(target())
+        except Exception as error:  # noqa: BLE001 - handed to the test
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def named(postgres, database: str, application: str) -> psycopg.Connection:
+    return psycopg.connect(postgres.dsn(database) + f" application_name={application}", autocommit=True)
+
+
 def test_row_renewed_while_the_purge_runs_is_kept(postgres, database):
+    """The application renews row 5 and has not committed when the procedure reaches it: the DELETE
+    waits for the renewal (no row locks taken before it), re-checks expiry on the renewed row and
+    keeps it; every other expired row goes."""
     with postgres.connect(database) as conn:
-        make_table(conn, "bigint", expired=30, live=0, permanent=0)
+        make_table(conn, "bigint", expired=30, live=40, permanent=0)
         provision(connector(postgres, database), spec())
     renewer = postgres.connect(database, autocommit=False)
-    # The application renews row 5 and has not committed yet when the purge runs: the purge skips the
-    # locked row instead of waiting; after the commit the row is live.
     renewer.execute("UPDATE attributes SET ttl_timestamp = extract(epoch from now())::bigint + 3600 WHERE id = 5")
-    with postgres.connect(database) as conn:
-        conn.execute("SET lock_timeout = '5s'")  # waiting on the renewal would fail the test, not hang it
-        conn.execute('CALL expiry."purge-attributes"()')
-        renewer.commit()
-        assert [r[0] for r in conn.execute("SELECT id FROM attributes").fetchall()] == [5]
+
+    def call() -> None:
+        with named(postgres, database, "procedure") as conn:
+            conn.execute('CALL expiry."purge-attributes"()')
+
+    thread, outcome = in_background(call)
+    blocked_on_a_lock(postgres, database, "procedure")
+    renewer.commit()
     renewer.close()
+    thread.join(60)
+    assert outcome == [None]
+    with postgres.connect(database) as conn:
+        assert count(conn, "id <= 30") == 1 and count(conn, "id = 5") == 1 and count(conn) == 41
+        skipped = conn.execute('SELECT rows_deleted, rows_skipped FROM expiry."purge-attributes_log"').fetchone()
+        assert skipped == (29, 1)  # counts are of effects: 29 deleted, the renewed row counted as skipped
+
+
+def test_client_purge_keeps_a_row_being_renewed(postgres, database):
+    """The Lambda and CLI purge: the same wait and re-check as the procedure."""
+    with postgres.connect(database) as conn:
+        make_table(conn, "timestamptz", expired=12, live=20, permanent=0)
+    renewer = postgres.connect(database, autocommit=False)
+    renewer.execute("UPDATE attributes SET ttl_timestamp = now() + interval '1 day' WHERE id = 3")
+
+    def run():
+        with named(postgres, database, "client") as conn:
+            return purge(conn, spec(batch_size=5))
+
+    thread, outcome = in_background(run)
+    blocked_on_a_lock(postgres, database, "client")
+    renewer.commit()
+    renewer.close()
+    thread.join(60)
+    result = outcome[0]
+    assert (result.rows_deleted, result.rows_skipped) == (11, 1)
+    with postgres.connect(database) as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM attributes WHERE id <= 12").fetchall()] == [3]
 
 
 def test_client_purge_rechecks_expiry_when_it_deletes(postgres, database):
     with postgres.connect(database) as conn:
-        make_table(conn, "bigint", expired=20, live=0, permanent=0)
+        make_table(conn, "bigint", expired=20, live=30, permanent=0)
         provision(connector(postgres, database), spec())
     renewed = threading.Event()
 
@@ -117,42 +199,101 @@ def test_client_purge_rechecks_expiry_when_it_deletes(postgres, database):
         if not renewed.is_set():
             with postgres.connect(database) as other:
                 other.execute(
-                    "UPDATE attributes SET ttl_timestamp = extract(epoch from now())::bigint + 60 "
-                    "WHERE id = (SELECT max(id) FROM attributes)"
+                    "UPDATE attributes SET ttl_timestamp = extract(epoch from now())::bigint + 60 WHERE id = 20"
                 )
             renewed.set()
 
     with postgres.connect(database) as conn:
         result = purge(conn, spec(batch_size=5), on_batch=renew_after_first_batch)
-        assert result.rows_deleted == 19 and count(conn) == 1
+        assert result.rows_deleted == 19 and count(conn, "id <= 20") == 1 and count(conn, "id = 20") == 1
+
+
+def slow_deletes(conn) -> None:
+    conn.execute(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep(0.01); RETURN OLD; END$$"
+    )
+    conn.execute("CREATE TRIGGER slow BEFORE DELETE ON attributes FOR EACH ROW EXECUTE FUNCTION slow()")
 
 
 def test_runtime_limit_stops_the_procedure(postgres, database):
     with postgres.connect(database) as conn:
-        make_table(conn, "bigint", expired=400, live=0, permanent=0)
-        conn.execute(
-            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$BEGIN PERFORM pg_sleep(0.01); RETURN OLD; END$$"
-        )
-        conn.execute("CREATE TRIGGER slow BEFORE DELETE ON attributes FOR EACH ROW EXECUTE FUNCTION slow()")
+        make_table(conn, "bigint", expired=400, live=401, permanent=0)
+        slow_deletes(conn)
         provision(connector(postgres, database), spec(batch_size=10, max_runtime_seconds=1))
         conn.execute('CALL expiry."purge-attributes"()')
         rows, batches, out_of_time = conn.execute(
             'SELECT rows_deleted, batches, out_of_time FROM expiry."purge-attributes_log"'
         ).fetchone()
         assert out_of_time is True
-        assert rows == batches * 10 and 0 < rows < 400 and count(conn) == 400 - rows
+        assert rows == batches * 10 and 0 < rows < 400 and count(conn) == 801 - rows
+
+
+def test_a_purge_killed_mid_run_leaves_its_committed_batches_in_the_log(postgres, database):
+    with postgres.connect(database) as conn:
+        make_table(conn, "bigint", expired=400, live=401, permanent=0)
+        slow_deletes(conn)
+    provision(connector(postgres, database), spec(batch_size=10))
+
+    def call() -> None:
+        with named(postgres, database, "doomed") as conn:
+            conn.execute('CALL expiry."purge-attributes"()')
+
+    thread, outcome = in_background(call)
+    deadline = time.monotonic() + 30
+    with postgres.connect(database) as conn:
+        while conn.execute('SELECT count(*) FROM expiry."purge-attributes_batches"').fetchone()[0] < 3:
+            assert time.monotonic() < deadline, "the purge committed no batch"
+            time.sleep(0.05)
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'doomed'")
+        thread.join(30)
+        assert isinstance(outcome[0], psycopg.OperationalError)  # the backend was terminated
+        deleted = 801 - count(conn)
+        logged = conn.execute('SELECT sum(rows_deleted), count(*) FROM expiry."purge-attributes_batches"').fetchone()
+        assert logged == (deleted, deleted // 10) and 0 < deleted < 400
+        run = conn.execute('SELECT finished_at, expired_rows FROM expiry."purge-attributes_log"').fetchone()
+        assert run == (None, 400)  # the run's row shows it never finished
+        assert logged_since(conn, spec(batch_size=10), 3600)["rows_purged"] == deleted
+        conn.execute("DROP TRIGGER slow ON attributes")
+        conn.execute('CALL expiry."purge-attributes"()')  # the lock died with the backend: the next run goes on
+        assert count(conn) == 401
+
+
+def test_runs_never_overlap(postgres, database):
+    with postgres.connect(database) as conn:
+        make_table(conn, "bigint", expired=20, live=30, permanent=0)
+    provision(connector(postgres, database), spec())
+    renewer = postgres.connect(database, autocommit=False)
+    renewer.execute("UPDATE attributes SET ttl_timestamp = extract(epoch from now())::bigint + 3600 WHERE id = 5")
+
+    def call() -> None:
+        with named(postgres, database, "first") as conn:
+            conn.execute('CALL expiry."purge-attributes"()')
+
+    thread, outcome = in_background(call)
+    blocked_on_a_lock(postgres, database, "first")
+    with postgres.connect(database) as conn:
+        with pytest.raises(psycopg.errors.RaiseException, match="another run of purge-attributes is in progress"):
+            conn.execute('CALL expiry."purge-attributes"()')
+        with pytest.raises(CleanupError, match="another run of purge-attributes is in progress"):
+            purge(conn, spec())
+        assert conn.execute('SELECT count(*) FROM expiry."purge-attributes_log"').fetchone()[0] == 1
+    renewer.commit()
+    renewer.close()
+    thread.join(60)
+    assert outcome == [None]
+    with postgres.connect(database) as conn:
+        assert count(conn) == 31
 
 
 def test_client_purge_batches_and_limits(postgres, database):
     with postgres.connect(database) as conn:
-        make_table(conn, "timestamp", expired=23, live=2, permanent=1)
+        make_table(conn, "timestamp", expired=23, live=30, permanent=1)
         sizes: list[int] = []
         result = purge(conn, spec(batch_size=10), on_batch=sizes.append)
-        assert sizes == [10, 10, 3] and result.rows_deleted == 23 and count(conn) == 3
-        make_table(conn, "bigint", expired=30, live=0, permanent=0, name="more")
+        assert sizes == [10, 10, 3] and result.rows_deleted == 23 and count(conn) == 31
+        make_table(conn, "bigint", expired=30, live=31, permanent=0, name="more")
         stopped = purge(conn, spec(table="more", batch_size=10), should_stop=lambda: True)
-        assert stopped.stopped_early and stopped.rows_deleted == 10 and count(conn, table="more") == 20
+        assert stopped.stopped_early and stopped.rows_deleted == 10 and count(conn, table="more") == 51
 
 
 INJECTIONS = ['attr"; DROP TABLE victims; --', "it's", "with space", "semi;colon", 'quo"te']
@@ -188,6 +329,12 @@ def test_bad_specs_are_refused():
         spec(schedule="0 24 * * *")
     with pytest.raises(CleanupError, match="schedule: cron minute field 'x'"):
         spec(schedule="x * * * *")
+    with pytest.raises(CleanupError, match=r"schedule: cron minute field '\*/0': the step must be at least 1"):
+        spec(schedule="*/0 * * * *")
+    with pytest.raises(CleanupError, match="schedule: cron hour field '0/5': a /step needs \\* or a range"):
+        spec(schedule="0 0/5 * * *")
+    with pytest.raises(CleanupError, match="history_schedule: cron minute field '5-2': the range 5-2 runs backwards"):
+        spec(history_schedule="5-2 * * * *")
     with pytest.raises(CleanupError, match="batch_size: must be an integer in 1..1000000"):
         spec(batch_size=0)
     with pytest.raises(CleanupError, match="job_name: at most 48 bytes"):
@@ -272,7 +419,7 @@ def test_run_history_retention_job(postgres, database):
 def test_the_job_really_runs_from_pg_cron(postgres, database):
     """Waits for one pg_cron tick (at most about 70 s)."""
     with postgres.connect(database) as conn:
-        make_table(conn, "bigint", expired=40, live=2, permanent=1)
+        make_table(conn, "bigint", expired=40, live=50, permanent=1)
     state = provision(connector(postgres, database), spec(schedule="* * * * *"))
     deadline = time.monotonic() + 75
     with postgres.connect() as cron:
@@ -292,7 +439,7 @@ def test_the_job_really_runs_from_pg_cron(postgres, database):
         ).fetchone()[0]
         assert runs >= 1
     with postgres.connect(database) as conn:
-        assert count(conn) == 3
+        assert count(conn) == 51
     unprovision(connector(postgres, database), spec())
 
 
@@ -323,17 +470,128 @@ def test_a_schema_the_cleanup_did_not_create_is_kept(postgres, database):
         assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'purge-attributes'").fetchone()[0] == 0
 
 
-def test_client_purge_skips_a_row_being_renewed(postgres, database):
-    """The Lambda and CLI purge: a row the application is renewing (locked, not yet committed) is
-    skipped, not waited for, and survives once the renewal commits."""
+def keys(conn, where: str = "TRUE") -> set[str]:
+    return {str(r[0]) for r in conn.execute(f"SELECT id FROM attributes WHERE {where}").fetchall()}
+
+
+def test_the_breaker_refuses_a_mass_deletion_and_says_why(postgres, database):
     with postgres.connect(database) as conn:
-        make_table(conn, "timestamptz", expired=12, live=0, permanent=0)
-    renewer = postgres.connect(database, autocommit=False)
-    renewer.execute("UPDATE attributes SET ttl_timestamp = now() + interval '1 day' WHERE id = 3")
+        make_table(conn, "bigint", expired=60, live=40, permanent=0)
+    provision(connector(postgres, database), spec())
     with postgres.connect(database) as conn:
-        conn.execute("SET lock_timeout = '5s'")  # waiting on the renewal would fail the test, not hang it
-        result = purge(conn, spec(batch_size=5))
-        renewer.commit()
-        assert result.rows_deleted == 11
-        assert [r[0] for r in conn.execute("SELECT id FROM attributes").fetchall()] == [3]
-    renewer.close()
+        with pytest.raises(psycopg.errors.RaiseException, match="mass-deletion breaker: 60 of 100 rows examined"):
+            conn.execute('CALL expiry."purge-attributes"()')
+        assert count(conn) == 100  # nothing deleted
+        refused = conn.execute('SELECT refused, rows_deleted FROM expiry."purge-attributes_log"').fetchone()
+        assert "breaker_max_share 50%" in refused[0] and "allow_mass_deletion" in refused[0] and refused[1] == 0
+        assert logged_since(conn, spec(), 3600) == {"rows_purged": 0, "refused_runs": 1}
+        client = purge(conn, spec())
+        assert client.plan.refused and client.rows_deleted == 0 and count(conn) == 100
+    provision(connector(postgres, database), spec(breaker_max_share=0.7))  # a raised threshold lets it go on
+    with postgres.connect(database) as conn:
+        conn.execute('CALL expiry."purge-attributes"()')
+        assert count(conn) == 40
+
+
+def test_the_breaker_count_limit_and_the_explicit_override(postgres, database):
+    with postgres.connect(database) as conn:
+        make_table(conn, "bigint", expired=30, live=70, permanent=0)
+        refused = purge(conn, spec(breaker_max_count=29)).plan.refused
+        assert refused.startswith("mass-deletion breaker: 30 rows to delete, more than breaker_max_count 29")
+        assert count(conn) == 100
+        assert purge(conn, spec(breaker_max_count=30)).rows_deleted == 30
+        make_table(conn, "bigint", expired=30, live=0, permanent=0, name="all_expired")
+        assert purge(conn, spec(table="all_expired")).plan.refused is not None
+        assert purge(conn, spec(table="all_expired", allow_mass_deletion=True)).rows_deleted == 30
+
+
+def test_small_runs_and_the_scope_of_the_breaker(postgres, database):
+    """A run of at most breaker_ignore_below rows is never refused; with extra_column the share is
+    of the rows in scope."""
+    with postgres.connect(database) as conn:
+        make_table(conn, "bigint", expired=8, live=0, permanent=0)
+        assert purge(conn, spec()).rows_deleted == 8
+        make_table(conn, "bigint", expired=40, live=100, permanent=0, name="scoped")
+        conn.execute("UPDATE scoped SET kind = 'b' WHERE id <= 30 OR id > 130")  # 30 expired, 10 live in scope
+        scoped = spec(table="scoped", extra_column="kind", extra_value="b")
+        result = purge(conn, scoped)
+        assert result.plan.refused and "30 of 40 rows examined" in result.plan.refused
+        assert count(conn, table="scoped") == 140
+
+
+def test_the_dry_run_is_the_plan_row_by_row(postgres, database):
+    with postgres.connect(database) as conn:
+        make_table(conn, "timestamptz", expired=37, live=50, permanent=4)
+        conn.execute("UPDATE attributes SET ttl_timestamp = ttl_timestamp - make_interval(secs => id)")
+        before = keys(conn)
+        dry = plan(conn, spec(), sample_size=1000)
+        assert count(conn) == 91  # the dry run deleted nothing
+        assert dry.refused is None and dry.expired_rows == 37 and dry.key_columns == ["id"]
+        assert [k["id"] for k in dry.sample_keys] == [str(i) for i in range(37, 0, -1)]  # oldest first
+        result = purge(conn, spec(batch_size=10))
+        assert before - keys(conn) == {k["id"] for k in dry.sample_keys}  # deleted exactly what it listed
+        assert result.rows_deleted == dry.expired_rows == 37
+        capped = plan(conn, spec(), sample_size=3)
+        assert capped.expired_rows == 0 and capped.sample_keys == []
+
+
+def test_the_procedure_deletes_what_the_dry_run_listed(postgres, database):
+    with postgres.connect(database) as conn:
+        make_table(conn, "bigint", expired=25, live=30, permanent=2)
+        provision(connector(postgres, database), spec())
+        dry = plan(conn, spec(), sample_size=5)
+        assert len(dry.sample_keys) == 5 and dry.expired_rows == 25  # a capped sample, the full count
+        listed = {k["id"] for k in plan(conn, spec(), sample_size=100).sample_keys}
+        before = keys(conn)
+        conn.execute('CALL expiry."purge-attributes"()')
+        assert before - keys(conn) == listed
+
+
+CRON_EXPRESSIONS = [
+    "*/0 * * * *",
+    "0 0/5 * * *",
+    "5/10 * * * *",
+    "1-5/0 * * * *",
+    "60 * * * *",
+    "0 24 * * *",
+    "0 0 0 * *",
+    "0 0 * 0 *",
+    "0 0 * * 8",
+    "-1 * * * *",
+    "0 0 L * *",
+    "*/5 * * * *",
+    "0-59/5 * * * *",
+    "0 3 * * *",
+    "1,2,3 * * * *",
+    "*/5,10 * * * *",
+    "0 0 1-31/2 * *",
+    "0 0 * * 0-7",
+    "*/60 * * * *",
+]
+
+
+def test_schedules_are_checked_the_way_pg_cron_parses_them(postgres):
+    """Whatever the check lets through, pg_cron 1.4 itself accepts (tried in a rolled-back transaction)."""
+    accepted = []
+    for expression in CRON_EXPRESSIONS:
+        try:
+            check_cron(expression)
+        except CleanupError:
+            continue
+        accepted.append(expression)
+        with postgres.connect() as cron:
+            cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+            with cron.transaction(force_rollback=True):
+                cron.execute("SELECT cron.schedule('probe', %s, 'SELECT 1')", (expression,))
+    assert "*/0 * * * *" not in accepted and "0 0/5 * * *" not in accepted and len(accepted) == 8
+
+
+def test_bad_breaker_settings_name_the_field():
+    with pytest.raises(CleanupError, match=r"breaker_max_share: must be a number in 0..1"):
+        spec(breaker_max_share=1.5)
+    with pytest.raises(CleanupError, match="breaker_max_count: must be a whole number of rows"):
+        spec(breaker_max_count=-1)
+    with pytest.raises(CleanupError, match="allow_mass_deletion: must be true or false"):
+        spec(allow_mass_deletion="yes")
+    with pytest.raises(CleanupError, match="breaker_ignore_below: must be an integer"):
+        spec(breaker_ignore_below=-1)

@@ -132,6 +132,11 @@ def test_provider_error_without_pg_cron_names_the_setting(pulumi_mocks, postgres
 BAD = [
     ({"schedule": "0 0 3 * * ?"}, "PgCronCleanup: schedule: pg_cron needs 5 fields"),
     ({"schedule": "@daily"}, "PgCronCleanup: schedule: pg_cron needs 5 fields"),
+    ({"schedule": "*/0 * * * *"}, "PgCronCleanup: schedule: cron minute field '*/0': the step must be at least 1"),
+    ({"schedule": "0 0/5 * * *"}, "PgCronCleanup: schedule: cron hour field '0/5': a /step needs * or a range"),
+    ({"breaker_max_share": 2}, "PgCronCleanup: breaker_max_share: must be a number in 0..1"),
+    ({"breaker_max_count": -5}, "PgCronCleanup: breaker_max_count: must be a whole number of rows"),
+    ({"allow_mass_deletion": "yes"}, "PgCronCleanup: allow_mass_deletion: must be true or false"),
     ({"batch_size": 0}, "PgCronCleanup: batch_size: must be an integer in 1..1000000"),
     ({"max_runtime_seconds": -1}, "PgCronCleanup: max_runtime_seconds: must be an integer"),
     ({"job_name": "x" * 60}, "PgCronCleanup: job_name: at most 48 bytes"),

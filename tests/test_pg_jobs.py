@@ -4,6 +4,7 @@ PostgreSQL, with the password from Secrets Manager in moto (in-process and moto_
 import io
 import json
 
+import psycopg
 import pytest
 from uploads_world import run
 
@@ -22,7 +23,10 @@ def app(postgres):
         conn.execute(
             "INSERT INTO attributes (ttl_timestamp) SELECT now() - interval '2 hours' FROM generate_series(1, 25)"
         )
-        conn.execute("INSERT INTO attributes (ttl_timestamp) VALUES (NULL), (now() + interval '1 day')")
+        conn.execute("INSERT INTO attributes (ttl_timestamp) VALUES (NULL)")
+        conn.execute(
+            "INSERT INTO attributes (ttl_timestamp) SELECT now() + interval '1 day' FROM generate_series(1, 30)"
+        )
     return name
 
 
@@ -61,23 +65,46 @@ def test_lambda_purge_deletes_expired_rows_in_batches(postgres, app, secret):
     aws, arn = secret
     result = run(pg_job("pg-purge", postgres, app, arn), purge_work(clients(aws)))
     assert result.summary["rows_deleted"] == 25 and result.summary["batches"] == 3
-    assert count(postgres, app) == 2
+    assert count(postgres, app) == 31
     assert result.emf[metrics.ROWS_PURGED] == 25 and result.emf[metrics.SWEEP_SUCCEEDED] == 1
+    assert result.emf[metrics.MASS_DELETION_REFUSED] == 0 and result.summary["plan"]["expired_rows"] == 25
     assert result.emf["Table"] == "attributes" and result.emf["Job"] == "purge-attributes"
 
 
-def test_lambda_purge_dry_run_deletes_nothing(postgres, app, secret):
+def test_lambda_purge_dry_run_lists_what_the_real_run_deletes(postgres, app, secret):
     aws, arn = secret
-    result = run(pg_job("pg-purge", postgres, app, arn, dry_run=True), purge_work(clients(aws)))
-    assert result.summary["dry_run_expired_rows"] == 25 and count(postgres, app) == 27
-    assert result.emf[metrics.ROWS_PURGED] == 0
+    dry = run(pg_job("pg-purge", postgres, app, arn, dry_run=True, plan_sample_size=100), purge_work(clients(aws)))
+    listed = {key["ctid"] for key in dry.summary["plan"]["sample_keys"]}
+    assert dry.summary["plan"]["expired_rows"] == len(listed) == 25 and count(postgres, app) == 56
+    assert dry.emf[metrics.ROWS_PURGED] == 0 and dry.summary["plan"]["key_columns"] == ["ctid"]
+    with postgres.connect(app) as conn:
+        before = {str(r[0]) for r in conn.execute("SELECT ctid FROM attributes").fetchall()}
+    real = run(pg_job("pg-purge", postgres, app, arn), purge_work(clients(aws)))
+    with postgres.connect(app) as conn:
+        after = {str(r[0]) for r in conn.execute("SELECT ctid FROM attributes").fetchall()}
+    assert before - after == listed and real.emf[metrics.ROWS_PURGED] == 25
+
+
+def test_lambda_purge_breaker_refuses_and_says_why(postgres, app, secret):
+    aws, arn = secret
+    with postgres.connect(app) as conn:
+        conn.execute("UPDATE attributes SET ttl_timestamp = now() - interval '1 hour' WHERE ttl_timestamp IS NOT NULL")
+    refused = run(pg_job("pg-purge", postgres, app, arn), purge_work(clients(aws)))
+    assert refused.emf[metrics.MASS_DELETION_REFUSED] == 1 and refused.emf[metrics.ROWS_PURGED] == 0
+    assert "mass-deletion breaker: 55 of 56 rows examined" in refused.summary["plan"]["refused"]
+    assert any(line.get("action") == "breaker" and "breaker_max_share" in line["error"] for line in refused.lines)
+    assert count(postgres, app) == 56
+    allowed = run(
+        pg_job("pg-purge", postgres, app, arn, breaker={"allow_mass_deletion": True}), purge_work(clients(aws))
+    )
+    assert allowed.emf[metrics.ROWS_PURGED] == 55 and count(postgres, app) == 1
 
 
 def test_lambda_purge_stops_at_the_deadline(postgres, app, secret):
     aws, arn = secret
-    result = run(pg_job("pg-purge", postgres, app, arn), purge_work(clients(aws)), stop_after=0)
+    result = run(pg_job("pg-purge", postgres, app, arn), purge_work(clients(aws)), stop_after=1)
     assert result.summary["stopped_early"] is True and result.summary["rows_deleted"] == 10
-    assert count(postgres, app) == 17
+    assert count(postgres, app) == 46
 
 
 def test_secret_without_password_fails_visibly(postgres, app, aws):
@@ -86,7 +113,7 @@ def test_secret_without_password_fails_visibly(postgres, app, aws):
     with pytest.raises(ValueError, match="postgres.secret_arn: the secret needs a password"):
         run_job(pg_job("pg-purge", postgres, app, arn), purge_work(clients(aws)), None, stream=stream)
     assert json.loads(stream.getvalue().splitlines()[0])[metrics.SWEEP_FAILED] == 1
-    assert count(postgres, app) == 27
+    assert count(postgres, app) == 56
 
 
 def test_monitor_reports_backlog_purges_failures_and_last_success(postgres, app, secret):
@@ -119,5 +146,14 @@ def test_monitor_reports_backlog_purges_failures_and_last_success(postgres, app,
         assert second.emf[metrics.PG_CRON_FAILED_RUNS] == 1
         assert 110 <= second.emf[metrics.PG_CRON_LAST_SUCCESS_AGE_SECONDS] <= 200
         assert second.summary["job_scheduled"] is True
+        assert second.emf[metrics.MASS_DELETION_REFUSED] == 0
+        with postgres.connect(app) as conn:
+            conn.execute(
+                "UPDATE attributes SET ttl_timestamp = now() - interval '1 hour' WHERE ttl_timestamp IS NOT NULL"
+            )
+            with pytest.raises(psycopg.errors.RaiseException, match="mass-deletion breaker"):
+                conn.execute('CALL expiry."purge-attributes"()')
+        third = run(pg_job("pg-monitor", postgres, app, arn), monitor_work(clients(aws)))
+        assert third.emf[metrics.MASS_DELETION_REFUSED] == 1 and third.emf[metrics.EXPIRED_BACKLOG] == 30
     finally:
         unprovision(connector, spec)

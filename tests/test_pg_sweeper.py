@@ -115,6 +115,10 @@ def test_shipped_purge_runs_with_the_layer(pulumi_mocks, postgres, moto_server, 
             "FROM generate_series(1, 12)"
         )
         conn.execute("INSERT INTO attributes (ttl_timestamp) VALUES (NULL)")
+        conn.execute(
+            "INSERT INTO attributes (ttl_timestamp) SELECT extract(epoch from now())::bigint + 3600 "
+            "FROM generate_series(1, 12)"
+        )
     with aws_backend("moto_server", moto_server) as aws:
         arn = aws.client("secretsmanager").create_secret(
             Name="db", SecretString=json.dumps({"username": "postgres", "password": "x"})
@@ -156,6 +160,6 @@ def test_shipped_purge_runs_with_the_layer(pulumi_mocks, postgres, moto_server, 
         )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.split("RESULT ", 1)[1])
-    assert summary["rows_deleted"] == 12 and summary["batches"] == 3
+    assert summary["rows_deleted"] == 12 and summary["batches"] == 3 and summary["plan"]["refused"] is None
     with postgres.connect(shipped) as conn:
-        assert conn.execute("SELECT count(*) FROM attributes").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM attributes").fetchone()[0] == 13
