@@ -1,9 +1,11 @@
 """PostgreSQL purge benchmark: 1,000,000 rows, 30 % expired, on a real PostgreSQL 15 with pg_cron.
 
 Compares the maintenance guide's single `DELETE ... WHERE expires < now()` with PgCronCleanup's
-batched procedure (5,000 rows a batch, a COMMIT after each), while a writer inserts and updates live
-rows, one transaction each. Prints a Markdown table: rows deleted per second, the longest single
-transaction of the purge (sampled from pg_stat_activity every 10 ms) and the writer's p50/p99 latency.
+batched procedure (5,000 rows a batch, a COMMIT after each) and with the same batches locking their
+rows first (`FOR UPDATE SKIP LOCKED`, what the procedure did before), while a writer inserts and
+updates live rows, one transaction each. Prints a Markdown table: rows deleted per second, WAL
+written, the longest single transaction of the purge (sampled from pg_stat_activity every 10 ms) and
+the writer's p50/p99 latency.
 Figures, not a test: run `make benchmark`.
 
     venv/bin/python benchmarks/pg_purge_benchmark.py [--rows 1000000] [--expired-share 0.3]
@@ -26,6 +28,18 @@ from postgres import PostgresServer  # noqa: E402
 from runtime.pg_cleanup import Connector, PurgeSpec, provision  # noqa: E402
 
 DATABASE = "bench"
+# The procedure's batches as they were before: rows locked first, then deleted if still expired.
+LOCKING_BATCHES = """DO $$
+DECLARE deleted bigint;
+BEGIN
+  LOOP
+    DELETE FROM sessions WHERE ctid = ANY (ARRAY(SELECT ctid FROM sessions WHERE expires_at < now()
+      ORDER BY expires_at LIMIT {batch} FOR UPDATE SKIP LOCKED)) AND expires_at < now();
+    GET DIAGNOSTICS deleted = ROW_COUNT;
+    COMMIT;
+    EXIT WHEN deleted < {batch};
+  END LOOP;
+END $$"""
 
 
 def fill(server: PostgresServer, rows: int, expired_share: float) -> None:
@@ -104,8 +118,11 @@ def measure(server: PostgresServer, name: str, statement: str, rows: int, expire
         time.sleep(0.5)  # the writer's latency before the purge is part of its sample too
         started = time.perf_counter()
         deleted_before = conn.execute("SELECT count(*) FROM sessions WHERE expires_at < now()").fetchone()[0]
+        conn.execute("CHECKPOINT")  # every variant starts right after one: the same full-page images to write
+        wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
         conn.execute(statement)
         seconds = time.perf_counter() - started
+        wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (wal_before,)).fetchone()[0]
         left = conn.execute("SELECT count(*) FROM sessions WHERE expires_at < now()").fetchone()[0]
         time.sleep(0.5)
     for thread in (writer, sampler):
@@ -117,6 +134,7 @@ def measure(server: PostgresServer, name: str, statement: str, rows: int, expire
         "deleted": deleted_before - left,
         "seconds": seconds,
         "rate": (deleted_before - left) / seconds,
+        "wal_mb": float(wal) / 1e6,
         "longest": sampler.longest,
         "p50": statistics.median(latencies),
         "p99": latencies[int(len(latencies) * 0.99) - 1],
@@ -140,6 +158,7 @@ def main() -> None:
             expiry_column="expires_at",
             batch_size=args.batch_size,
             max_runtime_seconds=3600,
+            allow_mass_deletion=True,  # the benchmark's purge is the mass deletion it measures
         )
         provision(Connector(server.dsn(DATABASE), DATABASE), spec)
         results = [
@@ -157,6 +176,13 @@ def main() -> None:
                 args.rows,
                 args.expired_share,
             ),
+            measure(
+                server,
+                "Same batches with FOR UPDATE SKIP LOCKED",
+                LOCKING_BATCHES.format(batch=args.batch_size),
+                args.rows,
+                args.expired_share,
+            ),
         ]
     finally:
         server.stop()
@@ -165,13 +191,14 @@ def main() -> None:
         f"(fsync, synchronous_commit) on this machine (2 cores), one concurrent writer\n"
     )
     print(
-        "| variant | rows deleted | seconds | rows/s | longest transaction (s) | writer p50 (ms) | "
+        "| variant | rows deleted | seconds | rows/s | WAL (MB) | longest transaction (s) | writer p50 (ms) | "
         "writer p99 (ms) | writer transactions |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
-            f"| {r['variant']} | {r['deleted']:,} | {r['seconds']:.1f} | {r['rate']:,.0f} | {r['longest']:.2f} "
+            f"| {r['variant']} | {r['deleted']:,} | {r['seconds']:.1f} | {r['rate']:,.0f} | {r['wal_mb']:,.0f} "
+            f"| {r['longest']:.2f} "
             f"| {r['p50']:.2f} | {r['p99']:.2f} | {r['writes']:,} |"
         )
 

@@ -117,3 +117,33 @@ class PostgresServer:
             capture_output=True,
         )
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def purge_role_grants(role: str, database: str, table: str = "attributes") -> list[tuple[str, str]]:
+    """The README's grants for a non-superuser that provisions and runs a purge of ``table`` in
+    ``database`` with pg_cron in `postgres`: (database to run it in, statement)."""
+    return [
+        ("postgres", f'GRANT pg_read_all_settings TO "{role}"'),
+        ("postgres", f'GRANT USAGE ON SCHEMA cron TO "{role}"'),
+        (
+            "postgres",
+            f'GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text,text,text,text,text,boolean) TO "{role}"',
+        ),
+        ("postgres", f'GRANT EXECUTE ON FUNCTION cron.alter_job(bigint,text,text,text,text,boolean) TO "{role}"'),
+        ("postgres", f'GRANT CREATE ON DATABASE postgres TO "{role}"'),
+        (database, f'GRANT CREATE ON DATABASE "{database}" TO "{role}"'),
+        (database, f'GRANT SELECT, DELETE ON "{table}" TO "{role}"'),
+    ]
+
+
+def create_purge_role(server: PostgresServer, role: str, database: str, skip: str | None = None) -> str:
+    """A LOGIN role (no superuser) with the README's grants, but for any containing ``skip``;
+    returns its connection string to ``database``."""
+    with server.connect() as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        conn.execute(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER')
+    for where, statement in purge_role_grants(role, database):
+        if skip is None or skip not in statement:
+            with server.connect(where) as conn:
+                conn.execute(statement)
+    return f"host=127.0.0.1 port={server.port} dbname={database} user={role}"

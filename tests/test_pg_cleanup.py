@@ -1,11 +1,13 @@
 """runtime/pg_cleanup.py on a real PostgreSQL 15 with pg_cron: provisioning, the batched purge for
 each kind of expiry column, renewals, limits, injection attempts, pg_cron itself and the views."""
 
+import itertools
 import threading
 import time
 
 import psycopg
 import pytest
+from postgres import create_purge_role
 from psycopg import sql
 
 from runtime.pg_cleanup import (
@@ -595,3 +597,92 @@ def test_bad_breaker_settings_name_the_field():
         spec(allow_mass_deletion="yes")
     with pytest.raises(CleanupError, match="breaker_ignore_below: must be an integer"):
         spec(breaker_ignore_below=-1)
+
+
+ROLES = itertools.count()
+
+
+def test_a_least_privilege_role_provisions_and_runs_the_purge(postgres, database):
+    """No superuser: the README's grants only (pg_cron 1.4, the table outside pg_cron's database)."""
+    role = f"expiry_{next(ROLES)}"
+    with postgres.connect(database) as conn:
+        make_table(conn, "bigint", expired=20, live=30, permanent=2)
+    dsn = create_purge_role(postgres, role, database)
+    least = Connector(dsn, database)
+    lp = spec(schema=f"{role}_objects")
+    state = provision(least, lp)
+    provision(least, spec(schema=f"{role}_objects", schedule="5 4 * * *", batch_size=9))  # update in place
+    with postgres.connect() as cron:
+        job = cron.execute(
+            "SELECT jobid, username, database, schedule FROM cron.job WHERE jobid = %s", (state["job_id"],)
+        )
+        assert job.fetchone() == (state["job_id"], role, database, "5 4 * * *")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+        conn.execute(spec(schema=f"{role}_objects").command)
+        assert count(conn) == 32
+    unprovision(least, lp)
+
+
+@pytest.mark.parametrize(
+    ("skip", "named"),
+    [
+        ("pg_read_all_settings", "GRANT pg_read_all_settings TO"),
+        ("USAGE ON SCHEMA cron", "GRANT USAGE ON SCHEMA cron TO"),
+        ("schedule_in_database", "GRANT EXECUTE ON FUNCTION cron.schedule_in_database("),
+        ("alter_job", "GRANT EXECUTE ON FUNCTION cron.alter_job("),
+        ("DATABASE postgres", 'GRANT CREATE ON DATABASE "postgres" TO'),
+        ('CREATE ON DATABASE "app', "GRANT CREATE ON DATABASE"),
+        ("SELECT, DELETE", 'GRANT DELETE ON "public"."attributes" TO'),
+    ],
+)
+def test_a_missing_grant_is_named_before_anything_is_created(postgres, database, skip, named):
+    role = f"expiry_{next(ROLES)}"
+    with postgres.connect(database) as conn:
+        make_table(conn, "bigint", expired=5, live=5, permanent=0)
+    dsn = create_purge_role(postgres, role, database, skip=skip)
+    if skip == "SELECT, DELETE":
+        with postgres.connect(database) as conn:
+            conn.execute(f'GRANT SELECT ON attributes TO "{role}"')  # SELECT alone: DELETE is what is missing
+    with pytest.raises(CleanupError) as error:
+        provision(Connector(dsn, database), spec(schema=f"{role}_objects"))
+    assert named in str(error.value) and role in str(error.value)
+    with postgres.connect(database) as conn:
+        assert conn.execute("SELECT to_regnamespace(%s) IS NULL", (f"{role}_objects",)).fetchone()[0]
+    with postgres.connect() as cron:
+        assert cron.execute("SELECT count(*) FROM cron.job WHERE username = %s", (role,)).fetchone()[0] == 0
+
+
+def test_a_failed_create_leaves_nothing_behind(postgres, database):
+    with postgres.connect(database) as conn:
+        make_table(conn, "bigint", expired=5, live=5, permanent=0)
+    with postgres.connect() as cron:  # an object in the way of the runs view, in pg_cron's database
+        cron.execute("CREATE SCHEMA IF NOT EXISTS in_the_way")
+        cron.execute('CREATE TABLE IF NOT EXISTS in_the_way."purge-attributes_runs" (x int)')
+    with pytest.raises(psycopg.errors.WrongObjectType):
+        provision(connector(postgres, database), spec(schema="in_the_way"))
+    with postgres.connect(database) as conn:
+        assert conn.execute("SELECT to_regnamespace('in_the_way') IS NULL").fetchone()[0]
+    with postgres.connect() as cron:
+        assert cron.execute("SELECT count(*) FROM cron.job WHERE jobname LIKE 'purge-attributes%'").fetchone()[0] == 0
+        cron.execute("DROP SCHEMA in_the_way CASCADE")
+
+
+def test_a_failed_update_changes_nothing(postgres, database):
+    with postgres.connect(database) as conn:
+        make_table(conn, "bigint", expired=5, live=5, permanent=0)
+    provision(connector(postgres, database), spec())
+    with postgres.connect(database) as conn:  # someone replaced the status view with a table
+        conn.execute('DROP VIEW expiry."purge-attributes_status"')
+        conn.execute('CREATE TABLE expiry."purge-attributes_status" (x int)')
+    with pytest.raises(psycopg.errors.WrongObjectType):
+        provision(connector(postgres, database), spec(schedule="30 4 * * *", batch_size=99))
+    with postgres.connect() as cron:
+        assert cron.execute("SELECT schedule FROM cron.job WHERE jobname = 'purge-attributes'").fetchone() == (
+            "0 3 * * *",
+        )
+    with postgres.connect(database) as conn:
+        arguments = conn.execute("SELECT pg_get_function_arguments('expiry.\"purge-attributes\"'::regproc)").fetchone()
+        assert "DEFAULT 7" in arguments[0] and "DEFAULT 99" not in arguments[0]
+        conn.execute('DROP TABLE expiry."purge-attributes_status"')
+    unprovision(connector(postgres, database), spec())
