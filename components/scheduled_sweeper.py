@@ -109,17 +109,32 @@ class BreakerArgs(TypedDict):
     """Let a refused plan go on (default false); set it for one deployment, then remove it."""
 
 
-class ReferencesArgs(TypedDict):
-    """Items pointing at an item, in this or another table, that no longer exists."""
+class IndexLayoutArgs(TypedDict):
+    """One index: its entries' range-key prefix and the key of the item each entry points at."""
 
-    select_attribute: str
-    """Attribute selecting the referencing items."""
-    reference_attribute: str
-    """Attribute holding the referenced item's hash key."""
-    target_key_attribute: str
-    """Hash key attribute of the referenced table."""
-    select_prefix: NotRequired[str]
-    """Select items whose `select_attribute` begins with this (default: items that have it)."""
+    range_prefix: str
+    """Range-key prefix of the entries (e.g. _access_token_index:); the rest is the {token}."""
+    target: list[str]
+    """The target's hash key and range key as templates of {owner} and {token}
+    (e.g. ["{owner}", "mcp_tokens:{token}"])."""
+
+
+class ReferencesArgs(TypedDict):
+    """Index entries under one hash key value whose target item no longer exists."""
+
+    hash_value: str
+    """Hash key value of the entries (ActingWeb: _actingweb_oauth2)."""
+    indexes: list[IndexLayoutArgs]
+    """The indexes: range-key prefix and target key templates."""
+    owner_attribute: str
+    """Entry attribute naming the owner (ActingWeb: data)."""
+    owner_format: NotRequired[str]
+    """text (default) or json (a JSON-encoded string, as ActingWeb writes it)."""
+    grace_seconds: NotRequired[int]
+    """An entry meant to outlive its target by this much is left to TTL once its target's time is
+    up (ActingWeb's INDEX_TTL_BUFFER: 7200; default 0)."""
+    target_key_attributes: NotRequired[list[str]]
+    """Key attributes of the target table (default: this table's)."""
     target_table_name: NotRequired[pulumi.Input[str]]
     """Referenced table (default: the same table)."""
     target_table_arn: NotRequired[pulumi.Input[str]]

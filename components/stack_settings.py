@@ -68,6 +68,7 @@ class StackSettings:
     stuck_upload_seconds: int
     orphan_age_seconds: int
     uploads_layout: UploadsLayout
+    actingweb_db_prefix: str
     breaker_max_share: float
     allow_mass_deletion: bool
     oldest_expired_hours: int
@@ -108,6 +109,13 @@ class _Reader:
             raise SettingError(f"{self.key(name)}: needs a group named id, e.g. (?P<id>[^/.]+), got {value!r}")
         if not value.startswith("^" + re.escape(prefix)) and not value.startswith("^" + prefix):
             raise SettingError(f"{self.key(name)}: must start with ^ and the object prefix {prefix!r}, got {value!r}")
+        return value
+
+    def db_prefix(self, name: str) -> str:
+        """A DynamoDB table-name prefix: the table `<prefix>_attributes` must be a valid name."""
+        value = self.text(name)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,244}", value):
+            raise SettingError(f"{self.key(name)}: letters, digits, '_', '-' and '.' only (up to 244), got {value!r}")
         return value
 
     def one_of(self, name: str, allowed: tuple[str, ...]) -> str:
@@ -231,6 +239,7 @@ def read_settings(config: pulumi.Config) -> StackSettings:
         stuck_upload_seconds=r.integer("stuckUploadSeconds", 60, 7 * 86400),
         orphan_age_seconds=r.integer("orphanAgeSeconds", 3600, 365 * 86400),
         uploads_layout=uploads_layout(r),
+        actingweb_db_prefix=r.db_prefix("actingwebDbPrefix"),
         breaker_max_share=r.percent("breakerMaxSharePercent"),
         allow_mass_deletion=r.boolean("allowMassDeletion"),
         oldest_expired_hours=r.integer("oldestExpiredAlarmHours", 1, 24 * 30),

@@ -55,9 +55,9 @@ def function_policy(job: Job, arns: Arns, object_prefix: str) -> dict[str, Any]:
         if job.orphaned_objects:
             table_actions.add("dynamodb:BatchGetItem")
     if job.kind == KIND_ORPHANED_REFERENCES:
-        table_actions |= {"dynamodb:Scan", "dynamodb:DeleteItem"}
+        table_actions |= {"dynamodb:Query", "dynamodb:DeleteItem"}
         target = arns.target_table or arns.table
-        statements.append(statement("ReferenceTargets", ["dynamodb:Query"], [str(target)]))
+        statements.append(statement("ReferenceTargets", ["dynamodb:GetItem"], [str(target)]))
     if table_actions and arns.table:
         statements.append(statement("Table", sorted(table_actions), [arns.table]))
     if job.postgres and arns.secret:

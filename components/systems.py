@@ -15,6 +15,22 @@ from components.ttl_table import TtlTable
 # Items of one random Scan segment checked per run for expired items the expiry index cannot see.
 UNINDEXED_CHECK_ITEMS = 10_000
 
+# ActingWeb's OAuth2 indexes (oauth2_server/token_manager.py, client_registry.py): entries under the
+# system actor whose `data` is the JSON-encoded actor id, each pointing at that actor's own item.
+# INDEX_TTL_BUFFER (constants.py): an entry outlives its token by two hours on purpose.
+ACTINGWEB_REFERENCES: dict[str, Any] = {
+    "hash_value": "_actingweb_oauth2",
+    "owner_attribute": "data",
+    "owner_format": "json",
+    "grace_seconds": 7200,
+    "indexes": [
+        {"range_prefix": "_auth_code_index:", "target": ["{owner}", "mcp_auth_codes:{token}"]},
+        {"range_prefix": "_access_token_index:", "target": ["{owner}", "mcp_tokens:{token}"]},
+        {"range_prefix": "_refresh_token_index:", "target": ["{owner}", "mcp_refresh_tokens:{token}"]},
+        {"range_prefix": "_client_index:", "target": ["{owner}", "mcp_clients:{token}"]},  # permanent: no TTL
+    ],
+}
+
 
 @dataclass
 class Built:
@@ -182,12 +198,14 @@ def job_claims(s: StackSettings, built: Built) -> None:
 
 
 def actingweb(s: StackSettings, built: Built) -> None:
-    """The maintenance guide: attributes, their orphaned index entries daily, and pg_cron when configured."""
+    """The maintenance guide: ActingWeb's own attributes table (`<AWS_DB_PREFIX>_attributes`), its
+    orphaned index entries daily, and pg_cron when configured."""
     table = _table(
         s,
         "attributes",
-        f"actingweb-attributes-{s.environment}",
+        f"{s.actingweb_db_prefix}_attributes",
         {"hash_key": "id", "range_key": "bucket_name", "ttl_attribute": "ttl_timestamp"},
+        writers_set_shard=False,
     )
     built.tables["attributes"] = table
     _sweeper(
@@ -198,12 +216,7 @@ def actingweb(s: StackSettings, built: Built) -> None:
             "kind": "orphaned-references",
             "schedule": s.actingweb_schedule,
             **table_target(table),
-            "references": {
-                "select_attribute": "bucket_name",
-                "select_prefix": "_index",
-                "reference_attribute": "actor_id",
-                "target_key_attribute": "id",
-            },
+            "references": ACTINGWEB_REFERENCES,
         },
     )
     if s.postgres is not None:

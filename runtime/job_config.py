@@ -98,13 +98,32 @@ class OrphanedObjects:
     id_pattern: re.Pattern[str]
 
 
+OWNER_FORMATS = ("json", "text")
+TEMPLATE_FIELDS = ("{owner}", "{token}")
+
+
+@dataclass(frozen=True)
+class IndexLayout:
+    """Entries whose range key starts with ``range_prefix``; the rest of it is the ``{token}``.
+    ``target`` is the key of the item an entry points at, as templates of ``{owner}`` and ``{token}``."""
+
+    range_prefix: str
+    target: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class References:
-    select_attribute: str
-    select_prefix: str | None
-    reference_attribute: str
+    """Index entries under one hash key value, each pointing at an item of ``target_table``. An entry
+    whose target is gone is an orphan, unless it is in its TTL grace: an entry meant to outlive its
+    target by ``grace_seconds`` (ttl - grace <= now) or already expired is left to TTL."""
+
+    hash_value: str
+    indexes: tuple[IndexLayout, ...]
+    owner_attribute: str
+    owner_format: str
+    grace_seconds: int
     target_table: str
-    target_key_attribute: str
+    target_key_attributes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -295,16 +314,60 @@ def _orphans(r: _Reader | None) -> OrphanedObjects | None:
     )
 
 
-def _references(r: _Reader | None, table: str) -> References | None:
+def _index_layout(r: _Reader, key_count: int) -> IndexLayout:
+    r.check_known({"range_prefix", "target"})
+    target = r.texts("target")
+    if len(target) != key_count:
+        r.fail("target", f"must give the target's {key_count} key part(s) as templates, got {list(target)}")
+    if not any(field in part for part in target for field in TEMPLATE_FIELDS):
+        r.fail("target", f"must use {{owner}} or {{token}} (the rest of the entry's range key), got {list(target)}")
+    for part in target:
+        try:
+            part.format(owner="o", token="t")
+        except (KeyError, IndexError, ValueError):
+            r.fail("target", f"templates may use only {{owner}} and {{token}}, got {part!r}")
+    return IndexLayout(range_prefix=r.text("range_prefix"), target=target)
+
+
+def _references(r: _Reader | None, table: str, key_attributes: tuple[str, ...]) -> References | None:
     if r is None:
         return None
-    r.check_known({"select_attribute", "select_prefix", "reference_attribute", "target_table", "target_key_attribute"})
+    r.check_known(
+        {
+            "hash_value",
+            "indexes",
+            "owner_attribute",
+            "owner_format",
+            "grace_seconds",
+            "target_table",
+            "target_key_attributes",
+        }
+    )
+    target_keys = r.texts("target_key_attributes") or key_attributes
+    if not 1 <= len(target_keys) <= 2:
+        r.fail("target_key_attributes", f"must name the target's hash key and optional range key, got {target_keys}")
+    key_count = len(target_keys)
+    raw_indexes = r.raw.get("indexes")
+    if not isinstance(raw_indexes, list) or not raw_indexes:
+        r.fail("indexes", f"must be a non-empty list of {{range_prefix, target}}, got {raw_indexes!r}")
+    indexes = tuple(
+        _index_layout(_Reader(raw, f"{r.path}.indexes[{i}]", r.source), key_count) for i, raw in enumerate(raw_indexes)
+    )
+    prefixes = [index.range_prefix for index in indexes]
+    for i, prefix in enumerate(prefixes):
+        if any(other != prefix and other.startswith(prefix) for other in prefixes) or prefixes.count(prefix) > 1:
+            r.fail(f"indexes[{i}].range_prefix", f"{prefix!r} overlaps another index's prefix")
+    owner_format = r.text("owner_format", "text")
+    if owner_format not in OWNER_FORMATS:
+        r.fail("owner_format", f"must be one of {', '.join(OWNER_FORMATS)}, got {owner_format!r}")
     return References(
-        select_attribute=r.text("select_attribute"),
-        select_prefix=r.text("select_prefix", required=False),
-        reference_attribute=r.text("reference_attribute"),
+        hash_value=r.text("hash_value"),
+        indexes=indexes,
+        owner_attribute=r.text("owner_attribute"),
+        owner_format=owner_format,
+        grace_seconds=r.integer("grace_seconds", 0, 0, 366 * 86400),
         target_table=r.text("target_table", table),
-        target_key_attribute=r.text("target_key_attribute"),
+        target_key_attributes=target_keys,
     )
 
 
@@ -393,7 +456,7 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         s3=_s3(r.section("s3")),
         stuck_uploads=_stuck(r.section("stuck_uploads"), ttl_attribute),
         orphaned_objects=_orphans(r.section("orphaned_objects")),
-        references=_references(r.section("references"), table),
+        references=_references(r.section("references"), table, key_attributes),
         hook=r.boolean("hook", False),
         breaker=_breaker(r.section("breaker")),
         plan_sample_size=r.integer("plan_sample_size", 20, 0, 1000),
@@ -418,6 +481,8 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         r.fail("orphaned_objects", "needs a table keyed by its hash key alone (the id taken from the object key)")
     if kind == KIND_ORPHANED_REFERENCES and job.references is None:
         r.fail("references", "is required for an orphaned-references job")
+    if kind == KIND_ORPHANED_REFERENCES and len(job.key_attributes) != 2:
+        r.fail("key_attributes", "an orphaned-references job reads index entries by hash key and range-key prefix")
     return job
 
 

@@ -16,7 +16,7 @@ from runtime.job_config import (
     job_from_environment,
 )
 from runtime.job_runner import Work, run_job
-from runtime.orphaned_references import sweep_references
+from runtime.orphaned_references import IndexSweeper
 from runtime.run_control import Deadline, Tally
 from runtime.sweep import Sweeper, load_hook
 from runtime.ttl_monitor import inspect_table
@@ -57,8 +57,7 @@ def sweep_work(clients: ClientFactory) -> Work:
 
 def references_work(clients: ClientFactory) -> Work:
     def work(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
-        sweep_references(clients("dynamodb"), job, tally, should_stop)
-        return {}
+        return IndexSweeper(job, clients("dynamodb"), now, should_stop, tally).run()
 
     return work
 

@@ -135,29 +135,41 @@ def test_shipped_sweep_handler_runs_against_moto_server(pulumi_mocks, tmp_path, 
 def test_shipped_handlers_of_other_kinds_run(pulumi_mocks, tmp_path, monkeypatch, moto_server, kind):
     from aws import aws_backend
 
-    extra = {}
+    extra: dict = {}
     if kind == "orphaned-references":
         extra = {
+            "key_attributes": ["uploadSessionId", "ref"],
             "references": {
-                "select_attribute": "uploadSessionId",
-                "select_prefix": "idx-",
-                "reference_attribute": "owner",
-                "target_key_attribute": "uploadSessionId",
-            }
+                "hash_value": "idx",
+                "owner_attribute": "owner",
+                "indexes": [{"range_prefix": "r:", "target": ["{owner}", "r:{token}"]}],
+            },
         }
     archive, function = built_archive(pulumi_mocks, tmp_path, monkeypatch, kind=kind, **extra)
     job = json.loads(function["environment"]["variables"]["EXPIRY_JOB"])
     with aws_backend("moto_server", moto_server) as aws:
-        create_table(aws.dynamodb)
-        put_session(aws.dynamodb, "old", 1_000_000_000)
-        aws.dynamodb.put_item(TableName=TABLE, Item={"uploadSessionId": {"S": "idx-1"}, "owner": {"S": "nobody"}})
+        if kind == "orphaned-references":
+            create_table(aws.dynamodb, range_key="ref")
+            for ref, owner in (("r:1", "nobody"), ("r:2", "someone")):
+                aws.dynamodb.put_item(
+                    TableName=TABLE,
+                    Item={"uploadSessionId": {"S": "idx"}, "ref": {"S": ref}, "owner": {"S": owner}},
+                )
+            aws.dynamodb.put_item(TableName=TABLE, Item={"uploadSessionId": {"S": "someone"}, "ref": {"S": "r:2"}})
+        else:
+            create_table(aws.dynamodb)
+            put_session(aws.dynamodb, "old", 1_000_000_000)
         result = run_from_archive(archive, tmp_path, function["handler"], job, moto_server.url)
         assert result.returncode == 0, result.stderr
         summary = json.loads(result.stdout.split("RESULT ", 1)[1])
         if kind == "ttl-monitor":
             assert summary["expired_backlog"] == 1 and summary["ttl_enabled"] is False
         else:
-            assert summary["counts"]["orphans_deleted"] == 1 and "idx-1" not in session_ids(aws.dynamodb)
+            assert summary["counts"]["orphans_deleted"] == 1
+            remaining = {
+                (i["uploadSessionId"]["S"], i["ref"]["S"]) for i in aws.dynamodb.scan(TableName=TABLE)["Items"]
+            }
+            assert remaining == {("idx", "r:2"), ("someone", "r:2")}
 
 
 def test_shipped_handler_refuses_bad_configuration_at_cold_start(pulumi_mocks, tmp_path, monkeypatch, moto_server):

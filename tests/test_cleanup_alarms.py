@@ -443,6 +443,8 @@ def test_every_alarmed_custom_metric_is_emitted_by_the_runtime(aws_in_process, p
     create_table(aws.dynamodb)
     aws.s3.create_bucket(Bucket=BUCKET)
     put_session(aws.dynamodb, "old", NOW - 10)
+    create_table(aws.dynamodb, name="refs", range_key="ref")
+    create_table(aws.dynamodb, name="owners", hash_key="id")
     clients = aws.client
     lines: list[dict] = []
     lines += run(sweep_job(name="upload-sweeper"), sweep_work(clients)).lines
@@ -463,12 +465,14 @@ def test_every_alarmed_custom_metric_is_emitted_by_the_runtime(aws_in_process, p
             {
                 "kind": "orphaned-references",
                 "name": "refs",
-                "table": TABLE,
-                "key_attributes": ["uploadSessionId"],
+                "table": "refs",
+                "key_attributes": ["uploadSessionId", "ref"],
                 "references": {
-                    "select_attribute": "uploadSessionId",
-                    "reference_attribute": "owner",
-                    "target_key_attribute": "uploadSessionId",
+                    "hash_value": "idx",
+                    "owner_attribute": "owner",
+                    "indexes": [{"range_prefix": "r:", "target": ["{owner}"]}],
+                    "target_table": "owners",
+                    "target_key_attributes": ["id"],
                 },
             }
         ),

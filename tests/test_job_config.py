@@ -10,6 +10,7 @@ from runtime.job_config import JobConfigError, job_from_environment, parse_job
 
 BASE = {"kind": "sweep", "name": "j", "table": "t", "key_attributes": ["id"]}
 S3 = {"bucket": "b", "key_attribute": "k"}
+REFS = {"hash_value": "h", "owner_attribute": "data", "indexes": [{"range_prefix": "a:", "target": ["{owner}"]}]}
 
 
 def test_defaults():
@@ -72,6 +73,63 @@ BAD = [
         "EXPIRY_JOB: expiry_index.shards: must be an integer in 1..100, got 0",
     ),
     ("[]", "EXPIRY_JOB: must be an object"),
+    ({**BASE, "breaker": {"max_share": 1.5}}, "EXPIRY_JOB: breaker.max_share: must be a number in 0.0..1.0"),
+    ({**BASE, "breaker": {"allow_mass_deletion": "yes"}}, "EXPIRY_JOB: breaker.allow_mass_deletion: must be true"),
+    ({**BASE, "kind": "ttl-monitor", "breaker": {}}, "EXPIRY_JOB: unknown settings ['breaker']"),
+    ({**BASE, "s3": {**S3, "keep_marker": "label"}}, "EXPIRY_JOB: s3.keep_marker: must be one of tag, none"),
+    (
+        {
+            **BASE,
+            "s3": {**S3, "status_attribute": "s", "keep_statuses": ["done"], "keep_marker": "none"},
+            "orphaned_objects": {"id_pattern": "(.*)"},
+        },
+        "EXPIRY_JOB: s3.keep_marker: must be tag when keep_statuses and orphaned_objects are both set",
+    ),
+    ({**BASE, "unindexed_check_items": 100}, "EXPIRY_JOB: unindexed_check_items: needs expiry_index"),
+    (
+        {**BASE, "kind": "orphaned-references", "references": {**REFS, "indexes": []}},
+        "EXPIRY_JOB: references.indexes: must be a non-empty list",
+    ),
+    (
+        {
+            **BASE,
+            "kind": "orphaned-references",
+            "references": {**REFS, "indexes": [{"range_prefix": "a:", "target": ["{owner}", "{token}"]}]},
+        },
+        "EXPIRY_JOB: references.indexes[0].target: must give the target's 1 key part(s)",
+    ),
+    (
+        {
+            **BASE,
+            "key_attributes": ["id", "r"],
+            "kind": "orphaned-references",
+            "references": {**REFS, "indexes": [{"range_prefix": "a:", "target": ["{owner}", "{x}"]}]},
+        },
+        "EXPIRY_JOB: references.indexes[0].target: templates may use only {owner} and {token}",
+    ),
+    (
+        {
+            **BASE,
+            "key_attributes": ["id", "r"],
+            "kind": "orphaned-references",
+            "references": {
+                **REFS,
+                "indexes": [
+                    {"range_prefix": "a:", "target": ["{owner}", "{token}"]},
+                    {"range_prefix": "a:b", "target": ["{owner}", "{token}"]},
+                ],
+            },
+        },
+        "EXPIRY_JOB: references.indexes[0].range_prefix: 'a:' overlaps another index's prefix",
+    ),
+    (
+        {**BASE, "kind": "orphaned-references", "references": {**REFS, "owner_format": "yaml"}},
+        "EXPIRY_JOB: references.owner_format: must be one of json, text",
+    ),
+    (
+        {**BASE, "kind": "orphaned-references", "references": REFS},
+        "EXPIRY_JOB: key_attributes: an orphaned-references job reads index entries by hash key and range-key prefix",
+    ),
 ]
 
 

@@ -83,101 +83,137 @@ def test_monitor_failure_is_visible(aws):
     assert emf[metrics.SWEEP_FAILED] == 1
 
 
-ATTRIBUTES = "attributes"
+ATTRIBUTES = "actingweb_dev_attributes"
+SYSTEM = "_actingweb_oauth2"
+# How ActingWeb's token manager writes: the token in the actor's bucket, then the index entry,
+# whose data is the JSON-encoded actor id and whose TTL is the token's plus INDEX_TTL_BUFFER.
+BUCKETS = {
+    "_auth_code_index": "mcp_auth_codes",
+    "_access_token_index": "mcp_tokens",
+    "_refresh_token_index": "mcp_refresh_tokens",
+    "_client_index": "mcp_clients",
+}
 
 
-def reference_job(**refs: Any):
-    raw = reference_job_raw()
-    return parse_job({**raw, "references": {**raw["references"], **refs}})
+def reference_job(**settings: Any):
+    from components.systems import ACTINGWEB_REFERENCES
+
+    return parse_job(
+        {
+            "kind": "orphaned-references",
+            "name": "attribute-index-cleanup",
+            "table": ATTRIBUTES,
+            "key_attributes": ["id", "bucket_name"],
+            "ttl_attribute": "ttl_timestamp",
+            "references": ACTINGWEB_REFERENCES,
+            **settings,
+        }
+    )
 
 
-def put_attribute(dynamodb: Any, id_: str, bucket: str, actor: str | None = None, table: str = ATTRIBUTES) -> None:
-    item = {"id": {"S": id_}, "bucket_name": {"S": bucket}}
-    if actor:
-        item["actor_id"] = {"S": actor}
-    dynamodb.put_item(TableName=table, Item=item)
+def put_attribute(dynamodb: Any, actor: str, bucket: str, name: str, data: Any, ttl: int | None) -> None:
+    item = {"id": {"S": actor}, "bucket_name": {"S": f"{bucket}:{name}"}, "data": {"S": json.dumps(data)}}
+    if ttl is not None:
+        item["ttl_timestamp"] = {"N": str(ttl)}
+    dynamodb.put_item(TableName=ATTRIBUTES, Item=item)
 
 
-def keys(dynamodb: Any, table: str = ATTRIBUTES) -> set[tuple[str, str]]:
-    return {(i["id"]["S"], i["bucket_name"]["S"]) for i in dynamodb.scan(TableName=table)["Items"]}
+def put_token(dynamodb: Any, index: str, actor: str, token: str, ttl: int | None, with_target: bool = True) -> None:
+    if with_target:
+        put_attribute(dynamodb, actor, BUCKETS[index], token, {"actor_id": actor}, ttl)
+    put_attribute(dynamodb, SYSTEM, index, token, actor, None if ttl is None else ttl + 7200)
+
+
+def keys(dynamodb: Any) -> set[tuple[str, str]]:
+    pages = dynamodb.get_paginator("scan").paginate(TableName=ATTRIBUTES)
+    return {(i["id"]["S"], i["bucket_name"]["S"]) for page in pages for i in page["Items"]}
 
 
 @pytest.fixture
 def attributes(aws):
     create_table(aws.dynamodb, name=ATTRIBUTES, hash_key="id", range_key="bucket_name")
-    put_attribute(aws.dynamodb, "actor-1", "profile")  # actor-1 exists
-    put_attribute(aws.dynamodb, "idx-a", "_index:email", actor="actor-1")
-    put_attribute(aws.dynamodb, "idx-b", "_index:email", actor="actor-gone")
-    put_attribute(aws.dynamodb, "idx-c", "_index:name", actor="actor-gone")
-    put_attribute(aws.dynamodb, "other", "settings", actor="actor-gone")  # not selected
+    db = aws.dynamodb
+    for i in range(6):  # live tokens of a live actor: every index entry stays
+        put_token(db, "_access_token_index", "actor-1", f"aw_live{i}", NOW + 3600)
+    put_token(db, "_refresh_token_index", "actor-1", "rt_live", NOW + 30 * 86400)
+    put_token(db, "_client_index", "actor-1", "mcp_client_live", None)
+    put_attribute(db, "actor-1", "_properties", "email", "a@example.com", None)
+    # Actor.delete() removed actor-2's buckets: its entries are orphans, TTL or not.
+    put_token(db, "_access_token_index", "actor-2", "aw_gone", NOW + 1800, with_target=False)
+    put_token(db, "_refresh_token_index", "actor-2", "rt_gone", NOW + 20 * 86400, with_target=False)
+    put_token(db, "_client_index", "actor-2", "mcp_client_gone", None, with_target=False)
+    # TTL removed a token that expired 30 minutes ago: its entry is in its grace, TTL's to remove.
+    put_token(db, "_auth_code_index", "actor-1", "ac_grace", NOW - 1800, with_target=False)
     return aws
 
 
-def test_orphaned_references_are_deleted(attributes):
+def test_orphaned_index_entries_of_actingweb_are_deleted_and_live_ones_kept(attributes):
+    before = keys(attributes.dynamodb)
     result = run(reference_job(), references_work(clients(attributes)))
-    assert keys(attributes.dynamodb) == {("actor-1", "profile"), ("idx-a", "_index:email"), ("other", "settings")}
-    assert result.counts["orphans_deleted"] == 2 and result.emf[metrics.ORPHANS_DELETED] == 2
+    gone = before - keys(attributes.dynamodb)
+    assert gone == {
+        (SYSTEM, "_access_token_index:aw_gone"),
+        (SYSTEM, "_refresh_token_index:rt_gone"),
+        (SYSTEM, "_client_index:mcp_client_gone"),
+    }
+    assert result.counts["orphans_deleted"] == 3 and result.emf[metrics.ORPHANS_DELETED] == 3
+    assert result.counts["entries_grace"] == 1 and result.counts["entries_target"] == 8
+    assert result.counts["read_calls"] == 4  # one Query per index, no Scan
+
+
+def test_an_entry_renewed_or_repointed_before_its_delete_is_kept(attributes):
+    from runtime.orphaned_references import IndexSweeper
+    from runtime.run_control import Tally
+
+    job, tally = reference_job(), Tally(io.StringIO())
+    sweeper = IndexSweeper(job, attributes.dynamodb, NOW, lambda: False, tally)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        plan = sweeper.plan(pool)
+    assert len(plan.orphans) == 3
+    put_token(attributes.dynamodb, "_access_token_index", "actor-3", "aw_gone", NOW + 3600)  # re-pointed
+    for entry in plan.orphans:
+        sweeper.delete(entry)
+    assert (SYSTEM, "_access_token_index:aw_gone") in keys(attributes.dynamodb)
+    assert tally.counts["items_skipped"] == 1 and tally.counts["orphans_deleted"] == 2
+
+
+def test_references_dry_run_is_the_plan(attributes):
+    before = keys(attributes.dynamodb)
+    dry = run(reference_job(dry_run=True), references_work(clients(attributes)))
+    assert keys(attributes.dynamodb) == before
+    planned = {(k["id"], k["bucket_name"]) for k in dry.summary["plan"]["sample"]["orphans_to_delete"]}
+    real = run(reference_job(), references_work(clients(attributes)))
+    assert before - keys(attributes.dynamodb) == planned and real.summary["plan"] == dry.summary["plan"]
+
+
+def test_a_wrong_target_template_finds_no_target_and_deletes_nothing(attributes):
+    from components.systems import ACTINGWEB_REFERENCES
+
+    wrong = {
+        **ACTINGWEB_REFERENCES,
+        "indexes": [{"range_prefix": "_access_token_index:", "target": ["{owner}", "tokens:{token}"]}],
+    }
+    before = keys(attributes.dynamodb)
+    result = run(reference_job(references=wrong), references_work(clients(attributes)))
+    assert keys(attributes.dynamodb) == before and result.emf[metrics.MASS_DELETION_REFUSED] == 1
+    assert any("no entry's target was found" in line.get("error", "") for line in result.lines)
 
 
 def test_references_into_another_table(aws):
     create_table(aws.dynamodb, name=ATTRIBUTES, hash_key="id", range_key="bucket_name")
-    create_table(aws.dynamodb, name="actors", hash_key="id")
-    aws.dynamodb.put_item(TableName="actors", Item={"id": {"S": "alive"}})
-    put_attribute(aws.dynamodb, "r1", "_index:x", actor="alive")
-    put_attribute(aws.dynamodb, "r2", "_index:x", actor="dead")
-    run(reference_job(target_table="actors"), references_work(clients(aws)))
-    assert keys(aws.dynamodb) == {("r1", "_index:x")}
-
-
-def test_reference_whose_target_reappears_before_delete_is_kept(attributes):
-    from runtime.orphaned_references import delete_orphaned, find_references
-    from runtime.run_control import Tally
-
-    job, tally = reference_job(), Tally(io.StringIO())
-    found = list(find_references(attributes.dynamodb, job, tally, lambda: False))
-    assert len(found) == 3
-    put_attribute(attributes.dynamodb, "actor-gone", "profile")  # the target is written again
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:
-        delete_orphaned(attributes.dynamodb, job, found, tally, pool)
-    assert ("idx-b", "_index:email") in keys(attributes.dynamodb)
-    assert tally.counts["orphans_deleted"] == 0
-
-
-def test_reference_changed_before_delete_is_kept(attributes):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from runtime.orphaned_references import delete_orphaned, find_references
-    from runtime.run_control import Tally
-
-    job, tally = reference_job(), Tally(io.StringIO())
-    found = list(find_references(attributes.dynamodb, job, tally, lambda: False))
-    put_attribute(attributes.dynamodb, "idx-b", "_index:email", actor="actor-1")  # re-pointed at a live actor
-    with ThreadPoolExecutor(2) as pool:
-        delete_orphaned(attributes.dynamodb, job, found, tally, pool)
-    assert ("idx-b", "_index:email") in keys(attributes.dynamodb)
-    assert tally.counts["items_skipped"] == 1 and tally.counts["orphans_deleted"] == 1
-
-
-def test_references_dry_run_writes_nothing(attributes):
-    before = keys(attributes.dynamodb)
-    job = parse_job({**reference_job_raw(), "dry_run": True})
-    result = run(job, references_work(clients(attributes)))
-    assert keys(attributes.dynamodb) == before
-    assert result.counts["orphans_to_delete"] == 2
-
-
-def reference_job_raw() -> dict[str, Any]:
-    return {
-        "kind": "orphaned-references",
-        "name": "attribute-index-cleanup",
-        "table": ATTRIBUTES,
-        "key_attributes": ["id", "bucket_name"],
-        "references": {
-            "select_attribute": "bucket_name",
-            "select_prefix": "_index:",
-            "reference_attribute": "actor_id",
-            "target_key_attribute": "id",
-        },
+    create_table(aws.dynamodb, name="sessions", hash_key="session")
+    aws.dynamodb.put_item(TableName="sessions", Item={"session": {"S": "s-alive"}})
+    put_attribute(aws.dynamodb, SYSTEM, "_session_index", "alive", "s-alive", None)
+    put_attribute(aws.dynamodb, SYSTEM, "_session_index", "dead", "s-dead", None)
+    references = {
+        "hash_value": SYSTEM,
+        "owner_attribute": "data",
+        "owner_format": "json",
+        "indexes": [{"range_prefix": "_session_index:", "target": ["{owner}"]}],
+        "target_table": "sessions",
+        "target_key_attributes": ["session"],
     }
+    run(reference_job(references=references), references_work(clients(aws)))
+    assert keys(aws.dynamodb) == {(SYSTEM, "_session_index:alive")}

@@ -218,10 +218,10 @@ def test_references_policy_reaches_the_target_table(pulumi_mocks):
             kind="orphaned-references",
             key_attributes=["id", "bucket_name"],
             references={
-                "select_attribute": "bucket_name",
-                "select_prefix": "_index:",
-                "reference_attribute": "actor",
-                "target_key_attribute": "id",
+                "hash_value": "_actingweb_oauth2",
+                "owner_attribute": "data",
+                "owner_format": "json",
+                "indexes": [{"range_prefix": "_access_token_index:", "target": ["{owner}", "mcp_tokens:{token}"]}],
                 "target_table_name": "actors",
                 "target_table_arn": target,
             },
@@ -229,7 +229,8 @@ def test_references_policy_reaches_the_target_table(pulumi_mocks):
     )
     found = statements(pulumi_mocks, "video-policy")
     assert found["ReferenceTargets"]["Resource"] == [target]
-    assert found["Table"]["Action"] == ["dynamodb:DeleteItem", "dynamodb:Scan"]
+    assert found["ReferenceTargets"]["Action"] == ["dynamodb:GetItem"]
+    assert found["Table"]["Action"] == ["dynamodb:DeleteItem", "dynamodb:Query"]  # no Scan
     assert pulumi_mocks.one(FUNCTION).inputs["handler"] == "runtime.handlers.orphaned_references.handler"
 
 

@@ -57,7 +57,7 @@ def test_dev_stack(pulumi_mocks):
         "upload-sessions-dev",
         "active-jobs-dev",
         "interruptions-dev",
-        "actingweb-attributes-dev",
+        "actingweb_dev_attributes",
     }
     checkpoints = tables["collections-checkpoints-dev"]
     assert (checkpoints["hashKey"], checkpoints["rangeKey"]) == ("thread_id", "checkpoint_id")
@@ -67,7 +67,7 @@ def test_dev_stack(pulumi_mocks):
     assert tables["upload-sessions-dev"]["hashKey"] == "uploadSessionId"
     assert not tables["upload-sessions-dev"].get("globalSecondaryIndexes")
     assert tables["active-jobs-dev"]["ttl"]["attributeName"] == "expiresAt"
-    assert tables["actingweb-attributes-dev"]["ttl"]["attributeName"] == "ttl_timestamp"
+    assert tables["actingweb_dev_attributes"]["ttl"]["attributeName"] == "ttl_timestamp"
     assert all(t["deletionProtectionEnabled"] is False for t in tables.values())
     assert all(t["tags"] == {"project": "expiry", "environment": "dev", "team": "platform"} for t in tables.values())
     found_jobs = jobs(pulumi_mocks)
@@ -203,6 +203,7 @@ def test_systems_can_be_turned_off(pulumi_mocks):
         ({"uploadsKeepMarker": "label"}, (), SettingError, "expiry:uploadsKeepMarker: must be one of tag, none"),
         ({"uploadsStuckStatus": "uploaded"}, (), SettingError, "expiry:uploadsStuckStatus: must differ"),
         ({"breakerMaxSharePercent": 150}, (), SettingError, "expiry:breakerMaxSharePercent: must be in 0..100"),
+        ({"actingwebDbPrefix": "my prefix"}, (), SettingError, "expiry:actingwebDbPrefix: letters, digits"),
     ],
 )
 def test_config_errors_name_the_key(pulumi_mocks, overrides, drop, error, message):
