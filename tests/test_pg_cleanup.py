@@ -658,13 +658,13 @@ def test_a_failed_create_leaves_nothing_behind(postgres, database):
         make_table(conn, "bigint", expired=5, live=5, permanent=0)
     with postgres.connect() as cron:  # an object in the way of the runs view, in pg_cron's database
         cron.execute("CREATE SCHEMA IF NOT EXISTS in_the_way")
-        cron.execute('CREATE TABLE IF NOT EXISTS in_the_way."purge-attributes_runs" (x int)')
+        cron.execute('CREATE TABLE IF NOT EXISTS in_the_way."in-the-way_runs" (x int)')
     with pytest.raises(psycopg.errors.WrongObjectType):
-        provision(connector(postgres, database), spec(schema="in_the_way"))
+        provision(connector(postgres, database), spec(job_name="in-the-way", schema="in_the_way"))
     with postgres.connect(database) as conn:
         assert conn.execute("SELECT to_regnamespace('in_the_way') IS NULL").fetchone()[0]
     with postgres.connect() as cron:
-        assert cron.execute("SELECT count(*) FROM cron.job WHERE jobname LIKE 'purge-attributes%'").fetchone()[0] == 0
+        assert cron.execute("SELECT count(*) FROM cron.job WHERE jobname LIKE 'in-the-way%'").fetchone()[0] == 0
         cron.execute("DROP SCHEMA in_the_way CASCADE")
 
 
