@@ -143,7 +143,7 @@ def run(job: Job, work: Work, stop_after: int | None = None, event: Any = None) 
             checks["n"] += 1
             if stop_after is None:
                 return 900_000
-            return max(0, 900_000 - 900_000 * checks["n"] // stop_after)
+            return max(0, 900_000 - 900_000 * checks["n"] // max(1, stop_after))
 
     summary = run_job(job, work, Context(), clock=lambda: NOW, stream=stream, event=event)
     return Run(summary, [json.loads(line) for line in stream.getvalue().splitlines()])
