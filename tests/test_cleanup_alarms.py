@@ -229,6 +229,18 @@ def test_every_alarm_is_defined_as_documented(pulumi_mocks):
     )
     check("attributes-pg-monitor-heartbeat", "Expiry", "SweepSucceeded", pg, "Sum", 3600, 2, 1, lt, "breaching")
     check(
+        "attributes-pg-monitor-mass-deletion-refused",
+        "Expiry",
+        "MassDeletionRefused",
+        pg,
+        "Maximum",
+        3600,
+        1,
+        1,
+        gte,
+        "notBreaching",
+    )
+    check(
         "attributes-pg-monitor-pg-failed-runs",
         "Expiry",
         "PgCronFailedRuns",
