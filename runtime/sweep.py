@@ -235,8 +235,12 @@ class Sweeper:
         upload_id = s3_cleanup.text_value(image, s3.upload_id_attribute)
         if key and upload_id:
             parts = s3_cleanup.upload_has_parts(self.s3, s3.bucket, key, upload_id)
-            if parts and self._is_stuck(image):
-                return Decision(image, mark_partial=True, object_key=key)
+            stuck = self.job.stuck_uploads
+            if parts and stuck and self._status(image) == stuck.status:
+                if self._is_stuck(image):
+                    return Decision(image, mark_partial=True, object_key=key)
+                self.tally.add("items_waiting_for_stuck_rule")  # parts arrived: judged once it is stuck
+                return Decision(image, object_key=key)
             decision.abort_upload = upload_id if parts is not None else None
         if key:
             decision.object_key = key

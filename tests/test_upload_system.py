@@ -40,6 +40,8 @@ def populate(world: World) -> dict[str, set[str]]:
         world.session(f"stuck-parts-{i}", NOW - 2 * HOUR, "created", multipart=True, parts=2, with_object=False)
         for i in range(2)
     }
+    # Expired half an hour ago with parts uploaded: not stuck yet, so neither aborted nor marked.
+    world.session("recent-parts", NOW - 30 * 60, "created", multipart=True, parts=1, with_object=False)
     orphans = {world.orphan(f"gone-{i}") for i in range(3)}
     world.s3.put_object(Bucket=world.bucket, Key="uploads/README.txt", Body=b"not an upload")
     return {
@@ -72,6 +74,7 @@ def test_nothing_live_is_deleted_and_finished_videos_outlive_their_sessions(
     assert ids(made["live"]) <= set(items)
     assert not ids(made["expired"] | made["empty"]) & set(items)
     assert {items[i]["status"]["S"] for i in ids(made["partial"])} == {"partial"}  # kept for a person
+    assert items["recent-parts"]["status"]["S"] == "created" and len(world.uploads()) == 5 + 2 + 1
     assert made["marked_now"] <= world.marked()  # expired ones and those expiring before the next run
     assert first.summary["counts"]["objects_deleted"] == 5 and first.emf[metrics.OBJECTS_DELETED] == 5
     assert first.emf[metrics.UPLOADS_ABORTED] == 3 and first.emf[metrics.ORPHANS_DELETED] == 3
