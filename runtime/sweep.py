@@ -193,7 +193,8 @@ class Sweeper:
 
     def _image(self, found: Item) -> Item | None:
         """The item with every attribute a decision needs (the hook gets it whole)."""
-        if all(name in found for name in self.read_attributes) and not self.hook and not self.job.expiry_index:
+        projected = not self.job.expiry_index or all(name in found for name in self.read_attributes)
+        if projected and not self.hook:  # a Scan projects every attribute read (absent ones are absent)
             return found
         names = {f"#p{i}": name for i, name in enumerate([*self.job.key_attributes, *self.read_attributes])}
         projection = {} if self.hook else {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
