@@ -24,10 +24,10 @@ def declared_settings() -> dict[str, dict[str, Any]]:
 
 
 def stack_config(stack: str, drop: tuple[str, ...] = (), **overrides: Any) -> dict[str, str]:
-    """Config for ``stack``; ``drop`` removes keys, ``overrides`` sets project keys."""
+    """Config for ``stack`` as the files on disk give it; ``drop`` removes keys, ``overrides`` sets
+    project keys as `pulumi config set` would. Nothing else is added: a value the files lack stays lacking."""
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
     values = {f"{project}:{key}": spec["default"] for key, spec in declared_settings().items() if "default" in spec}
-    values[f"{project}:postgresPassword"] = "s3cret-from-pulumi-config"  # `pulumi config set --secret` in real life
     stack_file = ROOT / f"Pulumi.{stack}.yaml"
     values.update(yaml.safe_load(stack_file.read_text()).get("config") or {})
     values.update({f"{project}:{key}": value for key, value in overrides.items()})
