@@ -2,8 +2,8 @@
 
 import pulumi
 
-from components.stack_settings import read_settings
-from components.systems import build
+from stack.settings import read_settings
+from stack.systems import build
 
 built = build(read_settings(pulumi.Config()))
 

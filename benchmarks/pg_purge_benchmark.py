@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import psycopg  # noqa: E402
 from postgres import PostgresServer  # noqa: E402
 
-from runtime.pg_cleanup import Connector, PurgeSpec, provision  # noqa: E402
+from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision  # noqa: E402
 
 DATABASE = "bench"
 # The procedure's batches as they were before: rows locked first, then deleted if still expired.

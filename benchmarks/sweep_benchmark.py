@@ -25,11 +25,11 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 import boto3
 from moto import mock_aws
 
-from runtime.aws_clients import client_config
-from runtime.job_config import parse_job
-from runtime.job_runner import run_job
-from runtime.jobs import sweep_work
-from runtime.ttl import expiry_shard
+from expiry.runtime.aws_clients import client_config
+from expiry.runtime.dynamodb.ttl import expiry_shard
+from expiry.runtime.handlers.work import sweep_work
+from expiry.runtime.jobs.config import parse_job
+from expiry.runtime.jobs.runner import run_job
 
 TABLE = "bench"
 SHARDS = 10

@@ -1,1 +1,1 @@
-"""Pulumi components of Expiry: TtlTable, ScheduledSweeper, PgCronCleanup."""
+"""Reusable Pulumi components: TtlTable, ScheduledSweeper, PgCronCleanup, CleanupAlarms (see expiry)."""

@@ -1,15 +1,15 @@
 """Which alarms a cleanup job needs: pure rules from a job's kind, schedule and timeout to alarm
-specifications. Metric names come from runtime/metrics.py; which job publishes which metric from
-runtime/job_runner.py. CleanupAlarms turns the specifications into CloudWatch alarms."""
+specifications. Metric names come from runtime/jobs/metrics.py; which job publishes which metric from
+runtime/jobs/runner.py. CleanupAlarms turns the specifications into CloudWatch alarms."""
 
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from components import validation as v
-from runtime import metrics as m
-from runtime.job_config import KIND_PG_MONITOR, KIND_TTL_MONITOR
-from runtime.job_runner import published_metrics
+from expiry.components import validation as v
+from expiry.runtime.jobs import metrics as m
+from expiry.runtime.jobs.config import KIND_PG_MONITOR, KIND_TTL_MONITOR
+from expiry.runtime.jobs.runner import published_metrics
 
 COMPONENT = "CleanupAlarms"
 MAX_WINDOW_SECONDS = 7 * 86400

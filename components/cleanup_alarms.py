@@ -6,13 +6,13 @@ from typing import Any, NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
-from components import alarm_rules as rules
-from components import validation as v
-from components.pg_cron_cleanup import PgCronCleanup
-from components.schedule import interval_seconds
-from components.scheduled_sweeper import ScheduledSweeper
-from components.ttl_table import TtlTable
-from runtime import metrics as m
+from expiry.components import alarm_rules as rules
+from expiry.components import validation as v
+from expiry.components.pg_cron_cleanup import PgCronCleanup
+from expiry.components.schedule import interval_seconds
+from expiry.components.scheduled_sweeper import ScheduledSweeper
+from expiry.components.ttl_table import TtlTable
+from expiry.runtime.jobs import metrics as m
 
 COMPONENT = rules.COMPONENT
 

@@ -1,5 +1,6 @@
-"""The Lambda archive: `runtime/` (sources only) and the application's hook module, zipped so that
-the same inputs always give the same bytes, so `pulumi up` shows no code change when none happened."""
+"""The Lambda archive: `expiry/__init__.py` and `expiry/runtime/` (sources only) and the application's
+hook module, zipped so that the same inputs always give the same bytes, so `pulumi up` shows no code
+change when none happened. Archives are written to the user's cache directory, never the working one."""
 
 import base64
 import hashlib
@@ -9,14 +10,25 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import runtime
-from components import validation as v
-from runtime.job_config import HOOK_MODULE
+import expiry
+import expiry.runtime
+from expiry.components import validation as v
+from expiry.runtime.jobs.config import HOOK_MODULE
 
-RUNTIME_DIR = Path(runtime.__file__).resolve().parent
+PACKAGE_INIT = Path(expiry.__file__).resolve()
+RUNTIME_DIR = Path(expiry.runtime.__file__).resolve().parent
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 SKIPPED_PARTS = {"__pycache__", "tests", "venv", ".venv"}
 BUILD_DIR_ENV = "EXPIRY_BUILD_DIR"
+
+
+def default_build_dir() -> Path:
+    """$EXPIRY_BUILD_DIR, else $XDG_CACHE_HOME/expiry, else ~/.cache/expiry. Archives are named by
+    their content hash, so one cache serves every project and stack of the user."""
+    if override := os.environ.get(BUILD_DIR_ENV):
+        return Path(override)
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "expiry"
 
 
 @dataclass(frozen=True)
@@ -36,8 +48,9 @@ def _sources(root: Path, prefix: str) -> list[tuple[str, Path]]:
 
 
 def bundle_files(hooks_path: str | None, component: str) -> list[tuple[str, Path]]:
-    """(archive name, source file) pairs: runtime/ and, when given, the hook module."""
-    files = _sources(RUNTIME_DIR, "runtime")
+    """(archive name, source file) pairs: expiry/__init__.py (imports nothing but the standard library
+    until a component is asked for), expiry/runtime/ and, when given, the hook module."""
+    files = [("expiry/__init__.py", PACKAGE_INIT), *_sources(RUNTIME_DIR, "expiry/runtime")]
     if hooks_path:
         hooks = Path(hooks_path)
         if hooks.is_file() and hooks.suffix == ".py":
@@ -62,11 +75,11 @@ def zip_bytes(files: list[tuple[str, Path]]) -> bytes:
 
 
 def build_bundle(hooks_path: str | None, component: str, build_dir: Path | None = None) -> Bundle:
-    """Write the archive, named by its content hash, under $EXPIRY_BUILD_DIR or ./.expiry-build."""
+    """Write the archive, named by its content hash, under ``build_dir`` or :func:`default_build_dir`."""
     files = bundle_files(hooks_path, component)
     data = zip_bytes(files)
     digest = hashlib.sha256(data).digest()
-    directory = build_dir or Path(os.environ.get(BUILD_DIR_ENV, Path.cwd() / ".expiry-build"))
+    directory = build_dir or default_build_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"lambda-{digest.hex()[:20]}.zip"
     if not path.exists():

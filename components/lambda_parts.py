@@ -7,8 +7,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.psycopg_layer import build_psycopg_layer
-from components.sweeper_policy import assume_role_policy
+from expiry.components.psycopg_layer import build_psycopg_layer
+from expiry.components.sweeper_policy import assume_role_policy
 
 VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 

@@ -7,18 +7,18 @@ import pulumi
 import pulumi.dynamic
 import pulumi_aws as aws
 
-from components import validation as v
-from components.lambda_bundle import Bundle, build_bundle
-from components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
-from components.pg_cron_provider import STATE_KEYS, PgCronCleanupProvider
-from components.sweeper_policy import statement
-from runtime.pg_cleanup import CleanupError, PurgeSpec
+from expiry.components import validation as v
+from expiry.components.lambda_bundle import Bundle, build_bundle
+from expiry.components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
+from expiry.components.pg_cron_provider import STATE_KEYS, PgCronCleanupProvider
+from expiry.components.sweeper_policy import statement
+from expiry.runtime.postgres.cleanup import CleanupError, PurgeSpec
 
 COMPONENT = "PgCronCleanup"
 SECRET_INPUTS = ["password", "dsn"]
 VPC_INPUTS = ("secret_arn", "subnet_ids", "security_group_ids")
 PROVISIONER_RUNTIME = "python3.13"
-PROVISION_HANDLER = "runtime.handlers.pg_provision.handler"
+PROVISION_HANDLER = "expiry.runtime.handlers.pg_provision.handler"
 
 
 class PgCronCleanupArgs(TypedDict):
@@ -228,10 +228,15 @@ class PgCronCleanup(pulumi.ComponentResource):
             lifecycle_scope="CRUD",
             opts=child,
         )
-        result = self.invocation.result.apply(lambda text: json.loads(text) if text else {})
-        return {
-            key: result.apply(lambda r, k=key: r.get(k)) for key in ("cron_database", "job_id", "expiry_column_indexed")
-        }
+        result: pulumi.Output[dict[str, Any]] = self.invocation.result.apply(
+            lambda text: json.loads(text) if text else {}
+        )
+        return {key: _result_field(result, key) for key in ("cron_database", "job_id", "expiry_column_indexed")}
+
+
+def _result_field(result: pulumi.Output[dict[str, Any]], key: str) -> pulumi.Output[Any]:
+    """One field of the provisioner's reply."""
+    return result.apply(lambda reply: reply.get(key))
 
 
 def _check_connection(raw: dict[str, Any], vpc_mode: bool) -> None:

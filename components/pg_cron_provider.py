@@ -1,13 +1,13 @@
-"""The Pulumi dynamic provider behind PgCronCleanup: runs runtime/pg_cleanup.py with psycopg from the
+"""The Pulumi dynamic provider behind PgCronCleanup: runs expiry.runtime.postgres.cleanup with psycopg from the
 deploying machine. The engine unpickles it (with dill) in its own process; the venv must be able to
-import `components` and `runtime` (`make setup` installs the project into it)."""
+import `expiry` (`make setup` installs the project into it)."""
 
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from runtime.pg_cleanup import Connector, PurgeSpec, provision, unprovision
+from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision, unprovision
 
 SPEC_KEYS = tuple(PurgeSpec.__dataclass_fields__)
 CONNECTION_KEYS = ("host", "port", "database", "user", "password", "dsn")

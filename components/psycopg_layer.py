@@ -9,7 +9,7 @@ import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
-from components.lambda_bundle import FIXED_TIME
+from expiry.components.lambda_bundle import FIXED_TIME
 
 PLATFORMS = {
     "arm64": ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64"),

@@ -6,7 +6,7 @@ import itertools
 import re
 import zoneinfo
 
-from components import validation as v
+from expiry.components import validation as v
 
 RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 CRON = re.compile(r"^cron\((.+)\)$")
@@ -53,17 +53,17 @@ def _cron_field(component: str, field: str, value: str, spec: tuple) -> None:
             _cron_value(component, field, name, value, token, spec)
 
 
-def check_expression(component: str, field: str, expression: str) -> str:
+def check_expression(component: str, field: str, given: object) -> str:
     """Check a schedule expression; raise ValueError naming ``field`` when AWS would refuse it."""
-    v.text(component, field, expression, max_length=256)
+    expression = v.text(component, field, given, max_length=256)
     rate = RATE.match(expression)
     if rate:
-        value, unit = int(rate.group(1)), rate.group(2)
-        if value < 1:
-            v.fail(component, field, f"rate value must be at least 1, got {value}")
-        if (value == 1) != (not unit.endswith("s")):
-            expected = unit.rstrip("s") if value == 1 else unit.rstrip("s") + "s"
-            v.fail(component, field, f"AWS wants rate({value} {expected}), got {expression!r}")
+        amount, unit = int(rate.group(1)), rate.group(2)
+        if amount < 1:
+            v.fail(component, field, f"rate value must be at least 1, got {amount}")
+        if (amount == 1) != (not unit.endswith("s")):
+            expected = unit.rstrip("s") if amount == 1 else unit.rstrip("s") + "s"
+            v.fail(component, field, f"AWS wants rate({amount} {expected}), got {expression!r}")
         return expression
     cron = CRON.match(expression)
     if cron:

@@ -1,4 +1,4 @@
-"""ScheduledSweeper: a Lambda bundled from runtime/, run on an EventBridge Scheduler schedule, that
+"""ScheduledSweeper: a Lambda bundled from expiry.runtime, run on an EventBridge Scheduler schedule, that
 monitors a TTL table or cleans what TTL cannot (S3 objects, uploads, orphans)."""
 
 import json
@@ -7,14 +7,14 @@ from typing import Any, NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
-from components import validation as v
-from components.lambda_bundle import build_bundle
-from components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
-from components.schedule import check_expression, check_timezone, rate_seconds
-from components.sweeper_policy import Arns, assume_role_policy, function_policy, scheduler_policy
-from components.ttl_table import TtlTable
-from runtime.job_config import ENV_VAR, HANDLERS, POSTGRES_KINDS, Job, JobConfigError, parse_job
-from runtime.pg_cleanup import CleanupError, PurgeSpec
+from expiry.components import validation as v
+from expiry.components.lambda_bundle import build_bundle
+from expiry.components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
+from expiry.components.schedule import check_expression, check_timezone, rate_seconds
+from expiry.components.sweeper_policy import Arns, assume_role_policy, function_policy, scheduler_policy
+from expiry.components.ttl_table import TtlTable
+from expiry.runtime.jobs.config import ENV_VAR, HANDLERS, POSTGRES_KINDS, Job, JobConfigError, parse_job
+from expiry.runtime.postgres.cleanup import CleanupError, PurgeSpec
 
 COMPONENT = "ScheduledSweeper"
 ENVIRONMENT_LIMIT = 4096
@@ -380,7 +380,7 @@ def checked_settings(name: str, args: dict[str, Any], names: dict[str, Any]) -> 
 
 
 class ScheduledSweeper(pulumi.ComponentResource):
-    """A scheduled cleanup Lambda bundled from runtime/: TTL monitor, expired-item sweep with S3
+    """A scheduled cleanup Lambda bundled from expiry.runtime: TTL monitor, expired-item sweep with S3
     cascade, stuck uploads, orphaned objects or orphaned references."""
 
     function_name: pulumi.Output[str]

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.job_config import KIND_ORPHANED_REFERENCES, KIND_SWEEP, KIND_TTL_MONITOR, Job
+from expiry.runtime.jobs.config import KIND_ORPHANED_REFERENCES, KIND_SWEEP, KIND_TTL_MONITOR, Job
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from typing import Any, NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
-from components import validation as v
-from runtime.ttl import (
+from expiry.components import validation as v
+from expiry.runtime.dynamodb.ttl import (
     DEFAULT_SHARD_ATTRIBUTE,
     DEFAULT_SHARDS,
     DEFAULT_TTL_ATTRIBUTE,
@@ -145,6 +145,19 @@ def _key_type(field: str, value: Any) -> str:
     return v.one_of(COMPONENT, field, v.plain(COMPONENT, field, value), KEY_TYPES)
 
 
+def _index_key(value: Any, field: str, defined: dict[str, str], ttl_attribute: str) -> str:
+    """An index key: a defined attribute, a table key or the TTL attribute."""
+    key = v.text(COMPONENT, field, value)
+    if key not in defined and key != ttl_attribute:
+        v.fail(
+            COMPONENT,
+            field,
+            f"attribute {key!r} is not defined; define it in attributes or use a table key "
+            f"({', '.join(sorted(defined))}) or the TTL attribute {ttl_attribute!r}",
+        )
+    return key
+
+
 def _global_index(
     raw: Any, position: int, defined: dict[str, str], ttl_attribute: str, billing: tuple[str, int | None, int | None]
 ) -> GlobalIndex:
@@ -157,21 +170,10 @@ def _global_index(
             COMPONENT, field, f"unknown fields {sorted(unknown)}; allowed: {sorted(GlobalIndexArgs.__annotations__)}"
         )
     name = v.aws_name(COMPONENT, f"{field}.name", raw.get("name"))
-    keys = []
-    for key_field in ("hash_key", "range_key"):
-        key = raw.get(key_field)
-        if key is None and key_field == "range_key":
-            keys.append(None)
-            continue
-        key = v.text(COMPONENT, f"{field}.{key_field}", key)
-        if key not in defined and key != ttl_attribute:
-            v.fail(
-                COMPONENT,
-                f"{field}.{key_field}",
-                f"attribute {key!r} is not defined; define it in attributes or use a table key "
-                f"({', '.join(sorted(defined))}) or the TTL attribute {ttl_attribute!r}",
-            )
-        keys.append(key)
+    hash_key = _index_key(raw.get("hash_key"), f"{field}.hash_key", defined, ttl_attribute)
+    range_key = raw.get("range_key")
+    if range_key is not None:
+        range_key = _index_key(range_key, f"{field}.range_key", defined, ttl_attribute)
     projection = v.one_of(COMPONENT, f"{field}.projection", raw.get("projection", "ALL"), PROJECTIONS)
     non_key = raw.get("non_key_attributes") or []
     if projection == "INCLUDE" and not non_key:
@@ -183,8 +185,8 @@ def _global_index(
     mode, table_read, table_write = billing
     return GlobalIndex(
         name=name,
-        hash_key=keys[0],
-        range_key=keys[1],
+        hash_key=hash_key,
+        range_key=range_key,
         projection=projection,
         non_key_attributes=tuple(non_key),
         read_capacity=_capacity(raw.get("read_capacity"), f"{field}.read_capacity", mode, table_read),

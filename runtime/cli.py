@@ -1,11 +1,11 @@
-"""The operator CLI, `python -m runtime`: the checks the maintenance guide does by hand with `aws`
+"""The operator CLI, `expiry` (or `python -m expiry`): the checks the maintenance guide does by hand with `aws`
 and `psql`, and a sweep run now, with the same library code as the Lambda handlers.
 
-    python -m runtime status --table collections-checkpoints-prod
-    python -m runtime sweep --table upload-sessions-prod --dry-run
-    python -m runtime sweep --table upload-sessions-prod --yes --s3-bucket uploads --s3-key-attribute s3Key
-    python -m runtime status --postgres "host=db dbname=app user=ops" --table attributes --expiry-column ttl_timestamp
-    python -m runtime sweep --job @upload-sweeper.json --dry-run     # the settings a Lambda runs with
+    expiry status --table collections-checkpoints-prod
+    expiry sweep --table upload-sessions-prod --dry-run
+    expiry sweep --table upload-sessions-prod --yes --s3-bucket uploads --s3-key-attribute s3Key
+    expiry status --postgres "host=db dbname=app user=ops" --table attributes --expiry-column ttl_timestamp
+    expiry sweep --job @upload-sweeper.json --dry-run     # the settings a Lambda runs with
 
 Errors are one line on stderr: exit 2 for a wrong command or setting, 1 when AWS or PostgreSQL fails.
 """
@@ -24,11 +24,11 @@ from typing import Any, NoReturn, TextIO
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runtime.aws_clients import client_config
-from runtime.job_config import KIND_SWEEP, KIND_TTL_MONITOR, Job, JobConfigError, parse_job
-from runtime.job_runner import run_job
-from runtime.jobs import WORK
-from runtime.run_control import Tally
+from expiry.runtime.aws_clients import client_config
+from expiry.runtime.handlers.work import WORK
+from expiry.runtime.jobs.config import KIND_SWEEP, KIND_TTL_MONITOR, Job, JobConfigError, parse_job
+from expiry.runtime.jobs.run_control import Tally
+from expiry.runtime.jobs.runner import run_job
 
 PROG = "expiry"
 STATUS_SETTINGS = ("name", "table", "namespace", "key_attributes", "ttl_attribute", "expiry_index", "page_size")
@@ -105,12 +105,12 @@ def _table_job(args: argparse.Namespace, kind: str, clients: Callable[[str], Any
     if args.job:
         text = Path(args.job[1:]).read_text() if args.job.startswith("@") else args.job
         try:
-            raw = json.loads(text)
+            given = json.loads(text)
         except json.JSONDecodeError as error:
             raise JobConfigError(f"--job: is not valid JSON: {error}") from error
-        if kind == KIND_TTL_MONITOR and isinstance(raw, dict):  # status of the job's table
-            raw = {key: raw[key] for key in STATUS_SETTINGS if key in raw} | {"kind": kind}
-        return _with_overrides(raw, args, "--job")
+        if kind == KIND_TTL_MONITOR and isinstance(given, dict):  # status of the job's table
+            given = {key: given[key] for key in STATUS_SETTINGS if key in given} | {"kind": kind}
+        return _with_overrides(given, args, "--job")
     if not args.table:
         raise UsageError("give --table (or --job)")
     dynamodb = clients("dynamodb")
@@ -196,7 +196,7 @@ def _run(job: Job, clients: Callable[[str], Any], progress: bool, err: TextIO) -
 def _postgres(args: argparse.Namespace, err: TextIO, progress: bool) -> dict[str, Any]:
     import psycopg  # only PostgreSQL commands need psycopg
 
-    from runtime import pg_cleanup
+    from expiry.runtime.postgres import cleanup as pg_cleanup
 
     if not args.table or not args.expiry_column:
         raise UsageError("with --postgres, give --table and --expiry-column")

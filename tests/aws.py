@@ -11,7 +11,7 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 from tests_support import free_port
 
-from runtime.aws_clients import client_config
+from expiry.runtime.aws_clients import client_config
 
 REGION = "us-east-1"
 

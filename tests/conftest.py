@@ -37,6 +37,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(autouse=True, scope="session")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Lambda archives and layers of the tests go to a temporary directory, not the user's cache."""
+    path = tmp_path_factory.mktemp("expiry-build")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EXPIRY_BUILD_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach a real AWS account."""

@@ -1,4 +1,4 @@
-"""The Lambda archive the component builds: deterministic, runtime/ only, and it runs.
+"""The Lambda archive the component builds: deterministic, expiry/runtime/ only, and it runs.
 
 Each handler is imported from the unzipped archive in a fresh interpreter (with only boto3 beside
 it) and run against moto_server over HTTP: the code tested is the code shipped."""
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from uploads_world import BUCKET, NOW, TABLE, create_table, put_session, session_ids
 
-from components.lambda_bundle import build_bundle
-from components.scheduled_sweeper import ScheduledSweeper
+from expiry.components.lambda_bundle import build_bundle, default_build_dir
+from expiry.components.scheduled_sweeper import ScheduledSweeper
 
 TABLE_ARN = f"arn:aws:dynamodb:us-east-1:123456789012:table/{TABLE}"
 
@@ -45,10 +45,25 @@ def test_archive_holds_runtime_sources_only_and_hashes_the_same_twice(tmp_path):
     assert first.sha256_base64 == second.sha256_base64
     assert first.path.read_bytes() == second.path.read_bytes()
     names = zipfile.ZipFile(first.path).namelist()
-    assert "runtime/handlers/sweep.py" in names and "runtime/__init__.py" in names
-    assert all(name.startswith("runtime/") and name.endswith(".py") for name in names)
+    assert {"expiry/__init__.py", "expiry/runtime/__init__.py", "expiry/runtime/handlers/sweep.py"} <= set(names)
+    assert all(
+        name.startswith("expiry/runtime/") and name.endswith(".py") for name in names if name != "expiry/__init__.py"
+    )
     assert not any("__pycache__" in name or "tests" in name for name in names)
     assert {info.date_time for info in zipfile.ZipFile(first.path).infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_archives_go_to_the_override_else_the_user_cache_never_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("EXPIRY_BUILD_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert build_bundle(None, "test").path.parent == tmp_path / "home" / ".cache" / "expiry"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_build_dir() == tmp_path / "xdg" / "expiry"
+    monkeypatch.setenv("EXPIRY_BUILD_DIR", str(tmp_path / "mine"))
+    assert default_build_dir() == tmp_path / "mine"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["home"]
 
 
 def test_hooks_change_the_hash(tmp_path):
@@ -67,14 +82,16 @@ def test_component_points_the_function_at_the_archive(pulumi_mocks, tmp_path, mo
 
 RUN_HANDLER = """
 import json, sys
-import runtime
-assert runtime.__file__.startswith(sys.argv[1]), runtime.__file__
+import expiry.runtime
+assert expiry.runtime.__file__.startswith(sys.argv[1]), expiry.runtime.__file__
 module_name, function_name = sys.argv[2].rsplit(".", 1)  # as Lambda reads "module.function"
 handler = getattr(__import__(module_name, fromlist=[function_name]), function_name)
 class Context:
     def get_remaining_time_in_millis(self):
         return 300_000
-print("RESULT " + json.dumps(handler({"source": "test"}, Context())))
+result = handler({"source": "test"}, Context())
+assert "pulumi" not in sys.modules, "the archive's expiry package imported pulumi"
+print("RESULT " + json.dumps(result))
 """
 
 

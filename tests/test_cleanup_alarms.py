@@ -6,16 +6,16 @@ import json
 import pytest
 from uploads_world import BUCKET, NOW, TABLE, create_table, put_session, run, sweep_job
 
-from components.alarm_rules import Job, check_period, job_alarms, settings
-from components.cleanup_alarms import CleanupAlarms, watched_job, watched_jobs
-from components.pg_cron_cleanup import PgCronCleanup
-from components.scheduled_sweeper import ScheduledSweeper, table_target
-from components.ttl_table import TtlTable
-from runtime import metrics
-from runtime.job_config import parse_job
-from runtime.jobs import monitor_work, references_work, sweep_work
-from runtime.pg_cleanup import Connector, PurgeSpec, provision, unprovision
-from runtime.pg_jobs import monitor_work as pg_monitor
+from expiry.components.alarm_rules import Job, check_period, job_alarms, settings
+from expiry.components.cleanup_alarms import CleanupAlarms, watched_job, watched_jobs
+from expiry.components.pg_cron_cleanup import PgCronCleanup
+from expiry.components.scheduled_sweeper import ScheduledSweeper, table_target
+from expiry.components.ttl_table import TtlTable
+from expiry.runtime.handlers.postgres_work import monitor_work as pg_monitor
+from expiry.runtime.handlers.work import monitor_work, references_work, sweep_work
+from expiry.runtime.jobs import metrics
+from expiry.runtime.jobs.config import parse_job
+from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision, unprovision
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 

@@ -20,7 +20,7 @@ def cli(*args: str, endpoint: str | None = None) -> subprocess.CompletedProcess[
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    command = [sys.executable, "-m", "runtime", *args]
+    command = [sys.executable, "-m", "expiry", *args]
     if endpoint:
         command += ["--endpoint-url", endpoint]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)

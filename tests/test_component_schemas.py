@@ -4,10 +4,10 @@ stacks can use them (`pulumi package add`): typed args, a docstring per field, t
 from pulumi.provider.experimental.analyzer import Analyzer
 from pulumi.provider.experimental.schema import generate_schema
 
-from components.cleanup_alarms import CleanupAlarms
-from components.pg_cron_cleanup import PgCronCleanup
-from components.scheduled_sweeper import ScheduledSweeper
-from components.ttl_table import TtlTable
+from expiry.components.cleanup_alarms import CleanupAlarms
+from expiry.components.pg_cron_cleanup import PgCronCleanup
+from expiry.components.scheduled_sweeper import ScheduledSweeper
+from expiry.components.ttl_table import TtlTable
 
 COMPONENTS = (TtlTable, ScheduledSweeper, PgCronCleanup, CleanupAlarms)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from runtime.job_config import JobConfigError, job_from_environment, parse_job
+from expiry.runtime.jobs.config import JobConfigError, job_from_environment, parse_job
 
 BASE = {"kind": "sweep", "name": "j", "table": "t", "key_attributes": ["id"]}
 S3 = {"bucket": "b", "key_attribute": "k"}
@@ -150,7 +150,7 @@ def test_environment_errors_name_the_variable():
 
 @pytest.mark.parametrize("module", ["ttl_monitor", "sweep", "orphaned_references"])
 def test_handlers_refuse_bad_configuration_at_cold_start(monkeypatch, module):
-    name = f"runtime.handlers.{module}"
+    name = f"expiry.runtime.handlers.{module}"
     monkeypatch.delenv("EXPIRY_JOB", raising=False)
     sys.modules.pop(name, None)
     with pytest.raises(JobConfigError, match="EXPIRY_JOB: is not set"):

@@ -1,4 +1,4 @@
-"""runtime/leases.py: TTL leases for job claims and the interruption audit, against moto.
+"""runtime/dynamodb/leases.py: TTL leases for job claims and the interruption audit, against moto.
 
 moto 5.2.5 evaluates a write's condition and applies the write without a lock, so two requests
 that moto_server handles at once can both pass ``attribute_not_exists`` (measured: 1 round in 100 of
@@ -22,8 +22,8 @@ from aws import Aws, MotoServer, make_client
 from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 
-from runtime import leases
-from runtime.leases import (
+from expiry.runtime.dynamodb import leases
+from expiry.runtime.dynamodb.leases import (
     AuditLayout,
     Lease,
     LeaseLayout,
@@ -570,7 +570,7 @@ def test_the_double_grant_count_catches_a_claim_that_reads_then_writes(aws_in_pr
 
 
 def readme_example() -> str:
-    section = README.read_text().split("### Job claims: leases in `runtime/leases.py`", 1)[1]
+    section = README.read_text().split("### Job claims: leases in `runtime/dynamodb/leases.py`", 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert match, "the job-claims section has no python example"
     return match.group(1)

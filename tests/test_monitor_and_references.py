@@ -8,10 +8,10 @@ import pytest
 from botocore.exceptions import ClientError
 from uploads_world import INDEX_SETTINGS, NOW, TABLE, create_table, put_session, run
 
-from runtime import metrics
-from runtime.job_config import parse_job
-from runtime.job_runner import run_job
-from runtime.jobs import monitor_work, references_work
+from expiry.runtime.handlers.work import monitor_work, references_work
+from expiry.runtime.jobs import metrics
+from expiry.runtime.jobs.config import parse_job
+from expiry.runtime.jobs.runner import run_job
 
 
 def monitor_job(**settings: Any):
@@ -96,7 +96,7 @@ BUCKETS = {
 
 
 def reference_job(**settings: Any):
-    from components.systems import ACTINGWEB_REFERENCES
+    from stack.systems import ACTINGWEB_REFERENCES
 
     return parse_job(
         {
@@ -162,8 +162,8 @@ def test_orphaned_index_entries_of_actingweb_are_deleted_and_live_ones_kept(attr
 
 
 def test_an_entry_renewed_or_repointed_before_its_delete_is_kept(attributes):
-    from runtime.orphaned_references import IndexSweeper
-    from runtime.run_control import Tally
+    from expiry.runtime.dynamodb.orphaned_references import IndexSweeper
+    from expiry.runtime.jobs.run_control import Tally
 
     job, tally = reference_job(), Tally(io.StringIO())
     sweeper = IndexSweeper(job, attributes.dynamodb, NOW, lambda: False, tally)
@@ -189,7 +189,7 @@ def test_references_dry_run_is_the_plan(attributes):
 
 
 def test_a_wrong_target_template_finds_no_target_and_deletes_nothing(attributes):
-    from components.systems import ACTINGWEB_REFERENCES
+    from stack.systems import ACTINGWEB_REFERENCES
 
     wrong = {
         **ACTINGWEB_REFERENCES,

@@ -9,7 +9,7 @@ import time
 import psycopg
 from postgres import create_purge_role
 
-from runtime.pg_cleanup import Connector, PurgeSpec, plan, provision, unprovision
+from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, plan, provision, unprovision
 
 CLOCK_SKEW_BUFFER = 3600  # ActingWeb adds this to every ttl_timestamp it writes
 DDL = [

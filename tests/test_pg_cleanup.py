@@ -1,4 +1,4 @@
-"""runtime/pg_cleanup.py on a real PostgreSQL 15 with pg_cron: provisioning, the batched purge for
+"""runtime/postgres/cleanup.py on a real PostgreSQL 15 with pg_cron: provisioning, the batched purge for
 each kind of expiry column, renewals, limits, injection attempts, pg_cron itself and the views."""
 
 import itertools
@@ -10,7 +10,7 @@ import pytest
 from postgres import create_purge_role
 from psycopg import sql
 
-from runtime.pg_cleanup import (
+from expiry.runtime.postgres.cleanup import (
     CleanupError,
     Connector,
     PurgeSpec,

@@ -7,7 +7,7 @@ import itertools
 import pytest
 from pulumi_harness import engine_provider, is_secret, plain_inputs
 
-from components.pg_cron_cleanup import PgCronCleanup, pg_cron_parameter_group, pg_cron_parameters
+from expiry.components.pg_cron_cleanup import PgCronCleanup, pg_cron_parameter_group, pg_cron_parameters
 
 JOB = "pulumi-python:dynamic/expiry:PgCronJob"
 NUMBER = itertools.count()

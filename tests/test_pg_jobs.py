@@ -8,11 +8,11 @@ import psycopg
 import pytest
 from uploads_world import run
 
-from runtime import metrics
-from runtime.job_config import parse_job
-from runtime.job_runner import run_job
-from runtime.pg_cleanup import Connector, PurgeSpec, provision, unprovision
-from runtime.pg_jobs import monitor_work, purge_work
+from expiry.runtime.handlers.postgres_work import monitor_work, purge_work
+from expiry.runtime.jobs import metrics
+from expiry.runtime.jobs.config import parse_job
+from expiry.runtime.jobs.runner import run_job
+from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision, unprovision
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from components.psycopg_layer import build_psycopg_layer
-from components.scheduled_sweeper import ScheduledSweeper
-from runtime.job_config import parse_job
+from expiry.components.psycopg_layer import build_psycopg_layer
+from expiry.components.scheduled_sweeper import ScheduledSweeper
+from expiry.runtime.jobs.config import parse_job
 
 FUNCTION = "aws:lambda/function:Function"
 SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"
@@ -49,7 +49,7 @@ def policy(harness) -> dict:
 def test_pg_purge_function_has_the_layer_vpc_and_only_its_secret(pulumi_mocks):
     pulumi_mocks.run(lambda: ScheduledSweeper("purge", pg_args()))
     fn = pulumi_mocks.one(FUNCTION).inputs
-    assert fn["handler"] == "runtime.handlers.pg_purge.handler"
+    assert fn["handler"] == "expiry.runtime.handlers.pg_purge.handler"
     assert fn["vpcConfig"] == {"subnetIds": ["subnet-1", "subnet-2"], "securityGroupIds": ["sg-1"]}
     layer = pulumi_mocks.one("aws:lambda/layerVersion:LayerVersion").inputs
     assert (layer["compatibleRuntimes"], layer["compatibleArchitectures"]) == (["python3.13"], ["arm64"])
@@ -73,7 +73,7 @@ def test_pg_monitor_looks_back_over_its_rate(pulumi_mocks):
     pulumi_mocks.run(lambda: ScheduledSweeper("monitor", pg_args(kind="pg-monitor", schedule="rate(15 minutes)")))
     fn = pulumi_mocks.one(FUNCTION).inputs
     job = parse_job(json.loads(fn["environment"]["variables"]["EXPIRY_JOB"]))
-    assert job.postgres.lookback_seconds == 900 and fn["handler"] == "runtime.handlers.pg_monitor.handler"
+    assert job.postgres.lookback_seconds == 900 and fn["handler"] == "expiry.runtime.handlers.pg_monitor.handler"
 
 
 @pytest.mark.parametrize(

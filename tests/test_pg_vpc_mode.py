@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from components.pg_cron_cleanup import PgCronCleanup
-from runtime.job_config import JobConfigError
-from runtime.pg_provision import handle
+from expiry.components.pg_cron_cleanup import PgCronCleanup
+from expiry.runtime.jobs.config import JobConfigError
+from expiry.runtime.postgres.provision import handle
 
 SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-XyZ"
 
@@ -34,7 +34,7 @@ def test_vpc_mode_deploys_a_provisioner_and_invokes_it_for_every_lifecycle_event
     pulumi_mocks.run(lambda: PgCronCleanup("attributes-purge", vpc_args(schedule="0 3 * * *")))
     assert pulumi_mocks.of_type("pulumi-python:dynamic/expiry:PgCronJob") == []
     fn = pulumi_mocks.one("aws:lambda/function:Function").inputs
-    assert fn["handler"] == "runtime.handlers.pg_provision.handler"
+    assert fn["handler"] == "expiry.runtime.handlers.pg_provision.handler"
     assert fn["vpcConfig"] == {"subnetIds": ["subnet-a"], "securityGroupIds": ["sg-a"]}
     assert len(fn["layers"]) == 1 and "environment" not in fn  # nothing secret in the environment
     invocation = pulumi_mocks.one("aws:lambda/invocation:Invocation").inputs

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from components.scheduled_sweeper import ScheduledSweeper, table_target
-from components.ttl_table import TtlTable
-from runtime.job_config import parse_job
+from expiry.components.scheduled_sweeper import ScheduledSweeper, table_target
+from expiry.components.ttl_table import TtlTable
+from expiry.runtime.jobs.config import parse_job
 
 FUNCTION = "aws:lambda/function:Function"
 POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -70,7 +70,7 @@ def test_children_and_defaults(pulumi_mocks):
     )
     fn = pulumi_mocks.one(FUNCTION).inputs
     assert (fn["runtime"], fn["architectures"], fn["timeout"], fn["memorySize"]) == ("python3.13", ["arm64"], 300, 256)
-    assert fn["handler"] == "runtime.handlers.sweep.handler"
+    assert fn["handler"] == "expiry.runtime.handlers.sweep.handler"
     assert fn["reservedConcurrentExecutions"] == 1
     assert fn["loggingConfig"]["logFormat"] == "JSON"
     log_group = pulumi_mocks.one("aws:cloudwatch/logGroup:LogGroup").inputs
@@ -207,7 +207,7 @@ def test_monitor_is_read_only(pulumi_mocks):
     found = statements(pulumi_mocks, "video-policy")
     assert found["Table"]["Action"] == ["dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive", "dynamodb:Scan"]
     assert found["Metrics"]["Condition"]["StringEquals"]["cloudwatch:namespace"] == "Chat/Cleanup"
-    assert pulumi_mocks.one(FUNCTION).inputs["handler"] == "runtime.handlers.ttl_monitor.handler"
+    assert pulumi_mocks.one(FUNCTION).inputs["handler"] == "expiry.runtime.handlers.ttl_monitor.handler"
 
 
 def test_references_policy_reaches_the_target_table(pulumi_mocks):
@@ -231,7 +231,7 @@ def test_references_policy_reaches_the_target_table(pulumi_mocks):
     assert found["ReferenceTargets"]["Resource"] == [target]
     assert found["ReferenceTargets"]["Action"] == ["dynamodb:GetItem"]
     assert found["Table"]["Action"] == ["dynamodb:DeleteItem", "dynamodb:Query"]  # no Scan
-    assert pulumi_mocks.one(FUNCTION).inputs["handler"] == "runtime.handlers.orphaned_references.handler"
+    assert pulumi_mocks.one(FUNCTION).inputs["handler"] == "expiry.runtime.handlers.orphaned_references.handler"
 
 
 def test_concurrency_reservation_can_be_turned_off_and_sizes_set(pulumi_mocks):

@@ -8,8 +8,8 @@ import pulumi
 import pytest
 from stack_config import ROOT, declared_settings, stack_config
 
-from components.stack_settings import SettingError
-from runtime.job_config import parse_job
+from expiry.runtime.jobs.config import parse_job
+from stack.settings import SettingError
 
 TABLE = "aws:dynamodb/table:Table"
 FUNCTION = "aws:lambda/function:Function"

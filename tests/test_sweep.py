@@ -24,9 +24,9 @@ from uploads_world import (
     upload_ids,
 )
 
-from runtime import metrics
-from runtime.job_runner import run_job
-from runtime.jobs import sweep_work
+from expiry.runtime.handlers.work import sweep_work
+from expiry.runtime.jobs import metrics
+from expiry.runtime.jobs.runner import run_job
 
 
 class Proxy:

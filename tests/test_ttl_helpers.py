@@ -1,4 +1,4 @@
-"""runtime/ttl.py: TTL values, expiry checks, the read filter (against DynamoDB in moto), shards."""
+"""runtime/dynamodb/ttl.py: TTL values, expiry checks, the read filter (against DynamoDB in moto), shards."""
 
 from collections import Counter
 from decimal import Decimal
@@ -7,7 +7,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from runtime.ttl import (
+from expiry.runtime.dynamodb.ttl import (
     TtlValueError,
     expires_at,
     expiry_attributes,

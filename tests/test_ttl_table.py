@@ -5,7 +5,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.ttl_table import TtlTable, table_spec
+from expiry.components.ttl_table import TtlTable, table_spec
 
 TABLE = "aws:dynamodb/table:Table"
 COMPONENT = "expiry:index:TtlTable"

@@ -6,7 +6,7 @@ import pytest
 from aws import make_client
 from upload_system import NOW, World, create_table, deploy, invoke
 
-from runtime import metrics
+from expiry.runtime.jobs import metrics
 
 HOUR, DAY = 3600, 86400
 

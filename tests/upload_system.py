@@ -48,8 +48,8 @@ def lose_first_reply(request, event_name, **_):
     raise ConnectionClosedError(endpoint_url=request.url)
 boto3.setup_default_session()
 boto3.DEFAULT_SESSION.events.register("before-send", lose_first_reply)
-import runtime
-assert runtime.__file__.startswith(sys.argv[1]), runtime.__file__
+import expiry.runtime
+assert expiry.runtime.__file__.startswith(sys.argv[1]), expiry.runtime.__file__
 module_name, function_name = sys.argv[2].rsplit(".", 1)
 handler = getattr(__import__(module_name, fromlist=[function_name]), function_name)
 class Context:

@@ -8,9 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.job_config import Job, parse_job
-from runtime.job_runner import Work, run_job
-from runtime.ttl import expiry_shard
+from expiry.runtime.dynamodb.ttl import expiry_shard
+from expiry.runtime.jobs.config import Job, parse_job
+from expiry.runtime.jobs.runner import Work, run_job
 
 NOW = int(time.time()) + 3 * 86400  # the sweep's clock: three days ahead, so S3 objects are old
 TABLE = "upload-sessions"

@@ -1,6 +1,6 @@
 """Lambda entry point: the pg monitor job configured in EXPIRY_JOB (needs the psycopg layer)."""
 
-from runtime.job_config import KIND_PG_MONITOR
-from runtime.jobs import entry_point
+from expiry.runtime.handlers.work import entry_point
+from expiry.runtime.jobs.config import KIND_PG_MONITOR
 
 handler = entry_point(KIND_PG_MONITOR)

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from runtime.aws_clients import client
-from runtime.pg_provision import handle
+from expiry.runtime.aws_clients import client
+from expiry.runtime.postgres.provision import handle
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -4,9 +4,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from runtime import metrics as m
-from runtime.aws_clients import client
-from runtime.job_config import (
+from expiry.runtime.aws_clients import ClientFactory, client
+from expiry.runtime.dynamodb.orphaned_references import IndexSweeper
+from expiry.runtime.dynamodb.sweep import Sweeper, load_hook
+from expiry.runtime.dynamodb.ttl_monitor import inspect_table
+from expiry.runtime.jobs import metrics as m
+from expiry.runtime.jobs.config import (
     KIND_ORPHANED_REFERENCES,
     KIND_SWEEP,
     KIND_TTL_MONITOR,
@@ -15,13 +18,8 @@ from runtime.job_config import (
     JobConfigError,
     job_from_environment,
 )
-from runtime.job_runner import Work, run_job
-from runtime.orphaned_references import IndexSweeper
-from runtime.run_control import Deadline, Tally
-from runtime.sweep import Sweeper, load_hook
-from runtime.ttl_monitor import inspect_table
-
-ClientFactory = Callable[[str], Any]
+from expiry.runtime.jobs.run_control import Deadline, Tally
+from expiry.runtime.jobs.runner import Work, run_job
 
 
 def default_clients(job: Job) -> ClientFactory:
@@ -67,7 +65,9 @@ WORK = {KIND_TTL_MONITOR: monitor_work, KIND_SWEEP: sweep_work, KIND_ORPHANED_RE
 
 def _work_factory(kind: str) -> Callable[[ClientFactory], Work]:
     if kind in POSTGRES_KINDS:
-        from runtime import pg_jobs  # needs psycopg, which only PostgreSQL handlers ship with
+        from expiry.runtime.handlers import (
+            postgres_work as pg_jobs,  # needs psycopg, which only PostgreSQL handlers ship with
+        )
 
         return pg_jobs.WORK[kind]
     return WORK[kind]

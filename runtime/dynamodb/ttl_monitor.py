@@ -3,10 +3,10 @@
 from collections.abc import Callable
 from typing import Any
 
-from runtime.expired_items import count_unindexed_expired, find_expired, key_of
-from runtime.job_config import Job
-from runtime.run_control import Tally
-from runtime.ttl import ttl_value
+from expiry.runtime.dynamodb.expired_items import count_unindexed_expired, find_expired, key_of
+from expiry.runtime.dynamodb.ttl import ttl_value
+from expiry.runtime.jobs.config import Job
+from expiry.runtime.jobs.run_control import Tally
 
 
 def inspect_table(dynamodb: Any, job: Job, now: float, tally: Tally, should_stop: Callable[[], bool]) -> dict[str, Any]:

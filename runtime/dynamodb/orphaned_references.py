@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from runtime.breaker import refusal
-from runtime.expired_items import CHANGED, DELETED, delete_as_read, key_of, pages
-from runtime.job_config import IndexLayout, Job, References
-from runtime.run_control import Tally
-from runtime.s3_cleanup import text_value
-from runtime.sweep import chunks, plain
-from runtime.ttl import ttl_value
+from expiry.runtime.dynamodb.expired_items import CHANGED, DELETED, delete_as_read, key_of, pages
+from expiry.runtime.dynamodb.items import chunks, plain, text_value
+from expiry.runtime.dynamodb.ttl import ttl_value
+from expiry.runtime.jobs.breaker import refusal
+from expiry.runtime.jobs.config import IndexLayout, Job, References
+from expiry.runtime.jobs.run_control import Tally
 
 Item = dict[str, Any]
 Found = tuple[IndexLayout, Item]

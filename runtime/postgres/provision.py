@@ -5,9 +5,9 @@ cleanup and where the database is; the password comes from Secrets Manager."""
 from collections.abc import Callable
 from typing import Any
 
-from runtime.job_config import JobConfigError, Postgres
-from runtime.pg_cleanup import CleanupError, PurgeSpec, provision, unprovision
-from runtime.pg_jobs import connector
+from expiry.runtime.jobs.config import JobConfigError, Postgres
+from expiry.runtime.postgres.cleanup import CleanupError, PurgeSpec, provision, unprovision
+from expiry.runtime.postgres.connection import connector
 
 TERRAFORM_KEY = "tf"
 # A change of these makes another job or table: the old one is removed first.

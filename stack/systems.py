@@ -6,11 +6,11 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.cleanup_alarms import CleanupAlarms, table_names, watched_job
-from components.pg_cron_cleanup import PgCronCleanup
-from components.scheduled_sweeper import ScheduledSweeper, table_target
-from components.stack_settings import StackSettings
-from components.ttl_table import TtlTable
+from expiry.components.cleanup_alarms import CleanupAlarms, table_names, watched_job
+from expiry.components.pg_cron_cleanup import PgCronCleanup
+from expiry.components.scheduled_sweeper import ScheduledSweeper, table_target
+from expiry.components.ttl_table import TtlTable
+from stack.settings import StackSettings
 
 # Items of one random Scan segment checked per run for expired items the expiry index cannot see.
 UNINDEXED_CHECK_ITEMS = 10_000

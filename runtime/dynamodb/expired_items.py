@@ -14,8 +14,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runtime.job_config import Job
-from runtime.run_control import Tally
+from expiry.runtime.aws_clients import retried
+from expiry.runtime.jobs.config import Job
+from expiry.runtime.jobs.run_control import Tally
 
 Item = dict[str, Any]
 
@@ -174,11 +175,6 @@ def unchanged(image: Item, attributes: tuple[str, ...]) -> Item:
     if values:
         condition["ExpressionAttributeValues"] = values
     return condition
-
-
-def retried(error: ClientError) -> bool:
-    """Whether botocore sent the request more than once (an earlier attempt may have succeeded)."""
-    return bool(error.response.get("ResponseMetadata", {}).get("RetryAttempts"))
 
 
 def delete_as_read(dynamodb: Any, job: Job, image: Item, attributes: tuple[str, ...]) -> str:

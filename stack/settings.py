@@ -7,10 +7,10 @@ from typing import Any
 
 import pulumi
 
-from components.schedule import check_expression
-from components.scheduled_sweeper import LOG_RETENTION_DAYS
-from runtime.job_config import KEEP_MARKERS
-from runtime.pg_cleanup import CleanupError, check_cron
+from expiry.components.schedule import check_expression
+from expiry.components.scheduled_sweeper import LOG_RETENTION_DAYS
+from expiry.runtime.jobs.config import KEEP_MARKERS
+from expiry.runtime.postgres.cleanup import CleanupError, check_cron
 
 
 class SettingError(ValueError):

@@ -11,7 +11,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 DEFAULT_TTL_ATTRIBUTE = "expires_at"
 DEFAULT_SHARD_ATTRIBUTE = "expiry_shard"
@@ -24,17 +24,25 @@ MAX_SHARDS = 100
 MAX_EPOCH_SECONDS = 10**11
 
 
+class ReadFilter(TypedDict):
+    """Keyword arguments of a DynamoDB client ``query`` or ``scan``."""
+
+    FilterExpression: str
+    ExpressionAttributeNames: dict[str, str]
+    ExpressionAttributeValues: dict[str, dict[str, str]]
+
+
 class TtlValueError(ValueError):
     """A TTL value that DynamoDB would never act on as intended."""
 
 
-def check_epoch_seconds(value: float, what: str = "TTL value") -> int:
+def check_epoch_seconds(value: float | Decimal, what: str = "TTL value") -> int:
     """Return ``value`` as whole epoch seconds, refusing values that look like milliseconds."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise TtlValueError(f"{what} must be a number of epoch seconds, got {value!r}")
     if isinstance(value, float | Decimal) and not math.isfinite(value):
         raise TtlValueError(f"{what} must be a finite number of epoch seconds, got {value!r}")
-    if abs(value) >= MAX_EPOCH_SECONDS:
+    if value >= MAX_EPOCH_SECONDS or value <= -MAX_EPOCH_SECONDS:
         raise TtlValueError(
             f"{what} {value} looks like epoch milliseconds; DynamoDB TTL needs epoch seconds "
             f"(divide by 1000), otherwise the item never expires"
@@ -75,7 +83,7 @@ def is_expired(item: Mapping[str, Any], attribute: str, now: float | None = None
     return value is not None and value < _now(now)
 
 
-def read_filter(attribute: str, now: float | None = None) -> dict[str, Any]:
+def read_filter(attribute: str, now: float | None = None) -> ReadFilter:
     """Keyword arguments for a client ``query``/``scan`` that hide expired, undeleted items.
 
     Keeps items without a TTL, with a non-Number TTL (DynamoDB never expires those) and with a

@@ -9,20 +9,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runtime.expired_items import retried
-from runtime.job_config import Job, OrphanedObjects
-from runtime.run_control import Tally
+from expiry.runtime.aws_clients import retried
+from expiry.runtime.jobs.config import OrphanedObjects
+from expiry.runtime.jobs.run_control import Tally
 
-Item = dict[str, Any]
 DELETE_BATCH = 1000
-BATCH_GET = 100
 KEEP_TAG = {"Key": "expiry-kept", "Value": "true"}
 MISSING = ("404", "NoSuchKey", "NotFound")
-
-
-def text_value(item: Item, attribute: str | None) -> str | None:
-    value = item.get(attribute) if attribute else None
-    return value.get("S") if isinstance(value, dict) else None
 
 
 def error_code(error: ClientError) -> str:
@@ -119,37 +112,6 @@ def orphan_candidates(
                 tally.add("objects_unparsed")
                 continue
             yield Orphan(obj["Key"], owner)
-
-
-def existing_ids(dynamodb: Any, job: Job, ids: set[str], tally: Tally) -> set[str]:
-    """Which of ``ids`` have an item, read by the table's hash key. An id whose check failed counts
-    as existing (its objects are kept)."""
-    (hash_key,) = job.key_attributes
-    found: set[str] = set()
-    ordered = sorted(ids)
-    for start in range(0, len(ordered), BATCH_GET):
-        chunk = ordered[start : start + BATCH_GET]
-        request = {
-            job.table: {
-                "Keys": [{hash_key: {"S": owner}} for owner in chunk],
-                "ProjectionExpression": "#k",
-                "ExpressionAttributeNames": {"#k": hash_key},
-                "ConsistentRead": True,
-            }
-        }
-        try:
-            for _ in range(5):
-                response = dynamodb.batch_get_item(RequestItems=request)
-                found.update(item[hash_key]["S"] for item in response["Responses"].get(job.table, []))
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-            if request:
-                raise RuntimeError(f"{len(request[job.table]['Keys'])} keys unprocessed after retries")
-        except Exception as error:  # noqa: BLE001 - counted and logged; the ids are kept
-            tally.error("check_owner", error, ids=len(chunk))
-            found.update(chunk)
-    return found
 
 
 def delete_objects(s3: Any, bucket: str, keys: list[str], tally: Tally) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runtime.ttl import check_epoch_seconds, expires_at
+from expiry.runtime.dynamodb.ttl import check_epoch_seconds, expires_at
 
 DEFAULT_LEASE_SECONDS = 3600
 # A lease longer than a week is more likely a duration in milliseconds than a lease.

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import psycopg
 from psycopg import sql
@@ -38,6 +38,33 @@ EPOCH_TYPES = {
     "timestamp with time zone": "timestamptz",
     "timestamp without time zone": "timestamp",
 }
+
+
+class ProvisionState(TypedDict):
+    """What provisioning created and found: the state the dynamic provider and the VPC provisioner keep."""
+
+    cron_database: str
+    column_kind: str
+    job_id: int
+    history_job_id: int
+    created_schema: bool
+    created_index: bool
+    expiry_column_indexed: bool
+
+
+class CronHealth(TypedDict):
+    """A pg_cron job's recent failures and the age of its last success (None: never succeeded)."""
+
+    failed_runs: int
+    last_success_age_seconds: int | None
+    job_scheduled: bool
+
+
+class LoggedSince(TypedDict):
+    """From the procedure's log over a window: rows its committed batches deleted, runs refused."""
+
+    rows_purged: int
+    refused_runs: int
 
 
 class CleanupError(ValueError):
@@ -391,6 +418,14 @@ WHERE j.jobname = {job} ORDER BY d.start_time DESC LIMIT 50""").format(
     )
 
 
+def _row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The row of a query that always returns one (aggregates, settings, privilege checks)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise CleanupError("a query that returns one row returned none")
+    return row
+
+
 @dataclass(frozen=True)
 class Connector:
     """Opens connections to the table's database or to pg_cron's, with the same credentials."""
@@ -399,20 +434,20 @@ class Connector:
     database: str
 
     def connect(self, database: str | None = None, autocommit: bool = True) -> psycopg.Connection:
-        kwargs = {"dbname": database} if database and database != self.database else {}
-        return psycopg.connect(self.conninfo, autocommit=autocommit, connect_timeout=15, **kwargs)
+        other = database if database and database != self.database else None  # None: the conninfo's database
+        return psycopg.connect(self.conninfo, autocommit=autocommit, connect_timeout=15, dbname=other)
 
 
 def pg_cron_database(conn: psycopg.Connection) -> str:
     """The database pg_cron runs in; a clear error when pg_cron is not loaded or the settings cannot be read."""
     try:
-        libraries = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
+        libraries = _row(conn.execute("SELECT current_setting('shared_preload_libraries')"))[0]
         if "pg_cron" not in [name.strip() for name in libraries.split(",")]:
             raise CleanupError(
                 "pg_cron is not loaded: add pg_cron to shared_preload_libraries (and set cron.database_name), "
                 f"then restart PostgreSQL; shared_preload_libraries is {libraries!r}"
             )
-        return conn.execute("SELECT current_setting('cron.database_name')").fetchone()[0]
+        return _row(conn.execute("SELECT current_setting('cron.database_name')"))[0]
     except psycopg.errors.InsufficientPrivilege as error:
         role = sql.Identifier(conn.info.user).as_string(conn)
         raise CleanupError(
@@ -423,14 +458,16 @@ def pg_cron_database(conn: psycopg.Connection) -> str:
 
 def _has_index(conn: psycopg.Connection, spec: PurgeSpec) -> bool:
     """Whether a btree index leads with the expiry column (what the ordered batches need)."""
-    row = conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+    row = _row(
+        conn.execute(
+            """SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class ic ON ic.oid = i.indexrelid
            JOIN pg_am am ON am.oid = ic.relam
            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
            WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s AND am.amname = 'btree')""",
-        (spec.table_schema, spec.table, spec.expiry_column),
-    ).fetchone()
+            (spec.table_schema, spec.table, spec.expiry_column),
+        )
+    )
     return bool(row[0])
 
 
@@ -440,12 +477,14 @@ ALTER_JOB = "cron.alter_job(bigint,text,text,text,text,boolean)"
 
 def _schema_grant(conn: psycopg.Connection, schema: str, role: str) -> str | None:
     """What lets ``role`` create the cleanup's objects in ``schema`` (CREATE on it, or on the database)."""
-    exists, allowed = conn.execute(
-        "SELECT to_regnamespace(quote_ident(%(s)s)) IS NOT NULL, CASE WHEN to_regnamespace(quote_ident(%(s)s)) "
-        "IS NULL THEN has_database_privilege(current_database(), 'CREATE') "
-        "ELSE has_schema_privilege(%(s)s, 'CREATE') AND has_schema_privilege(%(s)s, 'USAGE') END",
-        {"s": schema},
-    ).fetchone()
+    exists, allowed = _row(
+        conn.execute(
+            "SELECT to_regnamespace(quote_ident(%(s)s)) IS NOT NULL, CASE WHEN to_regnamespace(quote_ident(%(s)s)) "
+            "IS NULL THEN has_database_privilege(current_database(), 'CREATE') "
+            "ELSE has_schema_privilege(%(s)s, 'CREATE') AND has_schema_privilege(%(s)s, 'USAGE') END",
+            {"s": schema},
+        )
+    )
     if allowed:
         return None
     if exists:
@@ -457,20 +496,22 @@ def missing_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: Pur
     """The grants the connected role lacks to provision and run ``spec``, as the statements that give
     them (run by a superuser or RDS's master user); empty for a superuser. ``cron`` is a connection to
     pg_cron's database (``conn`` itself when the table lives there)."""
-    role_name, superuser = conn.execute(
-        "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
-    ).fetchone()
+    role_name, superuser = _row(
+        conn.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+    )
     if superuser:
         return []
     role = sql.Identifier(role_name).as_string(conn)
     table = spec.target.as_string(conn)
-    usage, select, delete, owner = conn.execute(
-        sql.SQL(
-            "SELECT has_schema_privilege({ts}, 'USAGE'), has_table_privilege({oid}, 'SELECT'), "
-            "has_table_privilege({oid}, 'DELETE'), pg_has_role((SELECT relowner FROM pg_class WHERE oid = {oid}), "
-            "'USAGE')"
-        ).format(ts=sql.Literal(spec.table_schema), oid=_table_oid(spec))
-    ).fetchone()
+    usage, select, delete, owner = _row(
+        conn.execute(
+            sql.SQL(
+                "SELECT has_schema_privilege({ts}, 'USAGE'), has_table_privilege({oid}, 'SELECT'), "
+                "has_table_privilege({oid}, 'DELETE'), pg_has_role((SELECT relowner FROM pg_class WHERE oid = {oid}), "
+                "'USAGE')"
+            ).format(ts=sql.Literal(spec.table_schema), oid=_table_oid(spec))
+        )
+    )
     missing = []
     if not usage:
         missing.append(f"GRANT USAGE ON SCHEMA {sql.Identifier(spec.table_schema).as_string(conn)} TO {role};")
@@ -484,14 +525,14 @@ def missing_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: Pur
     if version is None:
         missing.append(f"CREATE EXTENSION pg_cron; (as a superuser, in database {cron.info.dbname!r})")
         return missing
-    if not cron.execute("SELECT has_schema_privilege('cron', 'USAGE')").fetchone()[0]:
+    if not _row(cron.execute("SELECT has_schema_privilege('cron', 'USAGE')"))[0]:
         missing.append(f"GRANT USAGE ON SCHEMA cron TO {role};")
         return missing
     if cron is not conn:
         for function in (SCHEDULE_IN_DATABASE, ALTER_JOB):
-            if not cron.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (function,)).fetchone()[0]:
+            if not _row(cron.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (function,)))[0]:
                 missing.append(f"GRANT EXECUTE ON FUNCTION {function} TO {role};")
-        if not cron.execute("SELECT has_database_privilege(%s, 'CONNECT')", (conn.info.dbname,)).fetchone()[0]:
+        if not _row(cron.execute("SELECT has_database_privilege(%s, 'CONNECT')", (conn.info.dbname,)))[0]:
             missing.append(f"GRANT CONNECT ON DATABASE {sql.Identifier(conn.info.dbname).as_string(conn)} TO {role};")
         missing += filter(None, [_schema_grant(cron, spec.schema, role)])
     return missing
@@ -500,21 +541,19 @@ def missing_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: Pur
 def _schedule(cron: psycopg.Connection, job: str, schedule: str, command: str, database: str) -> int:
     """Schedule ``job`` as the current user (in place when it exists), to run in ``database``."""
     if database == cron.info.dbname:
-        return cron.execute("SELECT cron.schedule(%s, %s, %s)", (job, schedule, command)).fetchone()[0]
+        return _row(cron.execute("SELECT cron.schedule(%s, %s, %s)", (job, schedule, command)))[0]
     existing = cron.execute(
         "SELECT jobid FROM cron.job WHERE jobname = %s AND username = current_user", (job,)
     ).fetchone()
     if existing:
         cron.execute("SELECT cron.alter_job(%s, %s, %s, %s)", (existing[0], schedule, command, database))
         return existing[0]
-    return cron.execute(
-        "SELECT cron.schedule_in_database(%s, %s, %s, %s)", (job, schedule, command, database)
-    ).fetchone()[0]
+    return _row(cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)", (job, schedule, command, database)))[0]
 
 
 def _own_schema(conn: psycopg.Connection, spec: PurgeSpec) -> bool:
     """Create the cleanup's schema (marked as ours) when missing; whether it was created."""
-    if conn.execute("SELECT to_regnamespace(quote_ident(%s)) IS NOT NULL", (spec.schema,)).fetchone()[0]:
+    if _row(conn.execute("SELECT to_regnamespace(quote_ident(%s)) IS NOT NULL", (spec.schema,)))[0]:
         return False
     conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(spec.schema)))
     conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(spec.schema), sql.Literal(CREATED_BY)))
@@ -567,18 +606,20 @@ def _log_tables(conn: psycopg.Connection, spec: PurgeSpec) -> None:
 def _check_extra_column(conn: psycopg.Connection, spec: PurgeSpec) -> None:
     if spec.extra_column is None:
         return
-    found = conn.execute(
-        sql.SQL(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {} AND attname = %s AND attnum > 0 "
-            "AND NOT attisdropped)"
-        ).format(_table_oid(spec)),
-        (spec.extra_column,),
-    ).fetchone()[0]
+    found = _row(
+        conn.execute(
+            sql.SQL(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {} AND attname = %s AND attnum > 0 "
+                "AND NOT attisdropped)"
+            ).format(_table_oid(spec)),
+            (spec.extra_column,),
+        )
+    )[0]
     if not found:
         raise CleanupError(f"extra_column: no column {spec.extra_column!r} in table {spec.table_schema}.{spec.table}")
 
 
-def provision(connector: Connector, spec: PurgeSpec) -> dict[str, Any]:
+def provision(connector: Connector, spec: PurgeSpec) -> ProvisionState:
     """Create or update everything the cleanup needs, all or nothing; idempotent.
 
     Everything is checked first (pg_cron loaded, columns, every grant), then created in one
@@ -596,7 +637,7 @@ def provision(connector: Connector, spec: PurgeSpec) -> dict[str, Any]:
         missing = missing_grants(conn, cron, spec)
         if missing:
             raise CleanupError(f"missing grants for role {conn.info.user!r}: " + " ".join(missing))
-        existed = cron.execute("SELECT to_regclass('cron.job') IS NOT NULL").fetchone()[0] and bool(
+        existed = _row(cron.execute("SELECT to_regclass('cron.job') IS NOT NULL"))[0] and bool(
             cron.execute(
                 "SELECT 1 FROM cron.job WHERE jobname = %s AND username = current_user", (spec.job_name,)
             ).fetchone()
@@ -675,9 +716,11 @@ def unprovision(connector: Connector, spec: PurgeSpec) -> None:
         conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(spec.ident("_status")))
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(spec.ident("_batches"), spec.ident("_log")))
         index = sql.Identifier(spec.table_schema, spec.index_name)
-        ours = conn.execute(
-            "SELECT obj_description(to_regclass(%s), 'pg_class') = %s", (index.as_string(conn), CREATED_BY)
-        ).fetchone()[0]
+        ours = _row(
+            conn.execute(
+                "SELECT obj_description(to_regclass(%s), 'pg_class') = %s", (index.as_string(conn), CREATED_BY)
+            )
+        )[0]
         if ours:
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(index))
         _drop_schema_if_ours(conn, spec)
@@ -720,12 +763,12 @@ class Plan:
 
 def _cutoff(conn: psycopg.Connection, kind: str) -> Any:
     """The run's cutoff: the database's now, read once."""
-    return conn.execute(sql.SQL("SELECT {}").format(_now(kind))).fetchone()[0]
+    return _row(conn.execute(sql.SQL("SELECT {}").format(_now(kind))))[0]
 
 
 def _plan(conn: psycopg.Connection, spec: PurgeSpec, at: Any, sample_size: int) -> Plan:
     cutoff = sql.Literal(at)
-    expired, examined, refused = conn.execute(plan_counts(spec, cutoff)).fetchone()
+    expired, examined, refused = _row(conn.execute(plan_counts(spec, cutoff)))
     plan = Plan(str(at), expired, examined, refused)
     if sample_size:
         plan.key_columns = _key_columns(conn, spec)
@@ -762,7 +805,7 @@ class PurgeResult:
 @contextlib.contextmanager
 def run_lock(conn: psycopg.Connection, spec: PurgeSpec) -> Iterator[None]:
     """The advisory lock of the cleanup's runs, held for the whole run: runs never overlap."""
-    if not conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(spec.lock_key)).fetchone()[0]:
+    if not _row(conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(spec.lock_key)))[0]:
         raise CleanupError(f"another run of {spec.job_name} is in progress (it holds the advisory lock); nothing done")
     try:
         yield
@@ -790,7 +833,7 @@ def purge(
         statement = batch_delete(spec, sql.Literal(at), sql.Literal(spec.batch_size))
         while True:
             with conn.transaction():
-                picked, deleted = conn.execute(statement).fetchone()
+                picked, deleted = _row(conn.execute(statement))
             result.rows_deleted += deleted
             result.rows_skipped += picked - deleted
             result.batches += 1
@@ -806,9 +849,9 @@ def purge(
                 return result
 
 
-def _one_row(cursor: psycopg.Cursor) -> dict[str, Any]:
-    names = [column.name for column in cursor.description]
-    return dict(zip(names, cursor.fetchone(), strict=True))
+def _one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> dict[str, Any]:
+    names = [column.name for column in cursor.description or ()]
+    return dict(zip(names, _row(cursor), strict=True))
 
 
 def status(conn: psycopg.Connection, spec: PurgeSpec) -> dict[str, Any]:
@@ -816,31 +859,35 @@ def status(conn: psycopg.Connection, spec: PurgeSpec) -> dict[str, Any]:
     return _one_row(conn.execute(sql.SQL("SELECT * FROM {}").format(spec.ident("_status"))))
 
 
-def cron_health(cron: psycopg.Connection, job_name: str, since_seconds: int) -> dict[str, Any]:
+def cron_health(cron: psycopg.Connection, job_name: str, since_seconds: int) -> CronHealth:
     """Failed runs in the last ``since_seconds`` and the age of the last successful run."""
-    row = cron.execute(
-        """SELECT count(*) FILTER (WHERE d.status = 'failed' AND d.start_time > now() - make_interval(secs => %s)),
+    row = _row(
+        cron.execute(
+            """SELECT count(*) FILTER (WHERE d.status = 'failed' AND d.start_time > now() - make_interval(secs => %s)),
                   extract(epoch from now() - max(d.end_time) FILTER (WHERE d.status = 'succeeded'))::bigint,
                   (SELECT count(*) FROM cron.job WHERE jobname = %s)
            FROM cron.job_run_details d JOIN cron.job j ON j.jobid = d.jobid WHERE j.jobname = %s""",
-        (since_seconds, job_name, job_name),
-    ).fetchone()
+            (since_seconds, job_name, job_name),
+        )
+    )
     return {"failed_runs": row[0], "last_success_age_seconds": row[1], "job_scheduled": bool(row[2])}
 
 
-def logged_since(conn: psycopg.Connection, spec: PurgeSpec, since_seconds: int) -> dict[str, int]:
+def logged_since(conn: psycopg.Connection, spec: PurgeSpec, since_seconds: int) -> LoggedSince:
     """From the procedure's log over the last ``since_seconds``: rows deleted by committed batches
     (a run killed mid-way included) and runs the breaker refused."""
-    row = conn.execute(
-        sql.SQL(
-            "SELECT (SELECT coalesce(sum(rows_deleted), 0) FROM {batches} WHERE logged_at > now() - {window}), "
-            "(SELECT count(*) FROM {log} WHERE refused IS NOT NULL AND started_at > now() - {window})"
-        ).format(
-            batches=spec.ident("_batches"),
-            log=spec.ident("_log"),
-            window=sql.SQL("make_interval(secs => {})").format(sql.Literal(since_seconds)),
+    row = _row(
+        conn.execute(
+            sql.SQL(
+                "SELECT (SELECT coalesce(sum(rows_deleted), 0) FROM {batches} WHERE logged_at > now() - {window}), "
+                "(SELECT count(*) FROM {log} WHERE refused IS NOT NULL AND started_at > now() - {window})"
+            ).format(
+                batches=spec.ident("_batches"),
+                log=spec.ident("_log"),
+                window=sql.SQL("make_interval(secs => {})").format(sql.Literal(since_seconds)),
+            )
         )
-    ).fetchone()
+    )
     return {"rows_purged": int(row[0]), "refused_runs": int(row[1])}
 
 

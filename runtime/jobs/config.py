@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from runtime.metrics import DEFAULT_NAMESPACE
+from expiry.runtime.jobs.metrics import DEFAULT_NAMESPACE
 
 ENV_VAR = "EXPIRY_JOB"
 KIND_TTL_MONITOR = "ttl-monitor"
@@ -17,11 +17,11 @@ KIND_PG_PURGE = "pg-purge"
 KIND_PG_MONITOR = "pg-monitor"
 POSTGRES_KINDS = (KIND_PG_PURGE, KIND_PG_MONITOR)
 HANDLERS = {
-    KIND_TTL_MONITOR: "runtime.handlers.ttl_monitor.handler",
-    KIND_SWEEP: "runtime.handlers.sweep.handler",
-    KIND_ORPHANED_REFERENCES: "runtime.handlers.orphaned_references.handler",
-    KIND_PG_PURGE: "runtime.handlers.pg_purge.handler",
-    KIND_PG_MONITOR: "runtime.handlers.pg_monitor.handler",
+    KIND_TTL_MONITOR: "expiry.runtime.handlers.ttl_monitor.handler",
+    KIND_SWEEP: "expiry.runtime.handlers.sweep.handler",
+    KIND_ORPHANED_REFERENCES: "expiry.runtime.handlers.orphaned_references.handler",
+    KIND_PG_PURGE: "expiry.runtime.handlers.pg_purge.handler",
+    KIND_PG_MONITOR: "expiry.runtime.handlers.pg_monitor.handler",
 }
 # Settings of a PostgreSQL purge (runtime.pg_cleanup.PurgeSpec, which checks them: it needs psycopg,
 # which DynamoDB handlers do not ship with).

@@ -1,20 +1,17 @@
 """PostgreSQL jobs run from Lambda: the batched purge for databases without pg_cron (the maintenance
 guide's "Option 3") and the monitor that catches a pg_cron job that fails or silently stops."""
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from psycopg.conninfo import make_conninfo
-
-from runtime import metrics as m
-from runtime.job_config import KIND_PG_MONITOR, KIND_PG_PURGE, Job, JobConfigError, Postgres
-from runtime.job_runner import Work
-from runtime.jobs import ClientFactory
-from runtime.pg_cleanup import (
+from expiry.runtime.aws_clients import ClientFactory
+from expiry.runtime.jobs import metrics as m
+from expiry.runtime.jobs.config import KIND_PG_MONITOR, KIND_PG_PURGE, Job, JobConfigError
+from expiry.runtime.jobs.run_control import Tally
+from expiry.runtime.jobs.runner import Work
+from expiry.runtime.postgres.cleanup import (
     CleanupError,
-    Connector,
     PurgeSpec,
     cron_health,
     logged_since,
@@ -23,39 +20,7 @@ from runtime.pg_cleanup import (
     purge,
     status,
 )
-from runtime.run_control import Tally
-
-
-def credentials(secrets: Any, settings: Postgres) -> tuple[str, str]:
-    """(user, password) from the secret: an RDS-style JSON object, or the password alone."""
-    text = secrets.get_secret_value(SecretId=settings.secret_arn)["SecretString"]
-    try:
-        secret = json.loads(text)
-    except json.JSONDecodeError:
-        secret = {"password": text}
-    if not isinstance(secret, dict):
-        secret = {"password": text}
-    user = settings.user or secret.get("username")
-    if not user or "password" not in secret:
-        raise JobConfigError(
-            "EXPIRY_JOB: postgres.secret_arn: the secret needs a password (and a username unless postgres.user is set)"
-        )
-    return user, secret["password"]
-
-
-def connector(secrets: Any, settings: Postgres) -> Connector:
-    """Connections to the job's database (or pg_cron's), with the secret's credentials, read once."""
-    user, password = credentials(secrets, settings)
-    conninfo = make_conninfo(
-        "",
-        host=settings.host,
-        port=settings.port,
-        dbname=settings.database,
-        user=user,
-        password=password,
-        application_name="expiry",
-    )
-    return Connector(conninfo, settings.database)
+from expiry.runtime.postgres.connection import connector
 
 
 def purge_spec(job: Job) -> PurgeSpec:

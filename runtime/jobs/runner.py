@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from runtime import metrics as m
-from runtime.job_config import (
+from expiry.runtime.jobs import metrics as m
+from expiry.runtime.jobs.config import (
     KIND_ORPHANED_REFERENCES,
     KIND_PG_MONITOR,
     KIND_PG_PURGE,
@@ -16,7 +16,7 @@ from runtime.job_config import (
     Job,
     JobConfigError,
 )
-from runtime.run_control import Clock, Deadline, LambdaContext, Tally, elapsed_ms, log_line
+from expiry.runtime.jobs.run_control import Clock, Deadline, LambdaContext, Tally, elapsed_ms, log_line
 
 # Counter of a run -> metric of the contract.
 COUNTER_METRICS = {

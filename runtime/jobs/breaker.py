@@ -1,7 +1,7 @@
 """The mass-deletion breaker: a run that would delete more than its settings allow deletes nothing
 and says why. A wrong key pattern, a wrong TTL unit or a wrong owner rule looks like this."""
 
-from runtime.job_config import Breaker
+from expiry.runtime.jobs.config import Breaker
 
 HOW_TO_PROCEED = (
     "nothing was deleted; if this is right, raise breaker.max_share or breaker.max_count, "

@@ -14,14 +14,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from runtime import s3_cleanup
-from runtime.breaker import refusal
-from runtime.expired_items import (
+from expiry.runtime.dynamodb.expired_items import (
     CHANGED,
     DELETED,
     count_unindexed_expired,
@@ -31,14 +28,15 @@ from runtime.expired_items import (
     pages,
     unchanged,
 )
-from runtime.job_config import HOOK_MODULE, Job
-from runtime.run_control import Tally
-from runtime.ttl import is_expired
+from expiry.runtime.dynamodb.items import BATCH_GET, chunks, existing_ids, plain, text_value
+from expiry.runtime.dynamodb.ttl import is_expired
+from expiry.runtime.jobs.breaker import refusal
+from expiry.runtime.jobs.config import HOOK_MODULE, Job
+from expiry.runtime.jobs.run_control import Tally
+from expiry.runtime.s3 import objects
 
 Item = dict[str, Any]
 Hook = Callable[[dict[str, Any], Job], bool | None]
-CHUNK = 256
-T = TypeVar("T")
 
 
 def load_hook(job: Job) -> Hook | None:
@@ -46,18 +44,7 @@ def load_hook(job: Job) -> Hook | None:
     if not job.hook:
         return None
     module = importlib.import_module(HOOK_MODULE)
-    return module.before_delete  # type: ignore[no-any-return]
-
-
-def chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
-def plain(value: Item) -> dict[str, Any]:
-    deserializer = TypeDeserializer()
-    return {name: deserializer.deserialize(attribute) for name, attribute in value.items()}
+    return module.before_delete
 
 
 @dataclass
@@ -204,13 +191,13 @@ class Sweeper:
         return response.get("Item")
 
     def _status(self, image: Item) -> str | None:
-        return s3_cleanup.text_value(image, self.job.s3.status_attribute) if self.job.s3 else None
+        return text_value(image, self.job.s3.status_attribute) if self.job.s3 else None
 
     def _is_stuck(self, image: Item) -> bool:
         stuck = self.job.stuck_uploads
         if not stuck or self._status(image) != stuck.status:
             return False
-        age = s3_cleanup.age_seconds(image.get(stuck.since_attribute), self.now)
+        age = objects.age_seconds(image.get(stuck.since_attribute), self.now)
         return age is not None and age >= stuck.older_than_seconds
 
     def decide(self, found: Item) -> Decision | None:
@@ -232,10 +219,10 @@ class Sweeper:
             return decision
         if kept:
             return self._keep_object(decision)
-        key = s3_cleanup.text_value(image, s3.key_attribute)
-        upload_id = s3_cleanup.text_value(image, s3.upload_id_attribute)
+        key = text_value(image, s3.key_attribute)
+        upload_id = text_value(image, s3.upload_id_attribute)
         if key and upload_id:
-            parts = s3_cleanup.upload_has_parts(self.s3, s3.bucket, key, upload_id)
+            parts = objects.upload_has_parts(self.s3, s3.bucket, key, upload_id)
             stuck = self.job.stuck_uploads
             if parts and stuck and self._status(image) == stuck.status:
                 if self._is_stuck(image):
@@ -245,17 +232,17 @@ class Sweeper:
             decision.abort_upload = upload_id if parts is not None else None
         if key:
             decision.object_key = key
-            decision.delete_object = s3_cleanup.object_exists(self.s3, s3.bucket, key)
+            decision.delete_object = objects.object_exists(self.s3, s3.bucket, key)
         return decision
 
     def _keep_object(self, decision: Decision) -> Decision:
         """Keep the item's object, and mark it if it is not marked yet."""
         s3 = self.job.s3
         assert s3 is not None
-        key = s3_cleanup.text_value(decision.image, s3.key_attribute)
+        key = text_value(decision.image, s3.key_attribute)
         decision.object_key = key
-        if key and s3.keep_marker == "tag" and s3_cleanup.object_exists(self.s3, s3.bucket, key):
-            decision.mark_object = not s3_cleanup.is_marked_kept(self.s3, s3.bucket, key)
+        if key and s3.keep_marker == "tag" and objects.object_exists(self.s3, s3.bucket, key):
+            decision.mark_object = not objects.is_marked_kept(self.s3, s3.bucket, key)
         return decision
 
     def _stuck_items(self, decided: set[str]) -> Iterator[Item]:
@@ -278,12 +265,12 @@ class Sweeper:
         """A stuck upload: marked partial when parts arrived, else aborted and its item deleted."""
         s3 = self.job.s3
         assert s3 is not None
-        key = s3_cleanup.text_value(image, s3.key_attribute)
-        upload_id = s3_cleanup.text_value(image, s3.upload_id_attribute)
+        key = text_value(image, s3.key_attribute)
+        upload_id = text_value(image, s3.upload_id_attribute)
         if not self._is_stuck(image) or not key or not upload_id:
             return None
         self.tally.add("stuck_found")
-        parts = s3_cleanup.upload_has_parts(self.s3, s3.bucket, key, upload_id)
+        parts = objects.upload_has_parts(self.s3, s3.bucket, key, upload_id)
         if parts is None:
             self.tally.add("stuck_upload_gone")  # kept: without the upload nothing says what happened
             return Decision(image, object_key=key)
@@ -301,12 +288,12 @@ class Sweeper:
             plan.refused.append(misread)
             return
         decided = {d.object_key for d in plan.decisions if d.object_key}
-        candidates = s3_cleanup.orphan_candidates(
+        candidates = objects.orphan_candidates(
             self.s3, s3.bucket, orphans, self.now, self.tally, lambda key: key in decided
         )
         owners_found = examined = 0
-        for batch in chunks(candidates, s3_cleanup.BATCH_GET):
-            owners = s3_cleanup.existing_ids(self.dynamodb, self.job, {o.owner_id for o in batch}, self.tally)
+        for batch in chunks(candidates, BATCH_GET):
+            owners = existing_ids(self.dynamodb, self.job, {o.owner_id for o in batch}, self.tally)
             ownerless = [o.key for o in batch if o.owner_id not in owners]
             owners_found += len(batch) - len(ownerless)
             examined += len(batch)
@@ -327,7 +314,7 @@ class Sweeper:
     def _marked(self, key: str) -> bool:
         s3 = self.job.s3
         assert s3 is not None
-        return s3_cleanup.is_marked_kept(self.s3, s3.bucket, key)
+        return objects.is_marked_kept(self.s3, s3.bucket, key)
 
     def _misread_key(self, plan: Plan) -> str | None:
         """The owner rule applied to the object keys of the items read: each must name its own item."""
@@ -340,7 +327,7 @@ class Sweeper:
                 continue
             match = orphans.id_pattern.search(key)
             owner = (match.group("id") if "id" in orphans.id_pattern.groupindex else match.group(1)) if match else None
-            own_id = s3_cleanup.text_value(decision.image, hash_key)
+            own_id = text_value(decision.image, hash_key)
             if owner != own_id:
                 return (
                     f"orphaned_objects.id_pattern reads owner {owner!r} from {key!r}, whose item is {own_id!r}; "
@@ -353,14 +340,14 @@ class Sweeper:
     def carry_out(self, plan: Plan) -> None:
         self._each(plan.decisions, self.apply)
         s3 = self.job.s3
-        for start in range(0, len(plan.orphans), s3_cleanup.DELETE_BATCH):
+        for start in range(0, len(plan.orphans), objects.DELETE_BATCH):
             if self.should_stop():
                 self.tally.add("not_reached", len(plan.orphans) - start)
                 return
             assert s3 is not None
-            batch = plan.orphans[start : start + s3_cleanup.DELETE_BATCH]
+            batch = plan.orphans[start : start + objects.DELETE_BATCH]
             try:
-                self.tally.add("orphans_deleted", s3_cleanup.delete_objects(self.s3, s3.bucket, batch, self.tally))
+                self.tally.add("orphans_deleted", objects.delete_objects(self.s3, s3.bucket, batch, self.tally))
             except Exception as error:  # noqa: BLE001 - the batch is reported, the run goes on
                 self.tally.error("delete_orphans", error, objects=len(batch))
 
@@ -368,7 +355,7 @@ class Sweeper:
         s3 = self.job.s3
         if decision.mark_object:
             assert s3 and decision.object_key
-            if s3_cleanup.mark_kept(self.s3, s3.bucket, decision.object_key):
+            if objects.mark_kept(self.s3, s3.bucket, decision.object_key):
                 self.tally.add("objects_marked_kept")
         if decision.mark_partial:
             self._set_partial(decision.image)
@@ -382,7 +369,7 @@ class Sweeper:
         self.tally.add("items_deleted" if outcome == DELETED else "items_gone")
         if not s3 or not decision.object_key:
             return
-        if decision.abort_upload and s3_cleanup.abort_upload(
+        if decision.abort_upload and objects.abort_upload(
             self.s3, s3.bucket, decision.object_key, decision.abort_upload
         ):
             self.tally.add("uploads_aborted")

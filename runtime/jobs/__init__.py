@@ -1,0 +1,1 @@
+"""The job contract and runner: settings, metrics, deadlines, the breaker (no AWS or PostgreSQL calls)."""

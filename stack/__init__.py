@@ -1,0 +1,1 @@
+"""The stack program of this repository (seed systems, stack settings): used by __main__.py, not packaged."""
