@@ -6,7 +6,7 @@ VENV := venv
 BIN := $(VENV)/bin
 STATE := $(CURDIR)/.pulumi-state
 
-.PHONY: setup system-packages test lint format benchmark up clean
+.PHONY: setup system-packages test lint typecheck format benchmark up clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	# The project itself, so that Pulumi's dynamic-provider process can import components and runtime.
+	# The project itself, so that Pulumi's dynamic-provider process can import expiry.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -31,6 +31,10 @@ test: setup
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy on the package as it installs (expiry.components, expiry.runtime): see scripts/typecheck.sh.
+typecheck: $(VENV)/.installed
+	MYPY=$(BIN)/mypy ./scripts/typecheck.sh
 
 benchmark: setup
 	$(BIN)/python benchmarks/sweep_benchmark.py
@@ -52,4 +56,4 @@ up: $(VENV)/.installed
 	PULUMI_BACKEND_URL=file://$(STATE) $(PULUMI) up --stack $(STACK)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,62 +1,139 @@
-"""`pip install git+<repo>` from another project: the wheel holds components and runtime, and its
-dependencies are the ones the components import."""
+"""`pip install` of the repository into another project: one top-level package, `expiry`, that does
+not collide with the project's own `components/` or `runtime.py`, typed, licensed, with the `expiry`
+command, and with the dependencies the components import."""
 
 import shutil
 import subprocess
 import sys
+import sysconfig
+import textwrap
 import zipfile
 from pathlib import Path
 
+import pytest
 from stack_config import ROOT
 
+import expiry
 
-def test_wheel_holds_the_packages_and_declares_their_dependencies(tmp_path: Path):
-    # Built from a copy of the sources, so no build/ directory is left in the checkout.
-    source = tmp_path / "source"
-    for name in ("components", "runtime"):
+SOURCES = ("expiry", "components", "runtime")
+USER_PROGRAM = """
+import sys
+import components, runtime  # the project's own, not expiry's
+assert components.OWN and runtime.OWN, "the project's own modules were shadowed"
+
+import pulumi
+
+created = []
+
+
+class Mocks(pulumi.runtime.Mocks):
+    def new_resource(self, args):
+        created.append(args.typ)
+        return [f"{args.name}-id", {**args.inputs, "name": args.inputs.get("name", args.name)}]
+
+    def call(self, args):
+        return {}
+
+
+pulumi.runtime.set_mocks(Mocks(), project="user-project", stack="test", preview=False)
+import expiry
+from expiry import TtlTable
+
+assert "site-packages" in expiry.__file__, expiry.__file__
+
+
+@pulumi.runtime.test
+def build():
+    table = TtlTable("sessions", {"hash_key": "id", "ttl_attribute": "expires_at"})
+    return table.table_name.apply(lambda name: print("TABLE", name))
+
+
+build()
+assert "expiry:index:TtlTable" in created and "aws:dynamodb/table:Table" in created, created
+print("VERSION", expiry.__version__)
+
+from expiry.components.lambda_bundle import build_bundle
+
+bundle = build_bundle(None, "user-project")  # the Lambda archive goes to the user's cache, not here
+print("ARCHIVE", bundle.path)
+"""
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built from a copy of the sources (so no build/ is left in the checkout)."""
+    out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"
+    for name in SOURCES:
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "-w",
-            str(tmp_path),
-            str(source),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", out, source],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    (wheel,) = tmp_path.glob("expiry-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for module in (
-        "components/__init__.py",
-        "components/ttl_table.py",
-        "components/scheduled_sweeper.py",
-        "components/pg_cron_cleanup.py",
-        "components/cleanup_alarms.py",
-        "runtime/__init__.py",
-        "runtime/ttl.py",
-        "runtime/handlers/sweep.py",
-        "runtime/handlers/pg_provision.py",
-        "runtime/__main__.py",
-    ):
-        assert module in names, module
-    assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
-    metadata = next(name for name in names if name.endswith("METADATA"))
-    requires = [
-        line
-        for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
-        if line.startswith("Requires-Dist:")
-    ]
-    declared = " ".join(requires)
+    (built,) = out.glob("expiry-*.whl")
+    return built
+
+
+def test_wheel_holds_one_package_and_declares_its_metadata(wheel: Path):
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+    info = f"expiry-{expiry.__version__}.dist-info"
+    assert {name.split("/", 1)[0] for name in names} == {"expiry", info}
+    sources = {
+        f"expiry/{folder}/{path.relative_to(ROOT / folder).as_posix()}"
+        for folder in ("components", "runtime")
+        for path in (ROOT / folder).rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert sources <= names, sorted(sources - names)  # every subpackage is mapped into the wheel
+    assert {"expiry/__init__.py", "expiry/__main__.py", "expiry/py.typed", f"{info}/licenses/LICENSE"} <= names
+    assert not any(name.startswith(("expiry/stack/", "expiry/tests/")) for name in names)
+    metadata = archive.read(f"{info}/METADATA").decode()
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "Classifier: Typing :: Typed" in metadata and "Requires-Python: >=3.11" in metadata
     for package in ("pulumi", "pulumi-aws", "boto3", "psycopg", "tzdata"):
-        assert f"Requires-Dist: {package}" in declared, package
+        assert f"Requires-Dist: {package}" in metadata, package
+    assert "expiry = expiry.runtime.cli:main" in archive.read(f"{info}/entry_points.txt").decode()
+
+
+def test_installed_wheel_works_inside_a_project_with_its_own_components_and_runtime(wheel: Path, tmp_path: Path):
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, capture_output=True, timeout=300)
+    python = env / "bin" / "python"
+    # The dependencies come from this venv's site-packages (a path, not its .pth files, so not the
+    # editable install of this checkout); expiry itself only from the wheel.
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    Path(site, "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--disable-pip-version-check", wheel],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    project = tmp_path / "project"
+    (project / "components").mkdir(parents=True)
+    (project / "components" / "__init__.py").write_text("OWN = True\n")
+    (project / "runtime.py").write_text("OWN = True\n")
+    (project / "program.py").write_text(textwrap.dedent(USER_PROGRAM))
+    clean = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    run = subprocess.run([python, "program.py"], cwd=project, env=clean, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "TABLE " in run.stdout and f"VERSION {expiry.__version__}" in run.stdout
+    archive = Path(run.stdout.split("ARCHIVE ", 1)[1].strip())
+    assert archive.parent == tmp_path / ".cache" / "expiry"
+    assert {name.split("/", 1)[0] for name in zipfile.ZipFile(archive).namelist()} == {"expiry"}
+    assert sorted(path.name for path in project.iterdir()) == ["components", "program.py", "runtime.py"]
+    cli = subprocess.run([env / "bin" / "expiry", "--help"], cwd=project, env=clean, capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.startswith("usage: expiry") and "sweep" in cli.stdout
+    module = subprocess.run([python, "-m", "expiry", "--help"], cwd=project, env=clean, capture_output=True, text=True)
+    assert module.returncode == 0 and module.stdout == cli.stdout
