@@ -1,4 +1,4 @@
-"""The operator CLI (`python -m runtime`) as an operator runs it: a subprocess against moto_server
+"""The operator CLI (`expiry`, also `python -m expiry`) as an operator runs it: a subprocess against moto_server
 over HTTP and against the test PostgreSQL, with its output, exit codes and error lines."""
 
 import json
