@@ -6,11 +6,13 @@ from typing import Any
 
 from expiry.runtime.aws_clients import ClientFactory, client
 from expiry.runtime.dynamodb.orphaned_references import IndexSweeper
+from expiry.runtime.dynamodb.stream_cascade import StreamCascade
 from expiry.runtime.dynamodb.sweep import Sweeper, load_hook
 from expiry.runtime.dynamodb.ttl_monitor import inspect_table
 from expiry.runtime.jobs import metrics as m
 from expiry.runtime.jobs.config import (
     KIND_ORPHANED_REFERENCES,
+    KIND_STREAM_CASCADE,
     KIND_SWEEP,
     KIND_TTL_MONITOR,
     POSTGRES_KINDS,
@@ -58,6 +60,29 @@ def references_work(clients: ClientFactory) -> Work:
         return IndexSweeper(job, clients("dynamodb"), now, should_stop, tally).run()
 
     return work
+
+
+def stream_work(clients: ClientFactory, records: list[dict[str, Any]]) -> Work:
+    def work(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
+        return StreamCascade(job, clients("dynamodb"), clients("s3"), tally, should_stop).run(records)
+
+    return work
+
+
+def stream_entry_point() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda handler of a stream-cascade job: a batch of stream records in, the partial batch
+    response out (Lambda retries from the earliest failed record)."""
+    job = job_from_environment(os.environ)
+    if job.kind != KIND_STREAM_CASCADE:
+        raise JobConfigError(f"EXPIRY_JOB: kind: this handler runs {KIND_STREAM_CASCADE} jobs, got {job.kind!r}")
+    clients = default_clients(job)
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        records = event.get("Records", []) if isinstance(event, dict) else []
+        summary = run_job(job, stream_work(clients, records), context, event=event)
+        return {"batchItemFailures": summary["batch_item_failures"]}
+
+    return handler
 
 
 WORK = {KIND_TTL_MONITOR: monitor_work, KIND_SWEEP: sweep_work, KIND_ORPHANED_REFERENCES: references_work}

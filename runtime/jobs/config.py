@@ -15,6 +15,7 @@ KIND_SWEEP = "sweep"
 KIND_ORPHANED_REFERENCES = "orphaned-references"
 KIND_PG_PURGE = "pg-purge"
 KIND_PG_MONITOR = "pg-monitor"
+KIND_STREAM_CASCADE = "stream-cascade"
 POSTGRES_KINDS = (KIND_PG_PURGE, KIND_PG_MONITOR)
 HANDLERS = {
     KIND_TTL_MONITOR: "expiry.runtime.handlers.ttl_monitor.handler",
@@ -22,6 +23,7 @@ HANDLERS = {
     KIND_ORPHANED_REFERENCES: "expiry.runtime.handlers.orphaned_references.handler",
     KIND_PG_PURGE: "expiry.runtime.handlers.pg_purge.handler",
     KIND_PG_MONITOR: "expiry.runtime.handlers.pg_monitor.handler",
+    KIND_STREAM_CASCADE: "expiry.runtime.handlers.stream_cascade.handler",
 }
 # Settings of a PostgreSQL purge (runtime.pg_cleanup.PurgeSpec, which checks them: it needs psycopg,
 # which DynamoDB handlers do not ship with).
@@ -127,6 +129,14 @@ class References:
 
 
 @dataclass(frozen=True)
+class Archive:
+    """Where expired items' last images go: gzip JSON lines under ``prefix``dt=YYYY-MM-DD/."""
+
+    bucket: str
+    prefix: str
+
+
+@dataclass(frozen=True)
 class Postgres:
     """Where the database is; the password comes from a Secrets Manager secret, never the environment."""
 
@@ -163,6 +173,7 @@ class Job:
     plan_sample_size: int = 20
     unindexed_check_items: int = 0
     postgres: "Postgres | None" = None
+    archive: Archive | None = None
     purge: dict[str, Any] | None = None
 
     def projection(self, *extra: str | None) -> list[str]:
@@ -397,6 +408,7 @@ SECTIONS = {
     KIND_ORPHANED_REFERENCES: {"references"},
     KIND_PG_PURGE: {"postgres", "purge"},
     KIND_PG_MONITOR: {"postgres", "purge"},
+    KIND_STREAM_CASCADE: {"s3", "archive"},
 }
 
 
@@ -412,6 +424,16 @@ def _postgres(r: _Reader | None) -> Postgres | None:
         user=r.text("user", required=False),
         lookback_seconds=r.integer("lookback_seconds", 3600, 60, 30 * 86400),
     )
+
+
+def _archive(r: _Reader | None) -> Archive | None:
+    if r is None:
+        return None
+    r.check_known({"bucket", "prefix"})
+    prefix = r.raw.get("prefix", "expired/")
+    if not isinstance(prefix, str) or (prefix and not prefix.endswith("/")):
+        r.fail("prefix", f"must be a key prefix ending in '/' (or empty), got {prefix!r}")
+    return Archive(bucket=r.text("bucket"), prefix=prefix)
 
 
 def _purge(r: _Reader | None) -> dict[str, Any] | None:
@@ -463,6 +485,7 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         unindexed_check_items=r.integer("unindexed_check_items", 0, 0, 10_000_000),
         postgres=_postgres(r.section("postgres")),
         purge=_purge(r.section("purge")),
+        archive=_archive(r.section("archive")),
     )
     if (job.stuck_uploads or job.orphaned_objects) and not job.s3:
         field = "stuck_uploads" if job.stuck_uploads else "orphaned_objects"
@@ -479,6 +502,8 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         )
     if job.orphaned_objects and len(job.key_attributes) != 1:
         r.fail("orphaned_objects", "needs a table keyed by its hash key alone (the id taken from the object key)")
+    if kind == KIND_STREAM_CASCADE and job.s3 is None and job.archive is None:
+        r.fail("s3", "a stream-cascade job needs s3 (the cascade), archive, or both")
     if kind == KIND_ORPHANED_REFERENCES and job.references is None:
         r.fail("references", "is required for an orphaned-references job")
     if kind == KIND_ORPHANED_REFERENCES and len(job.key_attributes) != 2:

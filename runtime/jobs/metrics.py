@@ -35,6 +35,8 @@ MASS_DELETION_REFUSED = "MassDeletionRefused"
 UNINDEXED_EXPIRED = "UnindexedExpired"
 # Objects of kept items marked so that no later pass takes them for orphans.
 OBJECTS_MARKED_KEPT = "ObjectsMarkedKept"
+# Expired items' last images written to the archive (stream cascade).
+ITEMS_ARCHIVED = "ItemsArchived"
 
 UNITS: dict[str, str] = {
     SWEEP_SUCCEEDED: "Count",
@@ -59,6 +61,7 @@ UNITS: dict[str, str] = {
     MASS_DELETION_REFUSED: "Count",
     UNINDEXED_EXPIRED: "Count",
     OBJECTS_MARKED_KEPT: "Count",
+    ITEMS_ARCHIVED: "Count",
 }
 ALL_METRICS = tuple(UNITS)
 

@@ -11,6 +11,7 @@ from expiry.runtime.jobs.config import (
     KIND_ORPHANED_REFERENCES,
     KIND_PG_MONITOR,
     KIND_PG_PURGE,
+    KIND_STREAM_CASCADE,
     KIND_SWEEP,
     KIND_TTL_MONITOR,
     Job,
@@ -27,6 +28,7 @@ COUNTER_METRICS = {
     "uploads_aborted": m.UPLOADS_ABORTED,
     "orphans_deleted": m.ORPHANS_DELETED,
     "objects_marked_kept": m.OBJECTS_MARKED_KEPT,
+    "items_archived": m.ITEMS_ARCHIVED,
     "mass_deletion_refused": m.MASS_DELETION_REFUSED,
     "errors": m.CLEANUP_ERRORS,
 }
@@ -53,6 +55,14 @@ JOB_METRICS = {
     ),
     KIND_ORPHANED_REFERENCES: (m.ITEMS_SKIPPED, m.ORPHANS_DELETED, m.MASS_DELETION_REFUSED, m.CLEANUP_ERRORS),
     KIND_PG_PURGE: (m.ROWS_PURGED, m.MASS_DELETION_REFUSED),
+    KIND_STREAM_CASCADE: (
+        m.OBJECTS_DELETED,
+        m.UPLOADS_ABORTED,
+        m.OBJECTS_MARKED_KEPT,
+        m.ITEMS_ARCHIVED,
+        m.ITEMS_SKIPPED,
+        m.CLEANUP_ERRORS,
+    ),
     KIND_PG_MONITOR: (
         m.EXPIRED_BACKLOG,
         m.OLDEST_EXPIRED_AGE_SECONDS,

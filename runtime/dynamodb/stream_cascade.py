@@ -1,0 +1,157 @@
+"""The TTL-stream cascade: what TTL cannot delete, cleaned from the old images of TTL's own deletions.
+
+DynamoDB delivers every item TTL deletes on the table's stream as a REMOVE record by the service
+principal dynamodb.amazonaws.com, with the item's last image. This reads no table items to find
+work and deletes none (TTL did); for each such record it archives the image (optional), marks the
+object of an item in a kept status, or aborts the item's multipart upload and deletes its object.
+An object whose key an item holds again (the key was written anew) is kept. Every step is
+idempotent, so a retried batch repeats nothing harmful; a record that fails is reported by its
+sequence number (partial batch response) and Lambda retries from it."""
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from expiry.runtime.dynamodb.items import plain, text_value
+from expiry.runtime.jobs.config import Job
+from expiry.runtime.jobs.run_control import Tally
+from expiry.runtime.s3 import objects
+
+Record = dict[str, Any]
+TTL_PRINCIPAL = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+# The event source mapping's filter: only TTL's deletions reach the function.
+TTL_DELETIONS_FILTER = {
+    "eventName": ["REMOVE"],
+    "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]},
+}
+
+
+def is_ttl_deletion(record: Record) -> bool:
+    return record.get("eventName") == "REMOVE" and record.get("userIdentity") == TTL_PRINCIPAL
+
+
+def archive_key(prefix: str, records: list[Record]) -> str:
+    """One object per batch, named by its records (sequence numbers and event ids): a retried batch
+    writes the same key again instead of a second copy."""
+    first, last = records[0], records[-1]
+    when = dt.datetime.fromtimestamp(float(first["dynamodb"]["ApproximateCreationDateTime"]), tz=dt.UTC)
+    ids = hashlib.sha256("\n".join(r.get("eventID", "") for r in records).encode()).hexdigest()[:12]
+    sequence = f"{first['dynamodb']['SequenceNumber']}-{last['dynamodb']['SequenceNumber']}"
+    return f"{prefix}dt={when:%Y-%m-%d}/{sequence}-{ids}.jsonl.gz"
+
+
+def archive_lines(records: list[Record]) -> bytes:
+    """The old images as JSON lines (plain values), gzip-compressed with a fixed timestamp."""
+    lines = [
+        json.dumps(
+            {
+                "expired_at": float(r["dynamodb"]["ApproximateCreationDateTime"]),
+                "sequence": r["dynamodb"]["SequenceNumber"],
+                "item": plain(r["dynamodb"]["OldImage"]),
+            },
+            default=str,
+            sort_keys=True,
+        )
+        for r in records
+    ]
+    return gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
+
+
+class StreamCascade:
+    """One batch of stream records."""
+
+    def __init__(self, job: Job, dynamodb: Any, s3: Any, tally: Tally, should_stop: Callable[[], bool]) -> None:
+        self.job, self.dynamodb, self.s3, self.tally, self.should_stop = job, dynamodb, s3, tally, should_stop
+
+    def run(self, records: list[Record]) -> dict[str, Any]:
+        """Handle ``records``; the sequence numbers to retry from (the earliest failure, if any)."""
+        expired = []
+        for record in records:
+            if not is_ttl_deletion(record):
+                self.tally.add("records_not_ttl")  # the filter should let none through: never acted on
+            elif "OldImage" not in record.get("dynamodb", {}):
+                self.tally.error("stream", RuntimeError("no OldImage: the stream view must carry old images"))
+            else:
+                expired.append(record)
+        self.tally.add("ttl_deletions", len(expired))
+        if expired and self.job.archive:
+            self.archive(expired)  # before any cascade: a failed archive fails the batch, which is retried
+        failed: list[str] = []
+        if expired and self.job.s3:
+            with ThreadPoolExecutor(max_workers=self.job.workers) as pool:
+                outcomes = list(pool.map(self.cascade, expired))
+            failed = [r["dynamodb"]["SequenceNumber"] for r, ok in zip(expired, outcomes, strict=True) if not ok]
+        first_failure = min(failed, key=int) if failed else None
+        return {"batch_item_failures": [{"itemIdentifier": first_failure}] if first_failure else []}
+
+    def archive(self, records: list[Record]) -> None:
+        archive = self.job.archive
+        assert archive is not None
+        if self.job.dry_run:
+            self.tally.add("items_to_archive", len(records))
+            return
+        self.s3.put_object(
+            Bucket=archive.bucket,
+            Key=archive_key(archive.prefix, records),
+            Body=archive_lines(records),
+            ContentType="application/x-ndjson",
+            ContentEncoding="gzip",
+        )
+        self.tally.add("items_archived", len(records))
+
+    def cascade(self, record: Record) -> bool:
+        """Clean or keep what one expired item pointed at; False when it failed (logged)."""
+        old = record["dynamodb"]["OldImage"]
+        try:
+            self._cascade(old)
+        except Exception as error:  # noqa: BLE001 - reported as a batch item failure, retried by Lambda
+            key = {name: old.get(name) for name in self.job.key_attributes}
+            self.tally.error("stream_cascade", error, key=plain({k: v for k, v in key.items() if v}))
+            return False
+        return True
+
+    def _cascade(self, old: dict[str, Any]) -> None:
+        s3 = self.job.s3
+        assert s3 is not None
+        key = text_value(old, s3.key_attribute)
+        if not key:
+            return
+        if text_value(old, s3.status_attribute) in s3.keep_statuses:
+            if s3.keep_marker == "tag" and objects.object_exists(self.s3, s3.bucket, key):
+                if self.job.dry_run:
+                    self.tally.add("objects_to_mark")
+                elif objects.mark_kept(self.s3, s3.bucket, key):
+                    self.tally.add("objects_marked_kept")
+            return
+        if self._held_again(old, key):
+            self.tally.add("items_skipped")  # the item was written anew with the same object: keep it
+            return
+        upload_id = text_value(old, s3.upload_id_attribute)
+        exists = objects.object_exists(self.s3, s3.bucket, key)
+        if self.job.dry_run:
+            self.tally.add("uploads_to_abort", bool(upload_id))
+            self.tally.add("objects_to_delete", exists)
+            return
+        if upload_id and objects.abort_upload(self.s3, s3.bucket, key, upload_id):
+            self.tally.add("uploads_aborted")
+        if exists:
+            self.s3.delete_object(Bucket=s3.bucket, Key=key)
+            self.tally.add("objects_deleted")
+
+    def _held_again(self, old: dict[str, Any], key: str) -> bool:
+        """Whether an item with the same primary key exists now and still points at ``key``."""
+        s3 = self.job.s3
+        assert s3 is not None
+        item_key = {name: old[name] for name in self.job.key_attributes}
+        current = self.dynamodb.get_item(
+            TableName=self.job.table,
+            Key=item_key,
+            ConsistentRead=True,
+            ProjectionExpression="#k",
+            ExpressionAttributeNames={"#k": s3.key_attribute},
+        ).get("Item")
+        return current is not None and text_value(current, s3.key_attribute) == key
