@@ -388,6 +388,7 @@ class TtlTable(pulumi.ComponentResource):
         self.table_name = self.table.name
         self.table_arn = self.table.arn
         self.stream_arn = self.table.stream_arn if stream_view_type else pulumi.Output.from_input(None)
+        self.stream_view_type: str | None = stream_view_type
         self.ttl_attribute = pulumi.Output.from_input(spec.ttl_attribute)
         self.hash_key = pulumi.Output.from_input(spec.hash_key)
         self.range_key = pulumi.Output.from_input(spec.range_key)

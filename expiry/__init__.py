@@ -1,6 +1,6 @@
 """Expiry: Pulumi components that give data an end of life on AWS and PostgreSQL.
 
-    from expiry import TtlTable, ScheduledSweeper, PgCronCleanup, CleanupAlarms
+    from expiry import TtlTable, ScheduledSweeper, TtlStreamCascade, PgCronCleanup, CleanupAlarms
 
 The components (and with them pulumi) are imported on first use, so the Lambda code in
 ``expiry.runtime``, which ships with this file, imports the package with boto3 alone."""
@@ -14,14 +14,16 @@ _COMPONENTS = {
     "CleanupAlarms": "expiry.components.cleanup_alarms",
     "PgCronCleanup": "expiry.components.pg_cron_cleanup",
     "ScheduledSweeper": "expiry.components.scheduled_sweeper",
+    "TtlStreamCascade": "expiry.components.stream_cascade",
     "TtlTable": "expiry.components.ttl_table",
 }
-__all__ = ["CleanupAlarms", "PgCronCleanup", "ScheduledSweeper", "TtlTable", "__version__"]
+__all__ = ["CleanupAlarms", "PgCronCleanup", "ScheduledSweeper", "TtlStreamCascade", "TtlTable", "__version__"]
 
 if TYPE_CHECKING:
     from expiry.components.cleanup_alarms import CleanupAlarms
     from expiry.components.pg_cron_cleanup import PgCronCleanup
     from expiry.components.scheduled_sweeper import ScheduledSweeper
+    from expiry.components.stream_cascade import TtlStreamCascade
     from expiry.components.ttl_table import TtlTable
 
 

@@ -89,14 +89,14 @@ handler = getattr(__import__(module_name, fromlist=[function_name]), function_na
 class Context:
     def get_remaining_time_in_millis(self):
         return 300_000
-result = handler({"source": "test"}, Context())
+result = handler(json.loads(sys.argv[3]), Context())
 assert "pulumi" not in sys.modules, "the archive's expiry package imported pulumi"
 print("RESULT " + json.dumps(result))
 """
 
 
 def run_from_archive(
-    archive: Path, tmp_path: Path, handler: str, job: dict, endpoint: str
+    archive: Path, tmp_path: Path, handler: str, job: dict, endpoint: str, event: dict | None = None
 ) -> subprocess.CompletedProcess:
     unpacked = tmp_path / "task"
     zipfile.ZipFile(archive).extractall(unpacked)
@@ -111,7 +111,7 @@ def run_from_archive(
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
     return subprocess.run(
-        [sys.executable, "-c", RUN_HANDLER, str(unpacked), handler],
+        [sys.executable, "-c", RUN_HANDLER, str(unpacked), handler, json.dumps(event or {"source": "test"})],
         cwd=unpacked,
         env=env,
         capture_output=True,

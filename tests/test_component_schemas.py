@@ -7,9 +7,10 @@ from pulumi.provider.experimental.schema import generate_schema
 from expiry.components.cleanup_alarms import CleanupAlarms
 from expiry.components.pg_cron_cleanup import PgCronCleanup
 from expiry.components.scheduled_sweeper import ScheduledSweeper
+from expiry.components.stream_cascade import TtlStreamCascade
 from expiry.components.ttl_table import TtlTable
 
-COMPONENTS = (TtlTable, ScheduledSweeper, PgCronCleanup, CleanupAlarms)
+COMPONENTS = (TtlTable, ScheduledSweeper, TtlStreamCascade, PgCronCleanup, CleanupAlarms)
 
 
 def schema():
@@ -40,6 +41,7 @@ def test_required_inputs_and_nested_types():
     assert required == {
         "TtlTable": {"hashKey"},
         "ScheduledSweeper": {"kind", "schedule", "tableName"},
+        "TtlStreamCascade": {"tableName", "tableArn", "streamArn", "keyAttributes"},
         "PgCronCleanup": {"table", "expiryColumn"},
         "CleanupAlarms": {"jobs"},
     }

@@ -1,0 +1,344 @@
+"""TtlStreamCascade: a Lambda on a TtlTable's stream that cleans, from the old images of TTL's own
+deletions, what TTL cannot (objects, multipart uploads) and can archive those images. It reads no
+items to find work and deletes none: TTL does, for free."""
+
+import json
+from typing import Any, NotRequired, TypedDict
+
+import pulumi
+import pulumi_aws as aws
+
+from expiry.components import validation as v
+from expiry.components.lambda_bundle import build_bundle
+from expiry.components.lambda_parts import lambda_role, log_group
+from expiry.components.scheduled_sweeper import ARCHITECTURES, LOG_RETENTION_DAYS, RUNTIMES, S3CascadeArgs
+from expiry.components.sweeper_policy import statement
+from expiry.components.ttl_table import TtlTable
+from expiry.runtime.dynamodb.stream_cascade import TTL_DELETIONS_FILTER
+from expiry.runtime.jobs.config import ENV_VAR, HANDLERS, KIND_STREAM_CASCADE, Job, JobConfigError, parse_job
+
+COMPONENT = "TtlStreamCascade"
+OLD_IMAGE_VIEWS = ("OLD_IMAGE", "NEW_AND_OLD_IMAGES")
+STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST")
+PLACEHOLDER = "x" * 96
+
+
+class TtlStreamCascadeArgs(TypedDict):
+    """Inputs of a TtlStreamCascade (`stream_target(table)` gives the table's part)."""
+
+    table_name: pulumi.Input[str]
+    """The table whose TTL deletions are cascaded."""
+    table_arn: pulumi.Input[str]
+    """Its ARN."""
+    stream_arn: pulumi.Input[str]
+    """Its stream's ARN; the stream must carry old images (OLD_IMAGE or NEW_AND_OLD_IMAGES)."""
+    key_attributes: list[str]
+    """The table's hash key and optional range key."""
+    ttl_attribute: NotRequired[str]
+    """The table's TTL attribute (default expires_at)."""
+    s3: NotRequired[S3CascadeArgs]
+    """The objects and uploads expired items point to (as ScheduledSweeper's s3)."""
+    archive_bucket: NotRequired[pulumi.Input[str]]
+    """Write expired items' last images here as gzip JSON lines, one object per batch."""
+    archive_prefix: NotRequired[str]
+    """Key prefix of the archive, ending in '/' (default expired/); objects go under dt=YYYY-MM-DD/."""
+    job_name: NotRequired[str]
+    """Name in metrics and logs (default: the component's name)."""
+    namespace: NotRequired[str]
+    """CloudWatch metric namespace (default Expiry)."""
+    dry_run: NotRequired[bool]
+    """Report what would be done, write nothing (default false)."""
+    workers: NotRequired[int]
+    """Records handled concurrently in a batch (default 8)."""
+    batch_size: NotRequired[int]
+    """Records per invocation, 1..10000 (default 100)."""
+    maximum_batching_window_seconds: NotRequired[int]
+    """Wait up to this long to fill a batch, 0..300 (default 5)."""
+    maximum_retry_attempts: NotRequired[int]
+    """Retries of a failing batch (halved each time: bisect on error) before it goes to the
+    on-failure queue, 0..10000 (default 10)."""
+    starting_position: NotRequired[str]
+    """TRIM_HORIZON (default: the stream's last 24 hours too) or LATEST."""
+    iterator_age_alarm_seconds: NotRequired[int]
+    """Alarm when the oldest record waits longer than this (default 3600)."""
+    alarm_topic_arn: NotRequired[pulumi.Input[str]]
+    """SNS topic the alarms notify (default: alarms without actions)."""
+    timeout_seconds: NotRequired[int]
+    """Lambda timeout, 1..900 (default 120)."""
+    memory_mb: NotRequired[int]
+    """Lambda memory, 128..10240 (default 256)."""
+    runtime: NotRequired[str]
+    """Lambda runtime (default python3.13)."""
+    architecture: NotRequired[str]
+    """arm64 (default) or x86_64."""
+    log_retention_days: NotRequired[int]
+    """Retention of the function's log group (default 30)."""
+    tags: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
+    """Tags of every child that takes tags."""
+
+
+def stream_target(table: TtlTable) -> dict[str, Any]:
+    """The TtlStreamCascade args that point it at a TtlTable, whose stream must carry old images."""
+    if table.stream_view_type not in OLD_IMAGE_VIEWS:
+        v.fail(
+            COMPONENT,
+            "stream_arn",
+            f"the table's stream must carry old images (stream_view_type {' or '.join(OLD_IMAGE_VIEWS)}), "
+            f"got {table.stream_view_type!r}",
+        )
+    return {
+        "table_name": table.table_name,
+        "table_arn": table.table_arn,
+        "stream_arn": table.stream_arn,
+        "key_attributes": list(table.spec.key_attributes),
+        "ttl_attribute": table.spec.ttl_attribute,
+    }
+
+
+def job_settings(name: str, raw: dict[str, Any], table: Any, bucket: Any, archive_bucket: Any) -> dict[str, Any]:
+    """The job's settings as the handler reads them."""
+    settings: dict[str, Any] = {
+        "kind": KIND_STREAM_CASCADE,
+        "name": raw.get("job_name", name),
+        "table": table,
+        "key_attributes": raw.get("key_attributes"),
+    }
+    for key in ("ttl_attribute", "namespace", "dry_run", "workers"):
+        if key in raw:
+            settings[key] = raw[key]
+    if "s3" in raw:
+        settings["s3"] = {k: val for k, val in raw["s3"].items() if k != "object_prefix"} | {"bucket": bucket}
+    if "archive_bucket" in raw:
+        settings["archive"] = {"bucket": archive_bucket, "prefix": raw.get("archive_prefix", "expired/")}
+    return settings
+
+
+def checked_job(name: str, raw: dict[str, Any], table: Any, bucket: Any, archive_bucket: Any) -> tuple[Job, str]:
+    """The job, checked as the handler will check it, and its EXPIRY_JOB value."""
+    settings = job_settings(name, raw, table, bucket, archive_bucket)
+    try:
+        job = parse_job(settings, source=COMPONENT)
+    except JobConfigError as error:
+        raise ValueError(str(error)) from error
+    return job, json.dumps(settings, separators=(",", ":"))
+
+
+def _placeholder(value: Any) -> Any:
+    return PLACEHOLDER if isinstance(value, pulumi.Output) else value
+
+
+class TtlStreamCascade(pulumi.ComponentResource):
+    """TTL deletes; this cleans what the deleted items pointed at, from the table's stream."""
+
+    function_name: pulumi.Output[str]
+    """Name of the Lambda function."""
+    event_source_mapping_id: pulumi.Output[str]
+    """The stream's event source mapping."""
+    failure_queue_arn: pulumi.Output[str]
+    """Queue receiving batches that failed every retry (their shard and sequence range)."""
+
+    def __init__(self, name: str, args: TtlStreamCascadeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        raw = v.known_fields(COMPONENT, args, TtlStreamCascadeArgs)
+        for field in ("table_name", "table_arn", "stream_arn", "key_attributes"):
+            if raw.get(field) is None:
+                v.fail(COMPONENT, field, "is required")
+        if raw.get("s3") is not None and not isinstance(raw["s3"], dict):
+            v.fail(COMPONENT, "s3", "must be a mapping")
+        if "archive_prefix" in raw and "archive_bucket" not in raw:
+            v.fail(COMPONENT, "archive_prefix", "needs archive_bucket")
+        s3 = raw.get("s3") or {}
+        job, _ = checked_job(
+            name,
+            raw,
+            _placeholder(raw["table_name"]),
+            _placeholder(s3.get("bucket")),
+            _placeholder(raw.get("archive_bucket")),
+        )
+        batch_size = v.integer(COMPONENT, "batch_size", raw.get("batch_size", 100), 1, 10_000)
+        window = v.integer(
+            COMPONENT, "maximum_batching_window_seconds", raw.get("maximum_batching_window_seconds", 5), 0, 300
+        )
+        retries = v.integer(COMPONENT, "maximum_retry_attempts", raw.get("maximum_retry_attempts", 10), 0, 10_000)
+        position = v.one_of(
+            COMPONENT, "starting_position", raw.get("starting_position", "TRIM_HORIZON"), STARTING_POSITIONS
+        )
+        age_alarm = v.integer(
+            COMPONENT, "iterator_age_alarm_seconds", raw.get("iterator_age_alarm_seconds", 3600), 60, 7 * 86400
+        )
+        timeout = v.integer(COMPONENT, "timeout_seconds", raw.get("timeout_seconds", 120), 1, 900)
+        memory = v.integer(COMPONENT, "memory_mb", raw.get("memory_mb", 256), 128, 10240)
+        lambda_runtime = v.one_of(COMPONENT, "runtime", raw.get("runtime", "python3.13"), RUNTIMES)
+        architecture = v.one_of(COMPONENT, "architecture", raw.get("architecture", "arm64"), ARCHITECTURES)
+        retention = raw.get("log_retention_days", 30)
+        if retention not in LOG_RETENTION_DAYS or isinstance(retention, bool):
+            v.fail(COMPONENT, "log_retention_days", f"must be one of {LOG_RETENTION_DAYS}, got {retention!r}")
+        object_prefix = s3.get("object_prefix", "")
+        archive_prefix = raw.get("archive_prefix", "expired/")
+        bundle = build_bundle(None, COMPONENT)
+        super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
+
+        child = pulumi.ResourceOptions(parent=self)
+        tags = raw.get("tags")
+        self.log_group = log_group(name, retention, tags, child)
+        self.role = lambda_role(name, tags, child)
+        self.failure_queue = aws.sqs.Queue(
+            f"{name}-failures",
+            message_retention_seconds=14 * 86400,
+            sqs_managed_sse_enabled=True,
+            tags=tags,
+            opts=child,
+        )
+        policy = pulumi.Output.all(
+            raw["table_arn"],
+            raw["stream_arn"],
+            self.log_group.arn,
+            s3.get("bucket"),
+            raw.get("archive_bucket"),
+            self.failure_queue.arn,
+        ).apply(lambda a: json.dumps(_policy(job, *a, object_prefix=object_prefix, archive_prefix=archive_prefix)))
+        self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=self.role.id, policy=policy, opts=child)
+        environment = pulumi.Output.all(raw["table_name"], s3.get("bucket"), raw.get("archive_bucket")).apply(
+            lambda a: checked_job(name, raw, *a)[1]
+        )
+        self.function = aws.lambda_.Function(
+            f"{name}-function",
+            runtime=lambda_runtime,
+            architectures=[architecture],
+            handler=HANDLERS[KIND_STREAM_CASCADE],
+            role=self.role.arn,
+            code=pulumi.FileArchive(str(bundle.path)),
+            source_code_hash=bundle.sha256_base64,
+            timeout=timeout,
+            memory_size=memory,
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables={ENV_VAR: environment}),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(
+                log_format="JSON", log_group=self.log_group.name, application_log_level="INFO", system_log_level="WARN"
+            ),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group, self.role_policy]),
+        )
+        self.event_source_mapping = aws.lambda_.EventSourceMapping(
+            f"{name}-stream",
+            event_source_arn=raw["stream_arn"],
+            function_name=self.function.arn,
+            starting_position=position,
+            batch_size=batch_size,
+            maximum_batching_window_in_seconds=window,
+            maximum_retry_attempts=retries,
+            bisect_batch_on_function_error=True,
+            function_response_types=["ReportBatchItemFailures"],
+            filter_criteria=aws.lambda_.EventSourceMappingFilterCriteriaArgs(
+                filters=[
+                    aws.lambda_.EventSourceMappingFilterCriteriaFilterArgs(pattern=json.dumps(TTL_DELETIONS_FILTER))
+                ]
+            ),
+            destination_config=aws.lambda_.EventSourceMappingDestinationConfigArgs(
+                on_failure=aws.lambda_.EventSourceMappingDestinationConfigOnFailureArgs(
+                    destination_arn=self.failure_queue.arn
+                )
+            ),
+            opts=child,
+        )
+        actions = [raw["alarm_topic_arn"]] if raw.get("alarm_topic_arn") is not None else []
+        function_dimensions = {"FunctionName": self.function.name}
+        self.alarms = [
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{alarm}",
+                alarm_description=f"{job.name}: {description}",
+                namespace=namespace,
+                metric_name=metric,
+                dimensions=dimensions,
+                statistic=statistic,
+                period=300,
+                evaluation_periods=1,
+                threshold=threshold,
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="notBreaching",
+                alarm_actions=actions,
+                ok_actions=actions,
+                tags=tags,
+                opts=child,
+            )
+            for alarm, namespace, metric, dimensions, statistic, threshold, description in (
+                (
+                    "iterator-age",
+                    "AWS/Lambda",
+                    "IteratorAge",
+                    function_dimensions,
+                    "Maximum",
+                    age_alarm * 1000,
+                    f"the oldest TTL deletion waited over {age_alarm} s: the cascade is falling behind "
+                    "(records older than 24 hours leave the stream)",
+                ),
+                ("errors", "AWS/Lambda", "Errors", function_dimensions, "Sum", 0, "a batch failed (it is retried)"),
+                (
+                    "failed-batches",
+                    "AWS/SQS",
+                    "ApproximateNumberOfMessagesVisible",
+                    {"QueueName": self.failure_queue.name},
+                    "Maximum",
+                    0,
+                    "a batch failed every retry: its records are in the on-failure queue",
+                ),
+                (
+                    "cleanup-errors",
+                    job.namespace,
+                    "CleanupErrors",
+                    {"Job": job.name, "Table": raw["table_name"]},
+                    "Sum",
+                    0,
+                    "a record's cascade failed (reported for retry)",
+                ),
+            )
+        ]
+        self.function_name = self.function.name
+        self.event_source_mapping_id = self.event_source_mapping.id
+        self.failure_queue_arn = self.failure_queue.arn
+        self.register_outputs(
+            {
+                "function_name": self.function_name,
+                "event_source_mapping_id": self.event_source_mapping_id,
+                "failure_queue_arn": self.failure_queue_arn,
+            }
+        )
+
+
+def _policy(
+    job: Job,
+    table_arn: str,
+    stream_arn: str,
+    log_group_arn: str,
+    bucket: str | None,
+    archive_bucket: str | None,
+    queue_arn: str,
+    *,
+    object_prefix: str,
+    archive_prefix: str,
+) -> dict[str, Any]:
+    """The function's role: its stream, the table (to see an item written anew), the objects under
+    the prefix, the archive prefix, the failure queue, its log group and its metric namespace."""
+    partition = table_arn.split(":")[1] if table_arn.startswith("arn:") else "aws"
+    statements = [
+        statement("Logs", ["logs:CreateLogStream", "logs:PutLogEvents"], [log_group_arn, f"{log_group_arn}:*"]),
+        statement(
+            "Metrics", ["cloudwatch:PutMetricData"], ["*"], {"StringEquals": {"cloudwatch:namespace": job.namespace}}
+        ),
+        statement(
+            "Stream", ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"], [stream_arn]
+        ),
+        statement("ListStreams", ["dynamodb:ListStreams"], [f"{table_arn}/stream/*"]),
+        statement("FailedBatches", ["sqs:SendMessage"], [queue_arn]),
+    ]
+    if job.s3 and bucket:
+        statements.append(statement("Table", ["dynamodb:GetItem"], [table_arn]))
+        actions = ["s3:DeleteObject", "s3:GetObject"]
+        if job.s3.keep_statuses and job.s3.keep_marker == "tag":
+            actions += ["s3:GetObjectTagging", "s3:PutObjectTagging"]
+        if job.s3.upload_id_attribute:
+            actions.append("s3:AbortMultipartUpload")
+        statements.append(statement("Objects", actions, [f"arn:{partition}:s3:::{bucket}/{object_prefix}*"]))
+    if job.archive and archive_bucket:
+        statements.append(
+            statement("Archive", ["s3:PutObject"], [f"arn:{partition}:s3:::{archive_bucket}/{archive_prefix}*"])
+        )
+    return {"Version": "2012-10-17", "Statement": statements}

@@ -1,0 +1,162 @@
+"""TtlStreamCascade under Pulumi's mocks: the event source mapping, the function, IAM statement by
+statement, alarms, bad input; and the archive it builds, run on a stream batch against moto_server."""
+
+import json
+from typing import Any
+
+import pytest
+from test_bundle import run_from_archive
+from uploads_world import BUCKET, NOW, S3_SETTINGS, TABLE, create_table, object_keys, put_session
+
+from expiry.components.stream_cascade import TtlStreamCascade, stream_target
+from expiry.components.ttl_table import TtlTable
+from expiry.runtime.jobs.config import parse_job
+
+MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
+FUNCTION = "aws:lambda/function:Function"
+POLICY = "aws:iam/rolePolicy:RolePolicy"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+@pytest.fixture(autouse=True)
+def build_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPIRY_BUILD_DIR", str(tmp_path / "build"))
+
+
+def sessions(view: str | None = "OLD_IMAGE") -> TtlTable:
+    args: dict[str, Any] = {"hash_key": "uploadSessionId", "ttl_attribute": "ttl", "table_name": TABLE}
+    if view:
+        args["stream_view_type"] = view
+    return TtlTable("sessions", args)
+
+
+def build(harness, **args: Any) -> None:
+    def program() -> None:
+        TtlStreamCascade(
+            "cascade",
+            {
+                **stream_target(sessions()),
+                "s3": {**S3_SETTINGS, "object_prefix": "uploads/"},
+                "archive_bucket": "archive-bucket",
+                "alarm_topic_arn": "arn:aws:sns:us-east-1:123456789012:alarms",
+                **args,
+            },
+        )
+
+    harness.run(program)
+
+
+def test_the_mapping_sees_only_ttl_deletions_and_reports_partial_failures(pulumi_mocks):
+    build(pulumi_mocks)
+    mapping = pulumi_mocks.one(MAPPING).inputs
+    (criterion,) = mapping["filterCriteria"]["filters"]
+    assert json.loads(criterion["pattern"]) == {
+        "eventName": ["REMOVE"],
+        "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]},
+    }
+    assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["bisectBatchOnFunctionError"] is True and mapping["maximumRetryAttempts"] == 10
+    assert mapping["startingPosition"] == "TRIM_HORIZON" and mapping["batchSize"] == 100
+    assert mapping["destinationConfig"]["onFailure"]["destinationArn"].startswith("arn:aws:sqs:")
+    assert mapping["eventSourceArn"].endswith("/stream/2026-01-01T00:00:00.000")
+    function = pulumi_mocks.one(FUNCTION).inputs
+    assert function["handler"] == "expiry.runtime.handlers.stream_cascade.handler"
+    job = parse_job(json.loads(function["environment"]["variables"]["EXPIRY_JOB"]))
+    assert job.kind == "stream-cascade" and job.s3.keep_statuses == ("uploaded",) and job.archive.prefix == "expired/"
+    assert all(
+        r.parent == pulumi_mocks.urn_of("expiry:index:TtlStreamCascade", "cascade")
+        for r in [pulumi_mocks.one(MAPPING), pulumi_mocks.one(FUNCTION)]
+    )
+
+
+def test_policy_names_exact_resources(pulumi_mocks):
+    build(pulumi_mocks)
+    policy = json.loads(pulumi_mocks.one(POLICY).inputs["policy"])
+    found = {s["Sid"]: s for s in policy["Statement"]}
+    assert set(found) == {"Logs", "Metrics", "Stream", "ListStreams", "FailedBatches", "Table", "Objects", "Archive"}
+    assert found["Table"]["Action"] == ["dynamodb:GetItem"]  # reads one item per record, never scans
+    assert found["Objects"]["Resource"] == [f"arn:aws:s3:::{BUCKET}/uploads/*"]
+    assert "s3:PutObjectTagging" in found["Objects"]["Action"] and "s3:DeleteObject" in found["Objects"]["Action"]
+    assert found["Archive"] == {
+        "Sid": "Archive",
+        "Effect": "Allow",
+        "Action": ["s3:PutObject"],
+        "Resource": ["arn:aws:s3:::archive-bucket/expired/*"],
+    }
+    for sid, statement in found.items():
+        if "*" in statement["Resource"]:
+            assert sid == "Metrics" and "Condition" in statement
+
+
+def test_alarms_on_iterator_age_errors_failed_batches(pulumi_mocks):
+    build(pulumi_mocks, iterator_age_alarm_seconds=600)
+    alarms = {r.name: r.inputs for r in pulumi_mocks.of_type(ALARM)}
+    assert set(alarms) == {
+        "cascade-iterator-age",
+        "cascade-errors",
+        "cascade-failed-batches",
+        "cascade-cleanup-errors",
+    }
+    assert alarms["cascade-iterator-age"]["threshold"] == 600_000
+    assert all(a["alarmActions"] == ["arn:aws:sns:us-east-1:123456789012:alarms"] for a in alarms.values())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"batch_size": 0}, "TtlStreamCascade: batch_size: must be an integer in 1..10000"),
+        ({"starting_position": "AT_TIMESTAMP"}, "TtlStreamCascade: starting_position: must be one of"),
+        ({"archive_prefix": "x/", "archive_bucket": None}, "TtlStreamCascade: archive_prefix: needs archive_bucket"),
+        ({"s3": None, "archive_bucket": None}, "TtlStreamCascade: s3: a stream-cascade job needs s3"),
+        ({"colour": "red"}, "TtlStreamCascade"),
+    ],
+)
+def test_bad_input_names_the_field_and_registers_nothing(pulumi_mocks, args, message):
+    def program() -> None:
+        raw = {**stream_target(sessions()), "s3": S3_SETTINGS, "archive_bucket": "archive-bucket", **args}
+        TtlStreamCascade("cascade", {k: val for k, val in raw.items() if val is not None})
+
+    with pytest.raises(ValueError, match=message):
+        pulumi_mocks.run(program)
+    assert pulumi_mocks.of_type(MAPPING) == [] and pulumi_mocks.of_type(FUNCTION) == []
+
+
+def test_a_table_without_old_images_is_refused(pulumi_mocks):
+    def program() -> None:
+        stream_target(sessions(view="NEW_IMAGE"))
+
+    with pytest.raises(ValueError, match="TtlStreamCascade: stream_arn: the table's stream must carry old images"):
+        pulumi_mocks.run(program)
+
+
+def test_the_shipped_archive_handles_a_stream_batch(pulumi_mocks, tmp_path, moto_server):
+    from aws import aws_backend
+
+    build(pulumi_mocks)
+    function = pulumi_mocks.one(FUNCTION).inputs
+    job = json.loads(function["environment"]["variables"]["EXPIRY_JOB"]) | {"table": TABLE}
+    job["s3"]["bucket"], job["archive"]["bucket"] = BUCKET, "archive-bucket"
+    with aws_backend("moto_server", moto_server) as aws:
+        create_table(aws.dynamodb)
+        aws.s3.create_bucket(Bucket=BUCKET)
+        aws.s3.create_bucket(Bucket="archive-bucket")
+        aws.s3.put_object(Bucket=BUCKET, Key="uploads/2025-08-21/a.mp4", Body=b"x")
+        put_session(aws.dynamodb, "a", NOW - 60, key="uploads/2025-08-21/a.mp4", status="created")
+        old = aws.dynamodb.delete_item(TableName=TABLE, Key={"uploadSessionId": {"S": "a"}}, ReturnValues="ALL_OLD")[
+            "Attributes"
+        ]
+        event = {
+            "Records": [
+                {
+                    "eventID": "1",
+                    "eventName": "REMOVE",
+                    "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+                    "dynamodb": {"ApproximateCreationDateTime": NOW, "OldImage": old, "SequenceNumber": "7"},
+                }
+            ]
+        }
+        result = run_from_archive(function["code"].path, tmp_path, function["handler"], job, moto_server.url, event)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout.split("RESULT ", 1)[1]) == {"batchItemFailures": []}
+        assert object_keys(aws.s3) == set()
+        assert aws.s3.list_objects_v2(Bucket="archive-bucket")["KeyCount"] == 1
