@@ -85,7 +85,7 @@ def watched_job(sweeper: ScheduledSweeper, pg_cleanup: PgCronCleanup | None = No
         "kind": job.kind,
         "table_name": sweeper.table_name,
         "interval_seconds": interval_seconds(sweeper.schedule_expression),
-        "timeout_seconds": sweeper.timeout_seconds,
+        "timeout_seconds": sweeper.timeout,
         "namespace": job.namespace,
         "function_name": sweeper.function_name,
         "dead_letter_queue_name": sweeper.dead_letter_queue.name,

@@ -10,7 +10,7 @@ import pulumi_aws as aws
 from expiry.components import validation as v
 from expiry.components.lambda_bundle import build_bundle
 from expiry.components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
-from expiry.components.schedule import check_expression, check_timezone, rate_seconds
+from expiry.components.schedule import check_expression, check_timezone, interval_seconds, rate_seconds
 from expiry.components.sweeper_policy import Arns, assume_role_policy, function_policy, scheduler_policy
 from expiry.components.ttl_table import TtlTable
 from expiry.runtime.jobs.config import ENV_VAR, HANDLERS, POSTGRES_KINDS, Job, JobConfigError, parse_job
@@ -399,6 +399,16 @@ class ScheduledSweeper(pulumi.ComponentResource):
     """The job's name in metrics (the Job dimension) and logs."""
     table_name: pulumi.Output[str]
     """The table the job reads (the Table dimension)."""
+    kind: pulumi.Output[str]
+    """The job's kind."""
+    namespace: pulumi.Output[str]
+    """The CloudWatch namespace of the job's metrics."""
+    interval_seconds: pulumi.Output[int]
+    """Longest gap between scheduled runs (exact for rate(), an upper bound for cron())."""
+    timeout_seconds: pulumi.Output[int]
+    """The function's timeout."""
+    dead_letter_queue_name: pulumi.Output[str]
+    """Name of the schedule's dead-letter queue."""
 
     def __init__(self, name: str, args: ScheduledSweeperArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         raw = v.known_fields(COMPONENT, args, ScheduledSweeperArgs)
@@ -539,7 +549,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
         )
         self.job = job
         self.schedule_expression = schedule
-        self.timeout_seconds = timeout
+        self.timeout = timeout
         self.function_name = self.function.name
         self.function_arn = self.function.arn
         self.role_arn = self.role.arn
@@ -548,6 +558,12 @@ class ScheduledSweeper(pulumi.ComponentResource):
         self.dead_letter_queue_arn = self.dead_letter_queue.arn
         self.job_name = pulumi.Output.from_input(job.name)
         self.table_name = pulumi.Output.from_input(raw["table_name"])
+        # What CleanupAlarms needs to watch this job, as outputs any language can pass on.
+        self.kind = pulumi.Output.from_input(job.kind)
+        self.namespace = pulumi.Output.from_input(job.namespace)
+        self.interval_seconds = pulumi.Output.from_input(interval_seconds(schedule))
+        self.timeout_seconds = pulumi.Output.from_input(timeout)
+        self.dead_letter_queue_name = self.dead_letter_queue.name
         self.register_outputs(
             {
                 "function_name": self.function_name,
@@ -558,6 +574,11 @@ class ScheduledSweeper(pulumi.ComponentResource):
                 "dead_letter_queue_arn": self.dead_letter_queue_arn,
                 "job_name": self.job_name,
                 "table_name": self.table_name,
+                "kind": self.kind,
+                "namespace": self.namespace,
+                "interval_seconds": self.interval_seconds,
+                "timeout_seconds": self.timeout_seconds,
+                "dead_letter_queue_name": self.dead_letter_queue_name,
             }
         )
 

@@ -1,0 +1,236 @@
+"""The plugin folder other languages use (`pulumi package add <repo>/provider`): started as the engine
+starts it, its schema read over gRPC (GetSchema), each component constructed through it (Construct)
+with inputs as another language's SDK sends them: integers as floats, unknowns at preview, secrets,
+outputs of one component passed to another."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from fake_engine import Plugin, output, secret, unknown
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDER = ROOT / "provider"
+TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/sessions"
+TABLE_URN = "urn:pulumi:dev::polyglot::aws:dynamodb/table:Table::sessions"
+
+
+@pytest.fixture(scope="module")
+def plugin() -> Iterator[Plugin]:
+    started = Plugin(FOLDER)
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def monitor(plugin: Plugin) -> Iterator[Plugin]:
+    plugin.monitor.registered.clear()
+    plugin.monitor.preview = False
+    yield plugin
+
+
+def test_the_folder_is_a_python_plugin_pulumi_can_install():
+    assert yaml.safe_load((FOLDER / "PulumiPlugin.yaml").read_text()) == {"runtime": "python"}
+    requirements = [
+        line for line in (FOLDER / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")
+    ]
+    assert requirements == [".."] and (FOLDER / ".." / "pyproject.toml").is_file()
+    assert "serve()" in (FOLDER / "__main__.py").read_text()
+
+
+def test_schema_over_grpc_has_enums_secrets_and_what_alarms_need(plugin: Plugin):
+    schema = plugin.schema()
+    assert schema["name"] == "expiry"
+    resources = {token.split(":")[-1]: spec for token, spec in schema["resources"].items()}
+    assert set(resources) == {"TtlTable", "ScheduledSweeper", "PgCronCleanup", "CleanupAlarms"}
+    enum = schema["types"]["expiry:index:JobKind"]
+    assert {e["value"] for e in enum["enum"]} >= {"ttl-monitor", "sweep", "orphaned-references", "pg-purge"}
+    sweeper = resources["ScheduledSweeper"]
+    assert sweeper["inputProperties"]["kind"]["$ref"] == "#/types/expiry:index:JobKind"
+    assert sweeper["inputProperties"]["architecture"]["$ref"] == "#/types/expiry:index:Architecture"
+    assert resources["TtlTable"]["inputProperties"]["billingMode"]["$ref"] == "#/types/expiry:index:BillingMode"
+    keep = schema["types"]["expiry:index:S3CascadeArgs"]["properties"]["keepMarker"]
+    assert keep["$ref"] == "#/types/expiry:index:KeepMarker"
+    assert [e["value"] for e in schema["types"]["expiry:index:KeepMarker"]["enum"]] == ["tag", "none"]
+    pg = resources["PgCronCleanup"]["inputProperties"]
+    assert pg["password"]["secret"] is True and pg["dsn"]["secret"] is True
+    assert "secret" not in pg["host"]
+    # A sweeper's outputs are what a watched job takes, by the same names, and the job takes them as Inputs.
+    watched = schema["types"]["expiry:index:WatchedJobArgs"]["properties"]
+    for prop in ("jobName", "kind", "tableName", "intervalSeconds", "timeoutSeconds", "namespace"):
+        assert prop in sweeper["properties"], prop
+        assert not watched[prop].get("plain"), prop
+    for prop in ("functionName", "deadLetterQueueName", "logGroupName"):
+        assert prop in sweeper["properties"], prop
+
+
+def test_ttl_table_takes_integers_as_floats(monitor: Plugin):
+    state = monitor.construct(
+        "TtlTable",
+        "sessions",
+        {"hashKey": "id", "expiryIndex": True, "expiryIndexShards": 10.0, "billingMode": "PAY_PER_REQUEST"},
+    )
+    assert state["expiryIndexShards"] == 10 and state["hashKey"] == "id"
+    (table,) = monitor.monitor.of_type("aws:dynamodb/table:Table")
+    assert table.inputs["billingMode"] == "PAY_PER_REQUEST"
+    assert monitor.monitor.of_type("expiry:index:TtlTable")[0].name == "sessions"
+
+
+@pytest.mark.parametrize(
+    ("component", "inputs", "message"),
+    [
+        (
+            "TtlTable",
+            {"hashKey": "id", "expiryIndex": True, "expiryIndexShards": 10.5},
+            "TtlTable: expiry_index_shards: must be an integer, got 10.5",
+        ),
+        (
+            "ScheduledSweeper",
+            {
+                "kind": "ttl-monitor",
+                "schedule": "rate(1 hour)",
+                "tableName": "t1",
+                "tableArn": TABLE_ARN,
+                "timeoutSeconds": 60.5,
+            },
+            "ScheduledSweeper: timeout_seconds: must be an integer, got 60.5",
+        ),
+        (
+            "ScheduledSweeper",
+            {
+                "kind": "sweep",
+                "schedule": "rate(1 hour)",
+                "tableName": "t1",
+                "tableArn": TABLE_ARN,
+                "s3": {"bucket": "b", "keyAttribute": "k", "markAheadSeconds": 0.5},
+            },
+            "ScheduledSweeper: s3.mark_ahead_seconds: must be an integer, got 0.5",
+        ),
+        (
+            "ScheduledSweeper",
+            {"kind": "sweeep", "schedule": "rate(1 hour)", "tableName": "t1", "tableArn": TABLE_ARN},
+            "ScheduledSweeper: kind: must be one of",
+        ),
+        (
+            "PgCronCleanup",
+            {
+                "table": "attributes",
+                "expiryColumn": "ttl",
+                "host": "db",
+                "database": "app",
+                "user": "u",
+                "password": secret("pw"),
+            },
+            "PgCronCleanup: secret_arn: from other languages only VPC mode is available",
+        ),
+    ],
+)
+def test_bad_input_through_the_provider_names_the_field_and_registers_nothing(monitor, component, inputs, message):
+    with pytest.raises(grpc.RpcError) as raised:
+        monitor.construct(component, "bad", inputs)
+    assert raised.value.details().startswith(message) and "Traceback" not in raised.value.details()
+    assert monitor.monitor.registered == []
+
+
+def test_scheduled_sweeper_at_preview_with_unknown_table_and_float_integers(monitor: Plugin):
+    monitor.monitor.preview = True
+    state = monitor.construct(
+        "ScheduledSweeper",
+        "sweeper",
+        {
+            "kind": "sweep",
+            "schedule": "rate(6 hours)",
+            "tableName": unknown(TABLE_URN),
+            "tableArn": unknown(TABLE_URN),
+            "keyAttributes": ["id"],
+            "timeoutSeconds": 120.0,
+            "memoryMb": 512.0,
+            "workers": 4.0,
+            "s3": {
+                "bucket": unknown(),
+                "keyAttribute": "key",
+                "statusAttribute": "status",
+                "keepStatuses": ["uploaded"],
+                "markAheadSeconds": 0.0,
+            },
+            "breaker": {"maxShare": 0.25, "ignoreBelow": 20.0},
+        },
+    )
+    (function,) = monitor.monitor.of_type("aws:lambda/function:Function")
+    assert function.inputs["timeout"] == 120 and function.inputs["memorySize"] == 512
+    assert state["kind"] == "sweep" and state["timeoutSeconds"] == 120 and state["intervalSeconds"] == 6 * 3600
+    assert state["namespace"] == "Expiry" and state["jobName"] == "sweeper"
+
+
+def test_cleanup_alarms_watch_a_sweeper_from_its_outputs(monitor: Plugin):
+    sweeper = monitor.construct(
+        "ScheduledSweeper",
+        "monitor",
+        {
+            "kind": "ttl-monitor",
+            "schedule": "rate(1 hour)",
+            "tableName": "sessions",
+            "tableArn": TABLE_ARN,
+            "keyAttributes": ["id"],
+            "timeoutSeconds": 60.0,
+            "namespace": "Team",
+        },
+    )
+    urn = sweeper["urn"]
+    job = {
+        name: output(sweeper[name], urn)
+        for name in (
+            "jobName",
+            "kind",
+            "tableName",
+            "intervalSeconds",
+            "timeoutSeconds",
+            "namespace",
+            "functionName",
+            "deadLetterQueueName",
+            "logGroupName",
+        )
+    }
+    monitor.monitor.registered.clear()
+    monitor.construct("CleanupAlarms", "alarms", {"jobs": [job], "emailAddresses": ["ops@example.com"]})
+    alarms = {a.name: a.inputs for a in monitor.monitor.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert alarms and all(name.startswith("alarms-monitor-") for name in alarms), sorted(alarms)
+    dead_letters = [a for a in alarms.values() if a.get("dimensions", {}).get("QueueName")]
+    assert dead_letters and dead_letters[0]["dimensions"]["QueueName"] == sweeper["deadLetterQueueName"]
+    namespaces = {a.get("namespace") for a in alarms.values()} | {
+        q.get("metric", {}).get("namespace") for a in alarms.values() for q in a.get("metricQueries", [])
+    }
+    assert "Team" in namespaces
+
+
+def test_cleanup_alarms_refuse_a_job_name_unknown_at_construction(monitor: Plugin):
+    monitor.monitor.preview = True
+    job = {"jobName": unknown(), "kind": "sweep", "tableName": "t", "intervalSeconds": 3600.0, "timeoutSeconds": 60.0}
+    with pytest.raises(grpc.RpcError) as raised:
+        monitor.construct("CleanupAlarms", "alarms", {"jobs": [job]})
+    assert "CleanupAlarms: jobs[0].job_name: must be a plain value known at construction" in raised.value.details()
+    assert monitor.monitor.registered == []
+
+
+def test_pg_cron_cleanup_from_other_languages_in_vpc_mode(monitor: Plugin):
+    state = monitor.construct(
+        "PgCronCleanup",
+        "attributes-purge",
+        {
+            "table": "attributes",
+            "expiryColumn": "ttl_timestamp",
+            "batchSize": 1000.0,
+            "host": "db.internal",
+            "database": "app",
+            "port": 5432.0,
+            "secretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db",
+            "subnetIds": ["subnet-a"],
+            "securityGroupIds": ["sg-a"],
+        },
+    )
+    assert state["jobName"] == "attributes-purge"
+    assert monitor.monitor.of_type("pulumi-python:dynamic/expiry:PgCronJob") == []
+    (invocation,) = monitor.monitor.of_type("aws:lambda/invocation:Invocation")
+    assert '"batch_size": 1000' in invocation.inputs["input"] and '"port": 5432' in invocation.inputs["input"]
