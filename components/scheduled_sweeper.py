@@ -223,6 +223,9 @@ class ScheduledSweeperArgs(TypedDict):
     unindexed_check_items: NotRequired[int]
     """With an expiry index: items of a random Scan segment checked each run for expired items
     without the shard attribute, reported as UnindexedExpired (default 0: off)."""
+    delete_expired: NotRequired[bool]
+    """Delete expired items and cascade (default true); false when TTL and a TtlStreamCascade own
+    them and the sweep only marks kept objects and removes orphans."""
     s3: NotRequired[S3CascadeArgs]
     """S3 cascade (sweep jobs)."""
     stuck_uploads: NotRequired[StuckUploadsArgs]
@@ -294,6 +297,7 @@ JOB_SETTINGS = (
     "safety_margin_seconds",
     "plan_sample_size",
     "unindexed_check_items",
+    "delete_expired",
     "breaker",
 )
 

@@ -13,6 +13,11 @@ from expiry.runtime.jobs.config import KEEP_MARKERS
 from expiry.runtime.postgres.cleanup import CleanupError, check_cron
 
 
+# How expired sessions' objects are cleaned: from TTL's deletions on the stream (free deletes, no reads)
+# or by the sweeper deleting expired sessions itself (sooner than TTL).
+CASCADES = ("stream", "sweep")
+
+
 class SettingError(ValueError):
     """A stack setting that is missing or wrong; the message names the key."""
 
@@ -45,6 +50,8 @@ class UploadsLayout:
     key_pattern: str
     keep_marker: str
     writers_set_expiry_shard: bool
+    cascade: str
+    archive_expired: bool
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,8 @@ def uploads_layout(r: _Reader) -> UploadsLayout:
         key_pattern=r.pattern("uploadsKeyPattern", prefix),
         keep_marker=r.one_of("uploadsKeepMarker", KEEP_MARKERS),
         writers_set_expiry_shard=r.boolean("uploadsWritersSetExpiryShard"),
+        cascade=r.one_of("uploadsCascade", CASCADES),
+        archive_expired=r.boolean("uploadsArchiveExpired"),
     )
     if layout.stuck_status in layout.kept_statuses or layout.partial_status == layout.stuck_status:
         raise SettingError(

@@ -1,5 +1,6 @@
 """The cleanup infrastructure of the systems Expiry was designed from, built from stack settings."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,7 @@ import pulumi_aws as aws
 from expiry.components.cleanup_alarms import CleanupAlarms, table_names, watched_job
 from expiry.components.pg_cron_cleanup import PgCronCleanup
 from expiry.components.scheduled_sweeper import ScheduledSweeper, table_target
+from expiry.components.stream_cascade import TtlStreamCascade, stream_target
 from expiry.components.ttl_table import TtlTable
 from stack.settings import StackSettings
 
@@ -38,6 +40,10 @@ class Built:
 
     tables: dict[str, TtlTable] = field(default_factory=dict)
     sweepers: dict[str, ScheduledSweeper] = field(default_factory=dict)
+    cascades: dict[str, TtlStreamCascade] = field(default_factory=dict)
+    # Stream cascades wait for the alarm topic, which CleanupAlarms creates last.
+    pending_cascades: list[Callable[[pulumi.Input[str] | None], None]] = field(default_factory=list)
+    archive_bucket: aws.s3.Bucket | None = None
     watched: list[dict[str, Any]] = field(default_factory=list)
     bucket: aws.s3.Bucket | None = None
     pg_cleanup: PgCronCleanup | None = None
@@ -121,11 +127,16 @@ def chat_checkpoints(s: StackSettings, built: Built) -> None:
 def video_uploads(s: StackSettings, built: Built) -> None:
     """The cleanup-Lambda document: upload sessions, their bucket, and a sweeper every 6 hours."""
     layout = s.uploads_layout
+    stream = layout.cascade == "stream"
     table = _table(
         s,
         "upload-sessions",
         f"upload-sessions-{s.environment}",
-        {"hash_key": layout.session_id_attribute, "ttl_attribute": layout.ttl_attribute},
+        {
+            "hash_key": layout.session_id_attribute,
+            "ttl_attribute": layout.ttl_attribute,
+            **({"stream_view_type": "OLD_IMAGE"} if stream else {}),
+        },
         writers_set_shard=layout.writers_set_expiry_shard,
     )
     built.tables["upload-sessions"] = table
@@ -154,6 +165,43 @@ def video_uploads(s: StackSettings, built: Built) -> None:
         ],
     )
     built.bucket = bucket
+    s3 = {
+        "bucket": bucket.bucket,
+        "key_attribute": layout.object_key_attribute,
+        "upload_id_attribute": layout.upload_id_attribute,
+        "status_attribute": layout.status_attribute,
+        "keep_statuses": layout.kept_statuses,
+        "keep_marker": layout.keep_marker,
+        "object_prefix": layout.object_prefix,
+    }
+    if stream:
+        archive = _archive_bucket(s, built) if layout.archive_expired else None
+
+        def cascade(topic: pulumi.Input[str] | None) -> None:
+            built.cascades["upload-cascade"] = TtlStreamCascade(
+                "upload-cascade",
+                {
+                    **stream_target(table),
+                    "s3": s3,
+                    "dry_run": s.dry_run,
+                    "log_retention_days": s.log_retention_days,
+                    "tags": s.tags,
+                    **({"archive_bucket": archive.bucket} if archive else {}),
+                    **({"alarm_topic_arn": topic} if topic is not None else {}),
+                },
+            )
+
+        built.pending_cascades.append(cascade)
+    # With the stream cascade, TTL deletes expired sessions and the stream cleans after them: the
+    # sweeper only marks finished videos ahead of TTL and removes orphans. Without it, the sweeper
+    # deletes expired sessions itself, with the document's stuck rule (still "created" an hour
+    # after the session's TTL).
+    stuck = {
+        "status": layout.stuck_status,
+        "older_than_seconds": s.stuck_upload_seconds,
+        "since_attribute": layout.ttl_attribute,
+        "partial_status": layout.partial_status,
+    }
     _sweeper(
         s,
         built,
@@ -162,22 +210,8 @@ def video_uploads(s: StackSettings, built: Built) -> None:
             "kind": "sweep",
             "schedule": s.uploads_sweep_schedule,
             **table_target(table),
-            "s3": {
-                "bucket": bucket.bucket,
-                "key_attribute": layout.object_key_attribute,
-                "upload_id_attribute": layout.upload_id_attribute,
-                "status_attribute": layout.status_attribute,
-                "keep_statuses": layout.kept_statuses,
-                "keep_marker": layout.keep_marker,
-                "object_prefix": layout.object_prefix,
-            },
-            # The document's rule: still "created" an hour after the session's TTL.
-            "stuck_uploads": {
-                "status": layout.stuck_status,
-                "older_than_seconds": s.stuck_upload_seconds,
-                "since_attribute": layout.ttl_attribute,
-                "partial_status": layout.partial_status,
-            },
+            "s3": s3,
+            **({"delete_expired": False} if stream else {"stuck_uploads": stuck}),
             "orphaned_objects": {
                 "prefix": layout.object_prefix,
                 "older_than_seconds": s.orphan_age_seconds,
@@ -185,6 +219,22 @@ def video_uploads(s: StackSettings, built: Built) -> None:
             },
         },
     )
+
+
+def _archive_bucket(s: StackSettings, built: Built) -> aws.s3.Bucket:
+    """A private bucket for expired items' last images (kept as long as the team keeps them)."""
+    opts = pulumi.ResourceOptions(protect=s.deletion_protection)
+    bucket = aws.s3.Bucket("expired-archive", force_destroy=not s.deletion_protection, tags=s.tags, opts=opts)
+    aws.s3.BucketPublicAccessBlock(
+        "expired-archive-public-access",
+        bucket=bucket.id,
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+    )
+    built.archive_bucket = bucket
+    return bucket
 
 
 def job_claims(s: StackSettings, built: Built) -> None:
@@ -287,4 +337,7 @@ def build(s: StackSettings) -> Built:
                 "tags": s.tags,
             },
         )
+    topic = built.alarms.topic_arn if built.alarms else None
+    for cascade in built.pending_cascades:
+        cascade(topic)
     return built

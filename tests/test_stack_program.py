@@ -55,7 +55,8 @@ def test_dev_stack(pulumi_mocks):
     run_program(pulumi_mocks, stack_config("dev"))
     found = counts(pulumi_mocks)
     assert found["expiry:index:TtlTable"] == 5 and found[TABLE] == 5
-    assert found["expiry:index:ScheduledSweeper"] == 3 and found[FUNCTION] == 3
+    assert found["expiry:index:ScheduledSweeper"] == 3 and found["expiry:index:TtlStreamCascade"] == 1
+    assert found[FUNCTION] == 4
     assert found["expiry:index:CleanupAlarms"] == 1 and found["aws:s3/bucket:Bucket"] == 1
     assert found["expiry:index:PgCronCleanup"] == 0
     tables = {r.inputs["name"]: r.inputs for r in pulumi_mocks.of_type(TABLE)}
@@ -81,11 +82,26 @@ def test_dev_stack(pulumi_mocks):
     assert {name: job.kind for name, job in found_jobs.items()} == {
         "checkpoints-monitor": "ttl-monitor",
         "upload-sweeper": "sweep",
+        "upload-cascade": "stream-cascade",
         "attribute-index-cleanup": "orphaned-references",
     }
     assert all(job.dry_run for job in found_jobs.values())
     sweeper = found_jobs["upload-sweeper"]
-    assert sweeper.stuck_uploads.older_than_seconds == 3600 and sweeper.orphaned_objects.prefix == "uploads/"
+    assert sweeper.orphaned_objects.prefix == "uploads/"
+    # The default cascade: TTL deletes sessions, the stream cascade cleans after it, the sweeper
+    # marks finished videos ahead of TTL and removes orphans.
+    assert sweeper.delete_expired is False and sweeper.stuck_uploads is None
+    cascade = found_jobs["upload-cascade"]
+    assert cascade.kind == "stream-cascade" and cascade.s3.keep_statuses == ("uploaded",)
+    mapping = pulumi_mocks.one("aws:lambda/eventSourceMapping:EventSourceMapping").inputs
+    assert mapping["eventSourceArn"].startswith("arn:aws:dynamodb:") and "/stream/" in mapping["eventSourceArn"]
+    topic = pulumi_mocks.stack_outputs()["alarm_topic_arn"]
+    cascade_alarms = [
+        r
+        for r in pulumi_mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        if r.name.startswith("upload-cascade-")
+    ]
+    assert len(cascade_alarms) == 4 and all(a.inputs["alarmActions"] == [topic] for a in cascade_alarms)
     # The upload document's own names, statuses and key layout.
     assert sweeper.key_attributes == ("uploadSessionId",) and sweeper.ttl_attribute == "ttl"
     assert (sweeper.s3.key_attribute, sweeper.s3.upload_id_attribute, sweeper.s3.status_attribute) == (
@@ -95,8 +111,6 @@ def test_dev_stack(pulumi_mocks):
     )
     assert sweeper.s3.keep_statuses == ("uploaded",) and sweeper.s3.keep_marker == "tag"
     assert sweeper.s3.mark_ahead_seconds == 2 * 6 * 3600
-    assert (sweeper.stuck_uploads.status, sweeper.stuck_uploads.since_attribute) == ("created", "ttl")
-    assert sweeper.stuck_uploads.partial_status == "partial"
     match = sweeper.orphaned_objects.id_pattern.search("uploads/2025-08-21/3f2a9c.mp4")
     assert match and match.group("id") == "3f2a9c"
     assert sweeper.expiry_index is None  # the application writes no shard: the sweeper Scans
@@ -123,6 +137,24 @@ def test_dev_stack(pulumi_mocks):
     assert outputs["dashboard_url"] == (
         "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards:name=cleanup-alarms-test"
     )
+
+
+def test_the_sweep_cascade_deletes_expired_sessions_with_the_documents_stuck_rule(pulumi_mocks):
+    run_program(pulumi_mocks, stack_config("dev", uploadsCascade="sweep"))
+    sweeper = jobs(pulumi_mocks)["upload-sweeper"]
+    assert sweeper.delete_expired is True and sweeper.stuck_uploads.older_than_seconds == 3600
+    assert (sweeper.stuck_uploads.status, sweeper.stuck_uploads.since_attribute) == ("created", "ttl")
+    assert sweeper.stuck_uploads.partial_status == "partial"
+    assert pulumi_mocks.of_type("expiry:index:TtlStreamCascade") == []
+    table = next(r.inputs for r in pulumi_mocks.of_type(TABLE) if r.inputs["name"] == "upload-sessions-dev")
+    assert not table.get("streamEnabled")
+
+
+def test_expired_sessions_can_be_archived(pulumi_mocks):
+    run_program(pulumi_mocks, stack_config("dev", uploadsArchiveExpired=True))
+    cascade = jobs(pulumi_mocks)["upload-cascade"]
+    assert cascade.archive is not None and cascade.archive.prefix == "expired/"
+    assert pulumi_mocks.stack_outputs()["expired_archive_bucket_name"] == "expired-archive-physical"
 
 
 def test_prod_differs_where_it_should(pulumi_mocks):

@@ -2,6 +2,8 @@
 out, swept by the archive the stack program builds (dev stack, dry run turned off as a user would),
 over moto_server. Nothing live is deleted; the dry run is the plan; counts are of effects."""
 
+import json
+
 import pytest
 from aws import make_client
 from upload_system import NOW, World, create_table, deploy, invoke
@@ -62,7 +64,7 @@ def ids(keys: set[str]) -> set[str]:
 def test_nothing_live_is_deleted_and_finished_videos_outlive_their_sessions(
     pulumi_mocks, tmp_path, monkeypatch, endpoint
 ):
-    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, dryRun=False)
+    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, uploadsCascade="sweep", dryRun=False)
     world = world_for(deployed, endpoint)
     made = populate(world)
     first = invoke(deployed, tmp_path, endpoint)
@@ -96,7 +98,7 @@ def test_nothing_live_is_deleted_and_finished_videos_outlive_their_sessions(
 def test_the_documented_dry_run_payload_changes_nothing_and_the_real_run_does_the_plan(
     pulumi_mocks, tmp_path, monkeypatch, endpoint
 ):
-    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, dryRun=False)
+    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, uploadsCascade="sweep", dryRun=False)
     world = world_for(deployed, endpoint)
     populate(world)
     before = world.snapshot()
@@ -129,7 +131,7 @@ def test_the_documented_dry_run_payload_changes_nothing_and_the_real_run_does_th
 
 
 def test_a_payload_cannot_turn_a_configured_dry_run_off(pulumi_mocks, tmp_path, monkeypatch, endpoint):
-    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch)  # dev as shipped: dryRun true
+    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, uploadsCascade="sweep")  # dev: dryRun true
     world = world_for(deployed, endpoint)
     populate(world)
     before = world.snapshot()
@@ -143,7 +145,14 @@ def test_a_payload_cannot_turn_a_configured_dry_run_off(pulumi_mocks, tmp_path, 
 
 def test_a_wrong_key_pattern_trips_the_breaker_and_deletes_nothing(pulumi_mocks, tmp_path, monkeypatch, endpoint):
     # The rule that read uploads/2025-08-21/<id>.mp4 as owner "2025-08-21".
-    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, dryRun=False, uploadsKeyPattern=r"^uploads/(?P<id>[^/]+)/")
+    deployed = deploy(
+        pulumi_mocks,
+        tmp_path,
+        monkeypatch,
+        uploadsCascade="sweep",
+        dryRun=False,
+        uploadsKeyPattern=r"^uploads/(?P<id>[^/]+)/",
+    )
     world = world_for(deployed, endpoint)
     populate(world)
     before = world.snapshot()
@@ -156,7 +165,7 @@ def test_a_wrong_key_pattern_trips_the_breaker_and_deletes_nothing(pulumi_mocks,
 
 
 def test_too_much_expired_at_once_trips_the_breaker(pulumi_mocks, tmp_path, monkeypatch, endpoint):
-    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, dryRun=False)
+    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, uploadsCascade="sweep", dryRun=False)
     world = world_for(deployed, endpoint)
     for i in range(30):
         world.session(f"old-{i}", NOW - DAY, "created")
@@ -170,7 +179,9 @@ def test_too_much_expired_at_once_trips_the_breaker(pulumi_mocks, tmp_path, monk
         in run.errors("breaker")[0]["error"]
     )
 
-    allowed = deploy(pulumi_mocks, tmp_path / "allowed", monkeypatch, dryRun=False, allowMassDeletion=True)
+    allowed = deploy(
+        pulumi_mocks, tmp_path / "allowed", monkeypatch, uploadsCascade="sweep", dryRun=False, allowMassDeletion=True
+    )
     (tmp_path / "allowed").mkdir(exist_ok=True)
     run = invoke(allowed, tmp_path / "allowed", endpoint)
     assert run.returncode == 0, run.stderr
@@ -178,7 +189,7 @@ def test_too_much_expired_at_once_trips_the_breaker(pulumi_mocks, tmp_path, monk
 
 
 def test_lost_replies_are_counted_once_and_cascaded(pulumi_mocks, tmp_path, monkeypatch, endpoint):
-    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, dryRun=False)
+    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, uploadsCascade="sweep", dryRun=False)
     world = world_for(deployed, endpoint)
     expired = {world.session(f"old-{i}", NOW - HOUR // 2, "created") for i in range(8)}
     stuck = {world.session(f"mp-{i}", NOW - 2 * HOUR, "created", multipart=True) for i in range(4)}
@@ -196,7 +207,13 @@ def test_lost_replies_are_counted_once_and_cascaded(pulumi_mocks, tmp_path, monk
 def test_unindexed_items_are_reported(pulumi_mocks, tmp_path, monkeypatch, endpoint):
     # A team that says its writers set the shard, while this application writes none.
     deployed = deploy(
-        pulumi_mocks, tmp_path, monkeypatch, dryRun=False, uploadsWritersSetExpiryShard=True, expiryIndexShards=4
+        pulumi_mocks,
+        tmp_path,
+        monkeypatch,
+        uploadsCascade="sweep",
+        dryRun=False,
+        uploadsWritersSetExpiryShard=True,
+        expiryIndexShards=4,
     )
     assert deployed.job["expiry_index"]["name"] and deployed.job["unindexed_check_items"] > 0
     world = world_for(deployed, endpoint)
@@ -205,3 +222,49 @@ def test_unindexed_items_are_reported(pulumi_mocks, tmp_path, monkeypatch, endpo
     run = invoke(deployed, tmp_path, endpoint)
     assert run.returncode == 0, run.stderr
     assert run.emf[metrics.UNINDEXED_EXPIRED] == 6 and run.emf[metrics.ITEMS_DELETED] == 0
+
+
+def ttl_deletes(world: World, session_ids: set[str]) -> list[dict]:
+    """What DynamoDB does when TTL removes these sessions: delete them and put REMOVE records by its
+    service principal, with the old images, on the stream."""
+    records = []
+    for number, session_id in enumerate(sorted(session_ids), start=1):
+        old = world.dynamodb.delete_item(
+            TableName=world.table, Key={"uploadSessionId": {"S": session_id}}, ReturnValues="ALL_OLD"
+        )["Attributes"]
+        records.append(
+            {
+                "eventID": f"ttl-{number}",
+                "eventName": "REMOVE",
+                "eventSource": "aws:dynamodb",
+                "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+                "dynamodb": {"ApproximateCreationDateTime": NOW, "OldImage": old, "SequenceNumber": str(number)},
+            }
+        )
+    return records
+
+
+def test_the_default_stream_cascade_cleans_after_ttl_and_the_sweeper_deletes_no_session(
+    pulumi_mocks, tmp_path, monkeypatch, endpoint
+):
+    deployed = deploy(pulumi_mocks, tmp_path, monkeypatch, dryRun=False)  # dev, uploadsCascade stream
+    assert deployed.cascade_job is not None and deployed.job["delete_expired"] is False
+    assert deployed.table_inputs["streamViewType"] == "OLD_IMAGE"
+    world = world_for(deployed, endpoint)
+    made = populate(world)
+    sessions_before = set(world.items())
+    swept = invoke(deployed, tmp_path, endpoint)
+    assert swept.returncode == 0, swept.stderr
+    assert set(world.items()) == sessions_before  # TTL deletes sessions, not the sweeper
+    assert made["marked_now"] <= world.marked()  # finished videos marked before TTL can remove them
+    assert not made["orphans"] & world.objects()
+
+    expired = ids(made["expired"] | made["empty"] | made["partial"] | made["marked_now"]) | {"recent-parts"}
+    cascaded = invoke(deployed, tmp_path, endpoint, payload={"Records": ttl_deletes(world, expired)}, cascade=True)
+    assert cascaded.returncode == 0, cascaded.stderr
+    assert json.loads(cascaded.stdout.split("RESULT ", 1)[1]) == {"batchItemFailures": []}
+    objects = world.objects()
+    assert made["live"] | made["finished"] <= objects  # finished videos stay after TTL removed their sessions
+    assert not made["expired"] & objects
+    assert len(world.uploads()) == 5  # the live sessions' uploads; every expired session's was aborted
+    assert cascaded.emf[metrics.OBJECTS_DELETED] == 5 and cascaded.emf[metrics.UPLOADS_ABORTED] == 6

@@ -67,6 +67,7 @@ class Deployed:
     handler: str
     job: dict[str, Any]
     table_inputs: dict[str, Any]
+    cascade_job: dict[str, Any] | None = None
 
     @property
     def table(self) -> str:
@@ -88,11 +89,13 @@ def deploy(harness: Any, tmp_path: Path, monkeypatch: Any, stack: str = "dev", *
     # The last program run's registrations (a test may deploy twice with other settings).
     function = [r.inputs for r in harness.of_type(FUNCTION) if r.name == "upload-sweeper-function"][-1]
     table = [r.inputs for r in harness.of_type(TABLE) if r.inputs["name"].startswith("upload-sessions-")][-1]
+    cascades = [r.inputs for r in harness.of_type(FUNCTION) if r.name == "upload-cascade-function"]
     return Deployed(
         archive=Path(function["code"].path),
         handler=function["handler"],
         job=json.loads(function["environment"]["variables"]["EXPIRY_JOB"]),
         table_inputs=table,
+        cascade_job=json.loads(cascades[-1]["environment"]["variables"]["EXPIRY_JOB"]) if cascades else None,
     )
 
 
@@ -218,8 +221,11 @@ def invoke(
     endpoint: str,
     payload: dict[str, Any] | None = None,
     lose_replies: tuple[str, ...] = (),
+    cascade: bool = False,
 ) -> Invocation:
-    """Invoke the shipped handler with ``payload`` as Lambda would, against ``endpoint``."""
+    """Invoke the shipped sweeper (or, with ``cascade``, the stream cascade) with ``payload`` as
+    Lambda would, against ``endpoint``."""
+    handler = "expiry.runtime.handlers.stream_cascade.handler" if cascade else deployed.handler
     unpacked = tmp_path / "task"
     if not unpacked.exists():
         zipfile.ZipFile(deployed.archive).extractall(unpacked)
@@ -227,7 +233,7 @@ def invoke(
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(unpacked),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "EXPIRY_JOB": json.dumps(deployed.job),
+        "EXPIRY_JOB": json.dumps(deployed.cascade_job if cascade else deployed.job),
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "testing",
@@ -236,7 +242,7 @@ def invoke(
         "LOSE_REPLIES": json.dumps(list(lose_replies)),
     }
     done = subprocess.run(
-        [sys.executable, "-c", RUN_HANDLER, str(unpacked), deployed.handler, json.dumps(payload or {})],
+        [sys.executable, "-c", RUN_HANDLER, str(unpacked), handler, json.dumps(payload or {})],
         cwd=unpacked,
         env=env,
         capture_output=True,

@@ -208,7 +208,9 @@ class Sweeper:
             return None
         s3 = self.job.s3
         kept = bool(s3 and self._status(image) in s3.keep_statuses)
-        if not is_expired(image, self.job.ttl_attribute, self.now):
+        if not is_expired(image, self.job.ttl_attribute, self.now) or not self.job.delete_expired:
+            # Not expired (the look-ahead), or TTL and a stream cascade own expired items: only the
+            # objects of kept items are marked.
             return self._keep_object(Decision(image)) if kept else None
         self.tally.add("expired_found")
         if self.hook and self.hook(plain(image), self.job) is False:

@@ -179,6 +179,7 @@ class Job:
     def projection(self, *extra: str | None) -> list[str]:
         """Attribute names a read needs: the keys, the TTL and ``extra``, once each."""
         names = [*self.key_attributes, self.ttl_attribute, *extra]
+    delete_expired: bool = True
         return list(dict.fromkeys(n for n in names if n))
 
 
@@ -404,7 +405,7 @@ COMMON = {
 DELETING_KINDS = (KIND_SWEEP, KIND_ORPHANED_REFERENCES, KIND_PG_PURGE)
 SECTIONS = {
     KIND_TTL_MONITOR: set(),
-    KIND_SWEEP: {"s3", "stuck_uploads", "orphaned_objects"},
+    KIND_SWEEP: {"s3", "stuck_uploads", "orphaned_objects", "delete_expired"},
     KIND_ORPHANED_REFERENCES: {"references"},
     KIND_PG_PURGE: {"postgres", "purge"},
     KIND_PG_MONITOR: {"postgres", "purge"},
@@ -520,4 +521,5 @@ def job_from_environment(environ: Mapping[str, str]) -> Job:
         raw = json.loads(text)
     except json.JSONDecodeError as error:
         raise JobConfigError(f"{ENV_VAR}: is not valid JSON: {error}") from error
+        delete_expired=r.boolean("delete_expired", True),
     return parse_job(raw)
