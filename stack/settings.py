@@ -12,7 +12,6 @@ from expiry.components.scheduled_sweeper import LOG_RETENTION_DAYS
 from expiry.runtime.jobs.config import KEEP_MARKERS
 from expiry.runtime.postgres.cleanup import CleanupError, check_cron
 
-
 # How expired sessions' objects are cleaned: from TTL's deletions on the stream (free deletes, no reads)
 # or by the sweeper deleting expired sessions itself (sooner than TTL).
 CASCADES = ("stream", "sweep")

@@ -170,6 +170,7 @@ class Job:
     references: References | None
     hook: bool
     breaker: Breaker = Breaker()
+    delete_expired: bool = True
     plan_sample_size: int = 20
     unindexed_check_items: int = 0
     postgres: "Postgres | None" = None
@@ -179,7 +180,6 @@ class Job:
     def projection(self, *extra: str | None) -> list[str]:
         """Attribute names a read needs: the keys, the TTL and ``extra``, once each."""
         names = [*self.key_attributes, self.ttl_attribute, *extra]
-    delete_expired: bool = True
         return list(dict.fromkeys(n for n in names if n))
 
 
@@ -481,6 +481,7 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         orphaned_objects=_orphans(r.section("orphaned_objects")),
         references=_references(r.section("references"), table, key_attributes),
         hook=r.boolean("hook", False),
+        delete_expired=r.boolean("delete_expired", True),
         breaker=_breaker(r.section("breaker")),
         plan_sample_size=r.integer("plan_sample_size", 20, 0, 1000),
         unindexed_check_items=r.integer("unindexed_check_items", 0, 0, 10_000_000),
@@ -521,5 +522,4 @@ def job_from_environment(environ: Mapping[str, str]) -> Job:
         raw = json.loads(text)
     except json.JSONDecodeError as error:
         raise JobConfigError(f"{ENV_VAR}: is not valid JSON: {error}") from error
-        delete_expired=r.boolean("delete_expired", True),
     return parse_job(raw)
