@@ -41,6 +41,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         state.setdefault("arn", f"arn:aws:{service}:{REGION}:{ACCOUNT}:{args.name}/{state['name']}")
         if args.typ == "aws:s3/bucket:Bucket":
             state.setdefault("bucket", f"{args.name}-physical")
+        if args.typ == "aws:rds/instance:Instance":
+            state.setdefault("address", f"{args.name}.abc123.{REGION}.rds.amazonaws.com")
         if state.get("streamEnabled"):
             state["streamArn"] = f"{state['arn']}/stream/2026-01-01T00:00:00.000"
         return f"{args.name}-id", state
