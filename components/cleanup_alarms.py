@@ -167,8 +167,8 @@ class CleanupAlarms(pulumi.ComponentResource):
                 "subscribe them to your own topic_arn yourself",
             )
         for i, address in enumerate(emails):
-            if not isinstance(address, str) or "@" not in address:
-                v.fail(COMPONENT, f"email_addresses[{i}]", f"must be an e-mail address, got {address!r}")
+            v.email(COMPONENT, f"email_addresses[{i}]", address)
+        v.tags(COMPONENT, "tags", raw.get("tags"))
         ok = v.boolean(COMPONENT, "ok_notifications", raw.get("ok_notifications", True))
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 

@@ -87,8 +87,13 @@ def purge_spec(name: str, args: dict[str, Any]) -> PurgeSpec:
     """The validated PurgeSpec of a PgCronCleanup, with errors naming the component and field."""
     fields = {key: args[key] for key in PurgeSpec.__dataclass_fields__ if key in args}
     fields.setdefault("job_name", name)
+    for key in ("table", "expiry_column"):
+        if fields.get(key) is None:
+            v.fail(COMPONENT, key, "is required")
     for key, value in fields.items():
         v.plain(COMPONENT, key, value)
+    if "create_index" in fields:
+        v.boolean(COMPONENT, "create_index", fields["create_index"])
     try:
         return PurgeSpec(**fields)
     except CleanupError as error:
@@ -131,6 +136,7 @@ class PgCronCleanup(pulumi.ComponentResource):
         vpc_mode = any(raw.get(key) is not None for key in VPC_INPUTS)
         _check_connection(raw, vpc_mode)
         architecture = v.one_of(COMPONENT, "architecture", raw.get("architecture", "arm64"), ("arm64", "x86_64"))
+        v.tags(COMPONENT, "tags", raw.get("tags"))
         bundle = build_bundle(None, COMPONENT) if vpc_mode else None
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 
@@ -241,6 +247,9 @@ def _result_field(result: pulumi.Output[dict[str, Any]], key: str) -> pulumi.Out
 
 def _check_connection(raw: dict[str, Any], vpc_mode: bool) -> None:
     """Exactly one way to reach the database: a DSN, host and credentials, or VPC mode with a secret."""
+    port = raw.get("port")
+    if port is not None and not isinstance(port, pulumi.Output):
+        v.integer(COMPONENT, "port", port, 1, 65535)
     if vpc_mode:
         for key in (*VPC_INPUTS, "host", "database"):
             if raw.get(key) is None:

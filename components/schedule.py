@@ -53,8 +53,11 @@ def _cron_field(component: str, field: str, value: str, spec: tuple) -> None:
             _cron_value(component, field, name, value, token, spec)
 
 
-def check_expression(component: str, field: str, given: object) -> str:
-    """Check a schedule expression; raise ValueError naming ``field`` when AWS would refuse it."""
+def check_expression(
+    component: str, field: str, given: object, timezone: str = "UTC", now: dt.datetime | None = None
+) -> str:
+    """Check a schedule expression; raise ValueError naming ``field`` when AWS would refuse it or
+    when an at() time in ``timezone`` is already past (the schedule would never run)."""
     expression = v.text(component, field, given, max_length=256)
     rate = RATE.match(expression)
     if rate:
@@ -83,9 +86,16 @@ def check_expression(component: str, field: str, given: object) -> str:
     at = AT.match(expression)
     if at:
         try:
-            dt.datetime.fromisoformat(at.group(1))
+            when = dt.datetime.fromisoformat(at.group(1)).replace(tzinfo=zoneinfo.ZoneInfo(timezone))
         except ValueError:
             v.fail(component, field, f"at() needs a real date and time, got {expression!r}")
+        current = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+        if when <= current:
+            v.fail(
+                component,
+                field,
+                f"{expression} ({timezone}) is past (now {current:%Y-%m-%dT%H:%M:%S} UTC); it would never run",
+            )
         return expression
     v.fail(component, field, f"must be rate(N unit), cron(6 fields) or at(yyyy-mm-ddThh:mm:ss), got {expression!r}")
 

@@ -13,7 +13,7 @@ from expiry.components.lambda_parts import lambda_role, log_group, psycopg_layer
 from expiry.components.schedule import check_expression, check_timezone, interval_seconds, rate_seconds
 from expiry.components.sweeper_policy import Arns, assume_role_policy, function_policy, scheduler_policy
 from expiry.components.ttl_table import TtlTable
-from expiry.runtime.jobs.config import ENV_VAR, HANDLERS, POSTGRES_KINDS, Job, JobConfigError, parse_job
+from expiry.runtime.jobs.config import ENV_VAR, HANDLERS, JOB_NAME, POSTGRES_KINDS, Job, JobConfigError, parse_job
 from expiry.runtime.postgres.cleanup import CleanupError, PurgeSpec
 
 COMPONENT = "ScheduledSweeper"
@@ -420,15 +420,24 @@ class ScheduledSweeper(pulumi.ComponentResource):
         for field in ("table_name", "table_arn") if dynamodb_job else ("table_name",):
             if raw.get(field) is None:
                 v.fail(COMPONENT, field, "is required")
-        if raw.get("kind") == "pg-monitor" and "lookback_seconds" not in (raw.get("postgres") or {}):
+        postgres_args = raw.get("postgres")
+        if (
+            raw.get("kind") == "pg-monitor"
+            and isinstance(postgres_args, dict)
+            and "lookback_seconds" not in postgres_args
+        ):
             interval = rate_seconds(raw.get("schedule") or "")
             if interval:
                 raw["postgres"] = {**raw["postgres"], "lookback_seconds": max(60, interval)}
+        if "job_name" in raw and not (isinstance(raw["job_name"], str) and JOB_NAME.match(raw["job_name"])):
+            v.fail(
+                COMPONENT, "job_name", f"must be 1..128 characters of A-Z a-z 0-9 _ . : -, got {raw.get('job_name')!r}"
+            )
         raw = _with_mark_ahead(raw)
         job = _validated_job(name, raw)
         vpc = _vpc(raw)
-        schedule = check_expression(COMPONENT, "schedule", raw.get("schedule"))
         timezone = check_timezone(COMPONENT, "schedule_timezone", raw.get("schedule_timezone", "UTC"))
+        schedule = check_expression(COMPONENT, "schedule", raw.get("schedule"), timezone)
         window = v.integer(COMPONENT, "flexible_window_minutes", raw.get("flexible_window_minutes", 0), 0, 1440)
         retries = v.integer(COMPONENT, "schedule_retry_attempts", raw.get("schedule_retry_attempts", 2), 0, 185)
         event_age = v.integer(
@@ -444,11 +453,19 @@ class ScheduledSweeper(pulumi.ComponentResource):
         if retention not in LOG_RETENTION_DAYS or isinstance(retention, bool):
             v.fail(COMPONENT, "log_retention_days", f"must be one of {LOG_RETENTION_DAYS}, got {retention!r}")
         reserve = v.boolean(COMPONENT, "reserve_concurrency", raw.get("reserve_concurrency", True))
+        v.tags(COMPONENT, "tags", raw.get("tags"))
         if raw.get("s3") and job.kind != "sweep":
             v.fail(COMPONENT, "s3", f"only sweep jobs clean S3, not {job.kind}")
         object_prefix = (raw.get("s3") or {}).get("object_prefix", "")
         if not isinstance(object_prefix, str):
             v.fail(COMPONENT, "s3.object_prefix", f"must be a string, got {object_prefix!r}")
+        if job.orphaned_objects and not job.orphaned_objects.prefix.startswith(object_prefix):
+            v.fail(
+                COMPONENT,
+                "s3.object_prefix",
+                f"{object_prefix!r} does not cover orphaned_objects.prefix {job.orphaned_objects.prefix!r}: "
+                "the function could list the orphans but not delete them",
+            )
         bundle = build_bundle(raw.get("hooks_path"), COMPONENT)
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 

@@ -362,6 +362,7 @@ class TtlTable(pulumi.ComponentResource):
         if stream_view_type is not None:
             v.one_of(COMPONENT, "stream_view_type", stream_view_type, STREAM_VIEW_TYPES)
         encryption = _encryption(args)
+        v.tags(COMPONENT, "tags", args.get("tags"))
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 
         self.spec = spec

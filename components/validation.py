@@ -8,6 +8,8 @@ from typing import Any, NoReturn
 import pulumi
 
 AWS_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+# One address: a local part, @, and a domain with a dot; no spaces, commas or second @.
+EMAIL = re.compile(r"^[^@\s,;<>]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 
 def fail(component: str, field: str, message: str) -> NoReturn:
@@ -58,6 +60,29 @@ def aws_name(component: str, field: str, value: Any) -> str:
     plain(component, field, value)
     if not isinstance(value, str) or not AWS_NAME.match(value):
         fail(component, field, f"must be 3..255 characters of A-Z a-z 0-9 _ . -, got {value!r}")
+    return value
+
+
+def email(component: str, field: str, value: Any) -> str:
+    """Check that ``value`` is one e-mail address (name@domain.tld), not a list in a string."""
+    plain(component, field, value)
+    if not isinstance(value, str) or not EMAIL.match(value):
+        fail(component, field, f"must be an e-mail address (one, name@example.com), got {value!r}")
+    return value
+
+
+def tags(component: str, field: str, value: Any) -> Any:
+    """Check AWS tags: a mapping of 1..128-character keys (not aws:...) to values of at most 256
+    characters. An Output, or an Output value, is checked by AWS instead."""
+    if value is None or isinstance(value, pulumi.Output):
+        return value
+    if not isinstance(value, dict):
+        fail(component, field, f"must be a mapping of tag keys to values, got {type(value).__name__} {value!r}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 128 or key.lower().startswith("aws:"):
+            fail(component, field, f"tag keys must be 1..128 characters, not starting with aws:, got {key!r}")
+        if not isinstance(item, pulumi.Output) and (not isinstance(item, str) or len(item) > 256):
+            fail(component, f"{field}.{key}", f"must be a string of at most 256 characters, got {item!r}")
     return value
 
 

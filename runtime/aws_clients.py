@@ -1,9 +1,13 @@
 """boto3 clients created once per process and reused across warm invocations.
 
 Throttling and transient errors are retried with exponential backoff by botocore's standard
-retry mode. AWS_ENDPOINT_URL (read by boto3 itself) points them at any AWS-compatible endpoint."""
+retry mode. One call, retries and backoff included, ends within a bound (``call_seconds``): a
+job's safety margin in Lambda, so that a call started before the run's deadline ends before
+Lambda's timeout and a silent endpoint fails the run with its failure metric. AWS_ENDPOINT_URL
+(read by boto3 itself) points the clients at any AWS-compatible endpoint."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -12,18 +16,53 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 ClientFactory = Callable[[str], Any]
-RETRIES = {"mode": "standard", "max_attempts": 8}
+DEFAULT_CALL_SECONDS = 60.0
+MAX_ATTEMPTS = 3
+MAX_READ_TIMEOUT = 60.0
+MAX_CONNECT_TIMEOUT = 5.0
 
 
-def client_config(workers: int = 8) -> Config:
-    """Retries with backoff, and a connection pool large enough for ``workers`` threads."""
-    return Config(retries=RETRIES, max_pool_connections=max(10, workers + 2))
+@dataclass(frozen=True)
+class CallLimits:
+    """Timeouts and attempts of one call: ``attempts * (connect + read)`` plus the backoff between
+    attempts (standard mode: at most 2**(n-1) seconds before attempt n+1) fit in the bound."""
+
+    connect_timeout: float
+    read_timeout: float
+    attempts: int
+
+    def worst_case_seconds(self) -> float:
+        backoff = sum(2.0 ** (n - 1) for n in range(1, self.attempts))
+        return self.attempts * (self.connect_timeout + self.read_timeout) + backoff
+
+
+def call_limits(call_seconds: float) -> CallLimits:
+    """The limits whose worst case stays within ``call_seconds`` (fewer attempts when it is short)."""
+    for attempts in range(MAX_ATTEMPTS, 0, -1):
+        backoff = sum(2.0 ** (n - 1) for n in range(1, attempts))
+        per_attempt = (call_seconds - backoff) / attempts
+        if per_attempt >= 1.0 or attempts == 1:
+            break
+    per_attempt = max(per_attempt, 0.5)
+    connect = min(MAX_CONNECT_TIMEOUT, per_attempt / 4)
+    return CallLimits(round(connect, 3), round(min(MAX_READ_TIMEOUT, per_attempt - connect), 3), attempts)
+
+
+def client_config(workers: int = 8, call_seconds: float = DEFAULT_CALL_SECONDS) -> Config:
+    """Bounded calls retried with backoff, and a connection pool large enough for ``workers`` threads."""
+    limits = call_limits(call_seconds)
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": limits.attempts},
+        connect_timeout=limits.connect_timeout,
+        read_timeout=limits.read_timeout,
+        max_pool_connections=max(10, workers + 2),
+    )
 
 
 @cache
-def client(service: str, workers: int = 8) -> Any:
+def client(service: str, workers: int = 8, call_seconds: float = DEFAULT_CALL_SECONDS) -> Any:
     """The process's client for ``service`` (boto3 clients are thread-safe)."""
-    return boto3.client(service, config=client_config(workers))
+    return boto3.client(service, config=client_config(workers, call_seconds))
 
 
 def retried(error: ClientError) -> bool:

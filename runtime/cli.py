@@ -3,14 +3,20 @@ and `psql`, and a sweep run now, with the same library code as the Lambda handle
 
     expiry status --table collections-checkpoints-prod
     expiry sweep --table upload-sessions-prod --dry-run
-    expiry sweep --table upload-sessions-prod --yes --s3-bucket uploads --s3-key-attribute s3Key
+    expiry sweep --table upload-sessions-prod --s3-bucket uploads --s3-key-attribute s3Key   # plans, then asks
     expiry status --postgres "host=db dbname=app user=ops" --table attributes --expiry-column ttl_timestamp
     expiry sweep --job @upload-sweeper.json --dry-run     # the settings a Lambda runs with
 
-Errors are one line on stderr: exit 2 for a wrong command or setting, 1 when AWS or PostgreSQL fails.
+A sweep plans first, shows its target and what it would delete, and deletes only after a "y" on a
+terminal, or with --yes (scripts). Ctrl-C stops a run between two deletions and prints what was done.
+Errors are one line on stderr: exit 2 for a wrong command or setting, 1 when AWS or PostgreSQL fails
+(every AWS call, retries included, ends within --call-timeout), 3 when the breaker refuses the plan,
+130 when interrupted.
 """
 
 import argparse
+import dataclasses
+import datetime as dt
 import io
 import json
 import sys
@@ -19,23 +25,40 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar, cast
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from expiry.runtime.aws_clients import client_config
 from expiry.runtime.handlers.work import WORK
-from expiry.runtime.jobs.config import KIND_SWEEP, KIND_TTL_MONITOR, Job, JobConfigError, parse_job
+from expiry.runtime.jobs.config import (
+    KIND_ORPHANED_REFERENCES,
+    KIND_SWEEP,
+    KIND_TTL_MONITOR,
+    Job,
+    JobConfigError,
+    loads_object,
+    parse_job,
+)
 from expiry.runtime.jobs.run_control import Tally
 from expiry.runtime.jobs.runner import run_job
 
 PROG = "expiry"
+T = TypeVar("T")
+NO_LIMIT_MS = 10**12
+CLI_CALL_SECONDS = 30.0
+SWEEP_KINDS = (KIND_SWEEP, KIND_ORPHANED_REFERENCES)
+INTERRUPTED = 130
 STATUS_SETTINGS = ("name", "table", "namespace", "key_attributes", "ttl_attribute", "expiry_index", "page_size")
 
 
 class UsageError(Exception):
     """A wrong command line; exit 2."""
+
+
+class NotConfirmedError(Exception):
+    """The person at the terminal did not answer yes; nothing was deleted."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         target.add_argument("--endpoint-url", help="any AWS-compatible endpoint (moto_server, LocalStack)")
         target.add_argument("--region", help="AWS region (default: your AWS configuration's)")
         target.add_argument("--log-group", help="the job's log group: status shows its last runs")
+        target.add_argument(
+            "--call-timeout",
+            type=float,
+            default=CLI_CALL_SECONDS,
+            metavar="SECONDS",
+            help=f"most time one AWS call may take, retries included (default {CLI_CALL_SECONDS:g})",
+        )
         pg = command.add_argument_group("PostgreSQL")
         pg.add_argument("--postgres", metavar="DSN", help="libpq connection string or URL")
         pg.add_argument("--expiry-column", help="the table's expiry column")
@@ -66,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--json", action="store_true", help="print JSON instead of text")
         if name == "sweep":
             command.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
-            command.add_argument("--yes", action="store_true", help="really delete")
+            command.add_argument("--yes", action="store_true", help="delete without asking (scripts)")
             command.add_argument(
                 "--allow-mass-deletion",
                 action="store_true",
@@ -88,26 +118,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _clients(args: argparse.Namespace) -> Callable[[str], Any]:
+def _clients(args: argparse.Namespace) -> tuple[Callable[[str], Any], dict[str, Any]]:
+    """Clients of the command's target, and the target (region, endpoint) as shown to the operator."""
+    if not 1 <= args.call_timeout <= 900:
+        raise UsageError(f"--call-timeout: must be 1..900 seconds, got {args.call_timeout:g}")
     session = boto3.Session(region_name=args.region)
     cache: dict[str, Any] = {}
+    config = client_config(32, args.call_timeout)
 
     def client(service: str) -> Any:
         if service not in cache:
-            cache[service] = session.client(service, endpoint_url=args.endpoint_url, config=client_config(32))
+            cache[service] = session.client(service, endpoint_url=args.endpoint_url, config=config)
         return cache[service]
 
-    return client
+    target = {"region": session.region_name, "endpoint": args.endpoint_url or "AWS"}
+    return client, target
 
 
 def _table_job(args: argparse.Namespace, kind: str, clients: Callable[[str], Any]) -> Job:
     """A job for --table, its keys read from DescribeTable and its TTL attribute from DescribeTimeToLive."""
     if args.job:
         text = Path(args.job[1:]).read_text() if args.job.startswith("@") else args.job
-        try:
-            given = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise JobConfigError(f"--job: is not valid JSON: {error}") from error
+        given = loads_object(text, "--job")
+        if kind == KIND_SWEEP and isinstance(given, dict) and given.get("kind") not in SWEEP_KINDS:
+            raise JobConfigError(
+                f"--job: kind: sweep runs {' and '.join(SWEEP_KINDS)} jobs, got {given.get('kind')!r}"
+                " (status reads a ttl-monitor job's table; --postgres runs PostgreSQL purges)"
+            )
         if kind == KIND_TTL_MONITOR and isinstance(given, dict):  # status of the job's table
             given = {key: given[key] for key in STATUS_SETTINGS if key in given} | {"kind": kind}
         return _with_overrides(given, args, "--job")
@@ -120,7 +157,9 @@ def _table_job(args: argparse.Namespace, kind: str, clients: Callable[[str], Any
         "TimeToLiveDescription"
     ].get("AttributeName")
     if not ttl_attribute:
-        raise JobConfigError(f"{args.table}: TTL is not enabled; give --ttl-attribute")
+        if kind == KIND_TTL_MONITOR:
+            raise TtlOffError(table)
+        raise JobConfigError(f"{args.table}: TTL is not enabled, so no item is expired; give --ttl-attribute")
     raw: dict[str, Any] = {
         "kind": kind,
         "name": f"cli-{kind}",
@@ -133,6 +172,26 @@ def _table_job(args: argparse.Namespace, kind: str, clients: Callable[[str], Any
         if args.s3_upload_id_attribute:
             raw["s3"]["upload_id_attribute"] = args.s3_upload_id_attribute
     return _with_overrides(raw, args, "options")
+
+
+class TtlOffError(Exception):
+    """Status of a table whose TTL is off and no --ttl-attribute says which attribute to count."""
+
+    def __init__(self, table: dict[str, Any]) -> None:
+        super().__init__(table["TableName"])
+        self.table = table
+
+
+def _ttl_off_status(table: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ttl_status": "DISABLED",
+        "ttl_enabled": False,
+        "ttl_attribute": None,
+        "item_count": table.get("ItemCount", 0),
+        "table_size_bytes": table.get("TableSizeBytes", 0),
+        "diagnosis": "TTL is off: DynamoDB deletes no item of this table. Turn it on "
+        "(aws dynamodb update-time-to-live, or TtlTable), or give --ttl-attribute to count expired items",
+    }
 
 
 def _with_overrides(raw: Any, args: argparse.Namespace, source: str) -> Job:
@@ -150,11 +209,53 @@ def _with_overrides(raw: Any, args: argparse.Namespace, source: str) -> Job:
     return parse_job({**raw, **changes}, source=source)
 
 
-class Progress:
-    """A one-line progress report on stderr, refreshed while a run goes on."""
+class StopSwitch:
+    """A Lambda-like context for CLI runs: no time limit until Ctrl-C, then none left, so the run's
+    deadline stops it between two deletions as it stops a Lambda run before its timeout."""
 
-    def __init__(self, stream: TextIO, read: Callable[[], str]) -> None:
-        self.stream, self.read, self.done = stream, read, threading.Event()
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 0 if self.stopped.is_set() else NO_LIMIT_MS
+
+
+def _interruptible(run: Callable[[], T], switch: StopSwitch, err: TextIO) -> T:
+    """``run`` in a thread; Ctrl-C flips ``switch`` and waits for the run to stop cleanly."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = run()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        try:
+            thread.join(0.2)
+        except KeyboardInterrupt:
+            if not switch.stopped.is_set():
+                err.write("\ninterrupted: finishing what is in flight, then stopping (Ctrl-C again to quit now)\n")
+                err.flush()
+                switch.stopped.set()
+            else:
+                raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return cast(T, outcome["value"])
+
+
+class Progress:
+    """A one-line progress report on stderr, refreshed while a run goes on: done of total, rate, ETA."""
+
+    def __init__(
+        self, stream: TextIO, what: str, total: int, done: Callable[[], int], extra: Callable[[], str]
+    ) -> None:
+        self.stream, self.what, self.total, self.done, self.extra = stream, what, total, done, extra
+        self.finished = threading.Event()
+        self.first: tuple[float, int] | None = None
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> "Progress":
@@ -162,18 +263,35 @@ class Progress:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.done.set()
+        self.finished.set()
         self.thread.join()
-        self.stream.write(f"\r{self.read()}\n")
+        self.stream.write(f"\r{self.line()}\n")
         self.stream.flush()
 
+    def line(self) -> str:
+        done, now = self.done(), time.monotonic()
+        if self.first is None and done:
+            self.first = (now, 0)
+        shown = f"{self.what} {done}/{self.total}" if self.total else f"{self.what} {done}"
+        if self.total:
+            shown += f" ({100 * done / self.total:.1f}%)"
+        if self.first is not None and now - self.first[0] >= 0.5:
+            rate = (done - self.first[1]) / (now - self.first[0])
+            shown += f"  {rate:.0f}/s"
+            if self.total and rate > 0 and done < self.total:
+                shown += f"  ETA {readable_duration((self.total - done) / rate)}"
+        return f"{shown}  {self.extra()}".rstrip()
+
     def _loop(self) -> None:
-        while not self.done.wait(0.5):
-            self.stream.write(f"\r{self.read()}")
+        while not self.finished.wait(0.5):
+            self.stream.write(f"\r{self.line()}\033[K")
             self.stream.flush()
 
 
-def _run(job: Job, clients: Callable[[str], Any], progress: bool, err: TextIO) -> dict[str, Any]:
+def _run(
+    job: Job, clients: Callable[[str], Any], err: TextIO, progress_total: int | None, switch: StopSwitch
+) -> dict[str, Any]:
+    """Run ``job`` as a Lambda would (its summary), stoppable by Ctrl-C; progress when a total is given."""
     tallies: list[Tally] = []
     work = WORK[job.kind](clients)
 
@@ -181,25 +299,39 @@ def _run(job: Job, clients: Callable[[str], Any], progress: bool, err: TextIO) -
         tallies.append(tally)
         return work(job, now, should_stop, tally)
 
-    def line() -> str:
-        counts = tallies[0].counts if tallies else {}
-        shown = ("expired_found", "items_deleted", "items_to_delete", "items_skipped", "objects_deleted", "errors")
-        return "  ".join(f"{name} {counts.get(name, 0)}" for name in shown if name in counts or name == "errors")
+    def count(*names: str) -> int:
+        return sum(tallies[0].counts.get(name, 0) for name in names) if tallies else 0
 
     quiet = io.StringIO()  # the EMF and summary lines: the summary is printed instead
-    if progress:
-        with Progress(err, line):
-            return run_job(job, tracked, None, stream=quiet)
-    return run_job(job, tracked, None, stream=quiet)
+
+    def run() -> dict[str, Any]:
+        return run_job(job, tracked, switch, stream=quiet)
+
+    if progress_total is None:
+        return _interruptible(run, switch, err)
+    done = ("items_deleted", "items_skipped", "orphans_deleted")
+    with Progress(err, "deleted", progress_total, lambda: count(*done), lambda: f"errors {count('errors')}"):
+        return _interruptible(run, switch, err)
 
 
-def _postgres(args: argparse.Namespace, err: TextIO, progress: bool) -> dict[str, Any]:
+def _confirm(question: str, stdin: TextIO, err: TextIO) -> bool:
+    err.write(f"{question} [y/N] ")
+    err.flush()
+    return stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _postgres(args: argparse.Namespace, err: TextIO, progress: bool, stdin: TextIO) -> dict[str, Any]:
     import psycopg  # only PostgreSQL commands need psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
     from expiry.runtime.postgres import cleanup as pg_cleanup
 
     if not args.table or not args.expiry_column:
         raise UsageError("with --postgres, give --table and --expiry-column")
+    try:
+        where = conninfo_to_dict(args.postgres)
+    except psycopg.ProgrammingError as error:
+        raise UsageError(f"--postgres: not a libpq connection string or URL: {_first_line(error)}") from error
     spec = pg_cleanup.PurgeSpec(
         job_name=args.job_name or f"cli-{args.table}"[:48],
         table=args.table,
@@ -209,25 +341,47 @@ def _postgres(args: argparse.Namespace, err: TextIO, progress: bool) -> dict[str
         max_runtime_seconds=getattr(args, "max_runtime_seconds", 300),
         allow_mass_deletion=getattr(args, "allow_mass_deletion", False),
     )
+    target = {
+        "host": where.get("host", "(libpq default)"),
+        "database": where.get("dbname", "(libpq default)"),
+        "table": f"{spec.table_schema}.{spec.table}",
+    }
     with psycopg.connect(args.postgres, autocommit=True, connect_timeout=15) as conn:
         if args.command == "status":
-            return pg_cleanup.table_status(conn, spec, args.job_name)
+            return {"target": target, **pg_cleanup.table_status(conn, spec, args.job_name)}
+        planned = pg_cleanup.plan(conn, spec)
         if args.dry_run:
-            return {"dry_run": True, **asdict(pg_cleanup.plan(conn, spec))}
+            return {"target": target, "dry_run": True, **asdict(planned)}
+        err.write(f"target: {_target_text(target)}\nplanned: {planned.expired_rows} expired rows to delete\n")
+        if planned.refused:
+            raise UsageError(planned.refused)
+        if not args.yes and not _confirm(f"Delete {planned.expired_rows} rows from {target['table']}?", stdin, err):
+            raise NotConfirmedError
         deleted = [0]
+        switch = StopSwitch()
 
-        def on_batch(rows: int) -> None:
-            deleted[0] += rows
-            if progress:
-                err.write(f"\rrows deleted {deleted[0]}")
-                err.flush()
+        def purge() -> Any:
+            return pg_cleanup.purge(
+                conn,
+                spec,
+                should_stop=switch.stopped.is_set,
+                on_batch=lambda rows: deleted.__setitem__(0, deleted[0] + rows),
+            )
 
-        result = pg_cleanup.purge(conn, spec, on_batch=on_batch)
         if progress:
-            err.write("\n")
+            with Progress(err, "rows deleted", planned.expired_rows, lambda: deleted[0], lambda: ""):
+                result = _interruptible(purge, switch, err)
+        else:
+            result = _interruptible(purge, switch, err)
         if result.plan.refused:
             raise UsageError(result.plan.refused)
-        return {"rows_deleted": result.rows_deleted, "batches": result.batches, "out_of_time": result.out_of_time}
+        summary = {
+            "target": target,
+            "rows_deleted": result.rows_deleted,
+            "batches": result.batches,
+            "out_of_time": result.out_of_time,
+        }
+        return summary | ({"interrupted": True} if switch.stopped.is_set() else {})
 
 
 def last_runs(logs: Any, log_group: str, count: int = 5, days: int = 7) -> list[dict[str, Any]]:
@@ -261,7 +415,54 @@ def _summary(message: str) -> dict[str, Any] | None:
     return line if isinstance(line, dict) and line.get("event") == "cleanup_summary" else None
 
 
+def iso(epoch: float) -> str:
+    """An epoch in seconds as ISO-8601 UTC."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def readable_size(size: float) -> str:
+    """Bytes as B, KB, MB, GB or TB (powers of 1024)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def readable_duration(seconds: float) -> str:
+    """Seconds as 45s, 12m 05s, 3h 02m or 2d 04h."""
+    seconds = int(seconds)
+    for unit, next_unit, size in (("d", "h", 86400), ("h", "m", 3600), ("m", "s", 60)):
+        if seconds >= size:
+            rest = seconds % size // (size // (24 if unit == "d" else 60))
+            return f"{seconds // size}{unit} {rest:02d}{next_unit}"
+    return f"{seconds}s"
+
+
+def readable(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with readable companions: ``*_utc`` next to epochs, ``*_size`` next to byte counts,
+    ``*_age`` next to ages in seconds."""
+    shown: dict[str, Any] = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            value = readable(value)
+        elif isinstance(value, list):
+            value = [readable(item) if isinstance(item, dict) else item for item in value]
+        shown[key] = value
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and key in ("oldest_expiry", "newest_expiry"):
+            shown[f"{key}_utc"] = iso(value)
+        elif number and key == "time":  # a log event's time, in milliseconds
+            shown["time_utc"] = iso(value / 1000)
+        elif number and key.endswith("_bytes"):
+            shown[f"{key.removesuffix('_bytes')}_size"] = readable_size(value)
+        elif number and key.endswith("_age_seconds") and value:
+            shown[f"{key.removesuffix('_seconds')}"] = readable_duration(value)
+    return shown
+
+
 def _print(result: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    result = readable(result)
     if as_json:
         out.write(json.dumps(result, default=str, indent=2) + "\n")
         return
@@ -271,34 +472,87 @@ def _print(result: dict[str, Any], as_json: bool, out: TextIO) -> None:
         out.write(f"{key:28} {value}\n")
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def _target_text(target: dict[str, Any]) -> str:
+    return "  ".join(f"{key} {value}" for key, value in target.items())
+
+
+def _plan_text(plan: dict[str, Any]) -> str:
+    counts = plan.get("counts") or {}
+    planned = ", ".join(
+        f"{value} {key.replace('_to_', ' to ').replace('_', ' ')}" for key, value in counts.items() if value
+    )
+    return planned or "nothing to do"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _dynamodb(args: argparse.Namespace, progress: bool, err: TextIO, stdin: TextIO) -> dict[str, Any]:
+    clients, target = _clients(args)
+    if args.command == "status":
+        try:
+            job = _table_job(args, KIND_TTL_MONITOR, clients)
+        except TtlOffError as off:
+            return {"target": {**target, "table": off.table["TableName"]}, **_ttl_off_status(off.table)}
+        result = {"target": {**target, "table": job.table}, **_run(job, clients, err, None, StopSwitch())}
+        if args.log_group:
+            result["last_runs"] = last_runs(clients("logs"), args.log_group)
+        return result
+    job = _table_job(args, KIND_SWEEP, clients)
+    target["table"] = job.table
+    err.write(f"target: {_target_text(target)}\n")
+    switch = StopSwitch()
+    planned = _run(dataclasses.replace(job, dry_run=True), clients, err, None, switch)
+    plan = planned.get("plan") or {}
+    err.write(f"planned: {_plan_text(plan)}\n")
+    nothing = not any((plan.get("counts") or {}).get(key) for key in ("items_to_delete", "orphans_to_delete"))
+    if job.dry_run or plan.get("refused") or switch.stopped.is_set() or nothing:
+        return {"target": target, **planned}
+    if not args.yes and not _confirm(f"Delete as planned from {job.table}?", stdin, err):
+        raise NotConfirmedError
+    counts = plan.get("counts") or {}
+    total = counts.get("items_to_delete", 0) + counts.get("orphans_to_delete", 0)
+    done = _run(job, clients, err, total if progress else None, switch)
+    return {"target": target, **done} | ({"interrupted": True} if switch.stopped.is_set() else {})
+
+
+def main(
+    argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr, stdin: TextIO = sys.stdin
+) -> int:
+    as_json = False
     try:
         args = _parser().parse_args(argv)
+        as_json = args.json
         progress = args.progress if getattr(args, "progress", None) is not None else err.isatty()
-        if args.command == "sweep" and not (args.dry_run or args.yes):
-            raise UsageError("sweep deletes data: run it with --dry-run first, then with --yes")
+        if args.command == "sweep" and not (args.dry_run or args.yes or stdin.isatty()):
+            raise UsageError("sweep deletes data: run it with --dry-run first, then with --yes (or on a terminal)")
         if args.postgres:
-            result = _postgres(args, err, progress and args.command == "sweep")
+            result = _postgres(args, err, progress and args.command == "sweep", stdin)
         else:
-            clients = _clients(args)
-            kind = KIND_TTL_MONITOR if args.command == "status" else KIND_SWEEP
-            job = _table_job(args, kind, clients)
-            result = _run(job, clients, progress and args.command == "sweep", err)
-            if args.command == "status" and args.log_group:
-                result["last_runs"] = last_runs(clients("logs"), args.log_group)
+            result = _dynamodb(args, progress, err, stdin)
         _print(result, args.json, out)
         refused = (result.get("plan") or {}).get("refused")
         if refused:
             err.write(f"{PROG}: error: {refused[0]}\n")
             return 3
-        return 0
+        return INTERRUPTED if result.get("interrupted") else 0
+    except NotConfirmedError:
+        return _fail("not confirmed; nothing was deleted", 1, as_json, out, err)
+    except KeyboardInterrupt:
+        return _fail("interrupted; nothing was deleted", INTERRUPTED, as_json, out, err)
     except (UsageError, ValueError) as error:  # a wrong command line, or a wrong setting (JobConfigError too)
-        err.write(f"{PROG}: error: {error}\n")
-        return 2
+        return _fail(str(error), 2, as_json, out, err)
     except (ClientError, BotoCoreError) as error:
-        err.write(f"{PROG}: error: AWS: {error}\n")
-        return 1
+        return _fail(f"AWS: {error}", 1, as_json, out, err)
     except Exception as error:  # noqa: BLE001 - psycopg and OS errors: one line, no traceback
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        err.write(f"{PROG}: error: {type(error).__name__}: {message}\n")
-        return 1
+        return _fail(f"{type(error).__name__}: {_first_line(error)}", 1, as_json, out, err)
+
+
+def _fail(message: str, code: int, as_json: bool, out: TextIO, err: TextIO) -> int:
+    """One line on stderr (and, with --json, an error object on stdout)."""
+    if as_json:
+        out.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+    err.write(f"{PROG}: error: {message}\n")
+    return code

@@ -1,14 +1,19 @@
 """The stack's settings, read from Pulumi config (declared with types and defaults in Pulumi.yaml).
 A missing or wrong setting stops the program with a message naming the key."""
 
+import difflib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
+from pulumi.runtime import config as runtime_config
 
 from expiry.components.schedule import check_expression
 from expiry.components.scheduled_sweeper import LOG_RETENTION_DAYS
+from expiry.components.validation import EMAIL
 from expiry.runtime.jobs.config import KEEP_MARKERS
 from expiry.runtime.postgres.cleanup import CleanupError, check_cron
 
@@ -17,8 +22,30 @@ from expiry.runtime.postgres.cleanup import CleanupError, check_cron
 CASCADES = ("stream", "sweep")
 
 
+PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
+# Set per stack but not declared in Pulumi.yaml (the engine would demand it of every stack).
+UNDECLARED_KEYS = ("postgresPassword",)
+RESERVED_TAGS = ("project", "environment")
+
+
 class SettingError(ValueError):
     """A stack setting that is missing or wrong; the message names the key."""
+
+
+def check_known_keys(config: pulumi.Config, project_file: Path = PROJECT_FILE) -> None:
+    """Refuse a key of the project's namespace that Pulumi.yaml does not declare (a misspelling such as
+    expiry:dryrun would otherwise be ignored and the default used), naming the nearest declared key."""
+    declared = [*(yaml.safe_load(project_file.read_text()).get("config") or {}), *UNDECLARED_KEYS]
+    given = {*runtime_config.CONFIG.get(), *runtime_config.get_config_env()}
+    prefix = f"{config.name}:"
+    lowered = {key.lower(): key for key in declared}
+    for key in sorted(given):
+        name = key.removeprefix(prefix)
+        if not key.startswith(prefix) or name in declared:
+            continue
+        nearest = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+        hint = f"; did you mean {prefix}{lowered[nearest[0]]}?" if nearest else ""
+        raise SettingError(f"{key}: is not a setting of this project (Pulumi.yaml declares none such){hint}")
 
 
 @dataclass(frozen=True)
@@ -169,7 +196,20 @@ class _Reader:
         raw: Any = self.config.get_object(name) or []
         if not isinstance(raw, list) or not all(isinstance(item, str) and "=" in item for item in raw):
             raise SettingError(f'{self.key(name)}: must be a list of "key=value" strings, got {raw!r}')
-        return dict(item.split("=", 1) for item in raw)
+        tags: dict[str, str] = {}
+        for item in raw:
+            key, value = item.split("=", 1)
+            if not key.strip() or key in tags or key in RESERVED_TAGS:
+                why = (
+                    "sets the reserved tag"
+                    if key in RESERVED_TAGS
+                    else "repeats"
+                    if key in tags
+                    else "has an empty key"
+                )
+                raise SettingError(f"{self.key(name)}: {item!r} {why} (project and environment are set by the stack)")
+            tags[key] = value
+        return tags
 
 
 def uploads_layout(r: _Reader) -> UploadsLayout:
@@ -204,13 +244,16 @@ def uploads_layout(r: _Reader) -> UploadsLayout:
 
 def read_settings(config: pulumi.Config) -> StackSettings:
     """Every setting __main__.py uses, checked."""
+    check_known_keys(config)
     r = _Reader(config)
     environment = r.text("environment")
     if not environment.replace("-", "").isalnum():
         raise SettingError(f"{r.key('environment')}: letters, digits and '-' only, got {environment!r}")
     alert_email = r.text("alertEmail")
-    if "@" not in alert_email:
-        raise SettingError(f"{r.key('alertEmail')}: must be an e-mail address, got {alert_email!r}")
+    if not EMAIL.match(alert_email):
+        raise SettingError(
+            f"{r.key('alertEmail')}: must be an e-mail address (one, name@example.com), got {alert_email!r}"
+        )
     postgres = None
     if r.optional_text("postgresHost"):
         postgres = PostgresSettings(

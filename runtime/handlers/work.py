@@ -25,7 +25,9 @@ from expiry.runtime.jobs.runner import Work, run_job
 
 
 def default_clients(job: Job) -> ClientFactory:
-    return lambda service: client(service, job.workers)
+    """Clients whose calls end within the job's safety margin: the deadline keeps that much of
+    Lambda's time free, so a call started before it cannot outlast the function."""
+    return lambda service: client(service, job.workers, float(job.safety_margin_seconds))
 
 
 def monitor_work(clients: ClientFactory) -> Work:

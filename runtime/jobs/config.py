@@ -38,6 +38,10 @@ PURGE_SETTINGS = (
     "extra_value",
 )
 HOOK_MODULE = "expiry_hooks"
+# A job's name is a metric dimension and part of alarm names (255 characters in all).
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# CloudWatch namespaces: 1..255 of these characters; AWS/ is reserved for AWS's own metrics.
+NAMESPACE = re.compile(r"^[A-Za-z0-9_./#: -]{1,255}$")
 MAX_SEGMENTS = 64
 MAX_WORKERS = 64
 
@@ -232,6 +236,12 @@ class _Reader:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             self.fail(field, f"must be a list of non-empty strings, got {value!r}")
         return tuple(value)
+
+    def matching(self, field: str, default: str, pattern: re.Pattern[str], allowed: str) -> str:
+        value = self.text(field, default)
+        if not pattern.match(value):
+            self.fail(field, f"must be {allowed}, got {value!r}")
+        return value
 
     def section(self, field: str) -> "_Reader | None":
         value = self.raw.get(field)
@@ -445,6 +455,31 @@ def _purge(r: _Reader | None) -> dict[str, Any] | None:
     return dict(r.raw)
 
 
+def _namespace(r: _Reader) -> str:
+    namespace = r.matching(
+        "namespace", DEFAULT_NAMESPACE, NAMESPACE, "1..255 characters of A-Z a-z 0-9 _ . / # : - space"
+    )
+    if namespace.upper().startswith("AWS/"):
+        r.fail("namespace", f"AWS/ is reserved for AWS's own metrics, got {namespace!r}")
+    return namespace
+
+
+def loads_object(text: str, source: str) -> Any:
+    """JSON as a job's settings are written: a key given twice is refused, not silently overwritten."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in items]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise JobConfigError(f"{source}: {', '.join(twice)}: given more than once")
+        return dict(items)
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as error:
+        raise JobConfigError(f"{source}: is not valid JSON: {error}") from error
+
+
 def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
     """Validate job settings; raise JobConfigError naming ``source`` and the field."""
     r = _Reader(raw, "", source)
@@ -463,9 +498,9 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
     ttl_attribute = r.text("ttl_attribute", "expires_at")
     job = Job(
         kind=kind,
-        name=r.text("name"),
+        name=r.matching("name", "", JOB_NAME, "1..128 characters of A-Z a-z 0-9 _ . : - (a metric dimension)"),
         table=table,
-        namespace=r.text("namespace", DEFAULT_NAMESPACE),
+        namespace=_namespace(r),
         key_attributes=key_attributes,
         ttl_attribute=ttl_attribute,
         dry_run=r.boolean("dry_run", False),
@@ -518,8 +553,4 @@ def job_from_environment(environ: Mapping[str, str]) -> Job:
     text = environ.get(ENV_VAR)
     if not text:
         raise JobConfigError(f"{ENV_VAR}: is not set; the component that deploys the function sets it")
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise JobConfigError(f"{ENV_VAR}: is not valid JSON: {error}") from error
-    return parse_job(raw)
+    return parse_job(loads_object(text, ENV_VAR))
