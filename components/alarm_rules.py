@@ -2,6 +2,7 @@
 specifications. Metric names come from runtime/jobs/metrics.py; which job publishes which metric from
 runtime/jobs/runner.py. CleanupAlarms turns the specifications into CloudWatch alarms."""
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ ALARMS = (
     "mass-deletion-refused",
     "unindexed-expired",
     "ttl-disabled",
+    "ttl-stalled",
     "oldest-expired",
     "backlog",
     "item-count",
@@ -55,6 +57,7 @@ class Settings:
     duration_ratio: float = 0.8
     oldest_expired_seconds: float = 72 * 3600
     backlog_threshold: float = 100_000
+    ttl_stalled_backlog: float = 100
     item_count_threshold: float | None = None
     cleanup_errors_per_hour: float = 5
     pg_backlog_threshold: float = 100_000
@@ -79,6 +82,9 @@ class AlarmSpec:
     comparison: str
     missing_data: str
     description: str
+    # Metric math: the metric above is `m`; `extra` adds (id, namespace, metric, dimensions, statistic).
+    expression: str | None = None
+    extra: tuple[tuple[str, str, str, dict[str, Any], str], ...] = ()
 
 
 def check_period(name: str, period: int, evaluation_periods: int = 1) -> int:
@@ -111,6 +117,7 @@ def settings(raw: dict[str, Any]) -> Settings:
         "duration_ratio",
         "oldest_expired_seconds",
         "backlog_threshold",
+        "ttl_stalled_backlog",
         "item_count_threshold",
         "cleanup_errors_per_hour",
         "pg_backlog_threshold",
@@ -259,20 +266,21 @@ def job_alarms(job: Job, s: Settings) -> list[AlarmSpec]:
             math.ceil(s.heartbeat_multiplier * job.interval_seconds / heartbeat_period),
         ),
     )
-    specs.append(
-        _custom(
-            job,
-            "heartbeat",
-            m.SWEEP_SUCCEEDED,
-            "Sum",
-            heartbeat_period,
-            heartbeat_periods,
-            1,
-            "LessThanThreshold",
-            "breaching",
-            f"no successful run for {s.heartbeat_multiplier}x the schedule interval",
-        )
+    # FILL(m, 0): a period without a run counts as 0 successes at once, instead of waiting for
+    # CloudWatch's missing-data rules, which with long periods have fired days late.
+    heartbeat = _custom(
+        job,
+        "heartbeat",
+        m.SWEEP_SUCCEEDED,
+        "Sum",
+        heartbeat_period,
+        heartbeat_periods,
+        1,
+        "LessThanThreshold",
+        "breaching",
+        f"no successful run for {s.heartbeat_multiplier}x the schedule interval",
     )
+    specs.append(dataclasses.replace(heartbeat, expression="FILL(m, 0)"))
     published = published_metrics(job.kind)
     if m.CLEANUP_ERRORS in published:
         specs.append(
@@ -377,6 +385,29 @@ def job_alarms(job: Job, s: Settings) -> list[AlarmSpec]:
                     "the table grows past its expected size (DescribeTable's ItemCount)",
                 )
             )
+    if job.kind == KIND_TTL_MONITOR:
+        stalled_period = max(3600, monitor_period)
+        stalled = _custom(
+            job,
+            "ttl-stalled",
+            m.EXPIRED_BACKLOG,
+            "Maximum",
+            stalled_period,
+            max(1, min(MAX_WINDOW_SECONDS // stalled_period, math.ceil(6 * 3600 / stalled_period))),
+            1,
+            "GreaterThanOrEqualToThreshold",
+            "notBreaching",
+            f"over {s.ttl_stalled_backlog:g} expired items wait while TTL deletes nothing "
+            "(AWS/DynamoDB TimeToLiveDeletedItemCount stays 0): TTL is off, on the wrong attribute, "
+            "or the values are not epoch seconds",
+        )
+        specs.append(
+            dataclasses.replace(
+                stalled,
+                expression=f"IF(FILL(m, 0) > {s.ttl_stalled_backlog:g} AND FILL(d, 0) == 0, 1, 0)",
+                extra=(("d", "AWS/DynamoDB", "TimeToLiveDeletedItemCount", {"TableName": job.table_name}, "Sum"),),
+            )
+        )
     if job.kind == KIND_PG_MONITOR:
         cron_interval = job.pg_cron_interval_seconds or 86400
         specs += [
@@ -427,6 +458,7 @@ def check_coverage(jobs: list[Job], s: Settings, raw: dict[str, Any]) -> None:
         "item_count_threshold": KIND_TTL_MONITOR,
         "oldest_expired_seconds": KIND_TTL_MONITOR,
         "backlog_threshold": KIND_TTL_MONITOR,
+        "ttl_stalled_backlog": KIND_TTL_MONITOR,
         "pg_backlog_threshold": KIND_PG_MONITOR,
     }
     for name, kind in needs.items():

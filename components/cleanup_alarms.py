@@ -63,6 +63,9 @@ class CleanupAlarmsArgs(TypedDict):
     """Oldest expired-but-present item older than this (default 259200: 72 h)."""
     backlog_threshold: NotRequired[float]
     """Expired items waiting (ttl-monitor; default 100000)."""
+    ttl_stalled_backlog: NotRequired[float]
+    """Alarm when more expired items than this wait for 6 hours while DynamoDB's
+    TimeToLiveDeletedItemCount stays 0 (ttl-monitor; default 100)."""
     item_count_threshold: NotRequired[float]
     """Table item count (ttl-monitor; off unless given)."""
     cleanup_errors_per_hour: NotRequired[float]
@@ -191,11 +194,7 @@ class CleanupAlarms(pulumi.ComponentResource):
                 f"{name}-{spec.job}-{spec.alarm}",
                 name=f"{prefix}-{spec.job}-{spec.alarm}",
                 alarm_description=f"{spec.job}: {spec.description}",
-                namespace=spec.namespace,
-                metric_name=spec.metric,
-                dimensions=spec.dimensions,
-                statistic=spec.statistic,
-                period=spec.period,
+                **_metric_args(spec),
                 evaluation_periods=spec.evaluation_periods,
                 threshold=spec.threshold,
                 comparison_operator=spec.comparison,
@@ -274,6 +273,33 @@ def _widget(title: str, metrics: list[list[Any]], region: str, stat: str, x: int
             "view": "timeSeries",
         },
     }
+
+
+def _metric_args(spec: rules.AlarmSpec) -> dict[str, Any]:
+    """The alarm's metric, or its metric math: `m` is the spec's metric, `extra` the others."""
+    if spec.expression is None:
+        return {
+            "namespace": spec.namespace,
+            "metric_name": spec.metric,
+            "dimensions": spec.dimensions,
+            "statistic": spec.statistic,
+            "period": spec.period,
+        }
+    metrics = [("m", spec.namespace, spec.metric, spec.dimensions, spec.statistic), *spec.extra]
+    queries = [
+        aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            id=query_id,
+            metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                namespace=namespace, metric_name=metric, dimensions=dimensions, stat=stat, period=spec.period
+            ),
+            return_data=False,
+        )
+        for query_id, namespace, metric, dimensions, stat in metrics
+    ]
+    expression = aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        id="e", expression=spec.expression, label=spec.alarm, return_data=True
+    )
+    return {"metric_queries": [*queries, expression]}
 
 
 def dashboard_body(

@@ -64,12 +64,25 @@ def alarms(harness) -> dict[str, dict]:
     return {r.name.removeprefix("alarms-"): r.inputs for r in harness.of_type(ALARM)}
 
 
+def as_plain_alarm(queries: list[dict]) -> dict:
+    (m,) = [q["metric"] for q in queries if q["id"] == "m"]
+    return {
+        "namespace": m["namespace"],
+        "metricName": m["metricName"],
+        "dimensions": m["dimensions"],
+        "statistic": m["stat"],
+        "period": m["period"],
+    }
+
+
 def test_every_alarm_is_defined_as_documented(pulumi_mocks):
     pulumi_mocks.run(lambda: CleanupAlarms("alarms", jobs(item_count_threshold=5_000_000)))
     found = alarms(pulumi_mocks)
 
     def check(key, namespace, metric, dimensions, statistic, period, periods, threshold, comparison, missing):
         alarm = found.pop(key)
+        if "metricQueries" in alarm:  # metric math: the watched metric is `m`
+            alarm = {**alarm, **as_plain_alarm(alarm["metricQueries"])}
         assert (alarm["namespace"], alarm["metricName"], alarm["dimensions"]) == (namespace, metric, dimensions), key
         assert (alarm["statistic"], alarm["period"], alarm["evaluationPeriods"]) == (statistic, period, periods), key
         assert (alarm["threshold"], alarm["comparisonOperator"], alarm["treatMissingData"]) == (
@@ -122,7 +135,28 @@ def test_every_alarm_is_defined_as_documented(pulumi_mocks):
             "notBreaching",
         )
     monitor = {"Job": "checkpoints-monitor", "Table": "checkpoints"}
+    assert found["checkpoints-monitor-heartbeat"]["metricQueries"][-1]["expression"] == "FILL(m, 0)"
     check("checkpoints-monitor-heartbeat", "Expiry", "SweepSucceeded", monitor, "Sum", 3600, 2, 1, lt, "breaching")
+    stalled = found["checkpoints-monitor-ttl-stalled"]["metricQueries"]
+    assert stalled[-1]["expression"] == "IF(FILL(m, 0) > 100 AND FILL(d, 0) == 0, 1, 0)"
+    (deleted,) = [q["metric"] for q in stalled if q["id"] == "d"]
+    assert (deleted["namespace"], deleted["metricName"], deleted["dimensions"]) == (
+        "AWS/DynamoDB",
+        "TimeToLiveDeletedItemCount",
+        {"TableName": "checkpoints"},
+    )
+    check(
+        "checkpoints-monitor-ttl-stalled",
+        "Expiry",
+        "ExpiredBacklog",
+        monitor,
+        "Maximum",
+        3600,
+        6,
+        1,
+        gte,
+        "notBreaching",
+    )
     check(
         "checkpoints-monitor-ttl-disabled", "Expiry", "TtlEnabled", monitor, "Minimum", 3600, 1, 1, lt, "notBreaching"
     )
@@ -433,10 +467,13 @@ def test_watched_job_from_real_components(pulumi_mocks):
 
     pulumi_mocks.run(program)
     found = alarms(pulumi_mocks)
-    assert found["monitor-heartbeat"]["dimensions"] == {"Job": "monitor", "Table": "checkpoints-table-physical"}
+    assert as_plain_alarm(found["monitor-heartbeat"]["metricQueries"])["dimensions"] == {
+        "Job": "monitor",
+        "Table": "checkpoints-table-physical",
+    }
     assert found["monitor-errors"]["dimensions"] == {"FunctionName": "monitor-function-physical"}
     assert found["pg-monitor-pg-last-success"]["threshold"] == 2 * 86400
-    assert found["monitor-heartbeat"]["period"] == 3600
+    assert as_plain_alarm(found["monitor-heartbeat"]["metricQueries"])["period"] == 3600
 
 
 def emitted(lines: list[dict]) -> set[tuple[str, str, tuple[str, ...], str]]:
