@@ -56,7 +56,11 @@ class TtlTableArgs(TypedDict):
     range_key_type: NotRequired[str]
     """Sort key type: S (default), N or B."""
     ttl_attribute: NotRequired[str]
-    """The TTL attribute, always Number epoch seconds (default `expires_at`)."""
+    """The TTL attribute, always Number epoch seconds (default `expires_at`). DynamoDB takes one TTL
+    change per table per hour and refuses a new attribute while TTL is on: to rename it, deploy
+    `ttl_enabled: false` first, then the new attribute with TTL on an hour later (README)."""
+    ttl_enabled: NotRequired[bool]
+    """Whether DynamoDB's TTL deletes expired items (default true); false turns it off."""
     attributes: NotRequired[dict[str, str]]
     """Extra attribute definitions used by index keys: name -> S, N or B."""
     global_indexes: NotRequired[list[GlobalIndexArgs]]
@@ -358,6 +362,7 @@ class TtlTable(pulumi.ComponentResource):
         )
         deletion_protection = v.boolean(COMPONENT, "deletion_protection", args.get("deletion_protection", True))
         table_class = v.one_of(COMPONENT, "table_class", args.get("table_class", "STANDARD"), TABLE_CLASSES)
+        ttl_enabled = v.boolean(COMPONENT, "ttl_enabled", args.get("ttl_enabled", True))
         stream_view_type = args.get("stream_view_type")
         if stream_view_type is not None:
             v.one_of(COMPONENT, "stream_view_type", stream_view_type, STREAM_VIEW_TYPES)
@@ -376,7 +381,7 @@ class TtlTable(pulumi.ComponentResource):
             read_capacity=spec.read_capacity,
             write_capacity=spec.write_capacity,
             global_secondary_indexes=[_index_args(index) for index in spec.global_indexes] or None,
-            ttl=aws.dynamodb.TableTtlArgs(attribute_name=spec.ttl_attribute, enabled=True),
+            ttl=aws.dynamodb.TableTtlArgs(attribute_name=spec.ttl_attribute, enabled=ttl_enabled),
             point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(enabled=point_in_time_recovery),
             deletion_protection_enabled=deletion_protection,
             server_side_encryption=encryption,

@@ -39,6 +39,12 @@ def test_defaults_are_safe(pulumi_mocks):
     assert pulumi_mocks.value(table.expiry_index_shards) == 0
 
 
+def test_ttl_can_be_turned_off(pulumi_mocks):
+    """The first step of renaming the TTL attribute (DynamoDB refuses a new attribute while TTL is on)."""
+    _, inputs = build(pulumi_mocks, {"hash_key": "id", "ttl_attribute": "expires_at", "ttl_enabled": False})
+    assert inputs["ttl"] == {"attributeName": "expires_at", "enabled": False}
+
+
 def test_children_are_named_from_the_component_and_parented(pulumi_mocks):
     build(pulumi_mocks, {"hash_key": "id"}, name="sessions")
     component = pulumi_mocks.one(COMPONENT, "sessions")
@@ -342,6 +348,7 @@ BAD_INPUTS = [
     ({"hash_key": ""}, "hash_key: must be a non-empty string"),
     ({"hash_key": "id", "deletion_protection": "yes"}, "deletion_protection: must be true or false, got 'yes'"),
     ({"hash_key": "id", "table_class": "GLACIER"}, "table_class: must be one of STANDARD, STANDARD_INFREQUENT_ACCESS"),
+    ({"hash_key": "id", "ttl_enabled": "no"}, "ttl_enabled: must be true or false, got 'no'"),
     ({"hash_key": "id", "stream_view_type": "ALL"}, "stream_view_type: must be one of KEYS_ONLY, NEW_IMAGE"),
     (
         {"hash_key": "id", "server_side_encryption": False, "kms_key_arn": "arn:aws:kms:us-east-1:1:key/x"},
