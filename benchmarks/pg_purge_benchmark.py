@@ -1,23 +1,27 @@
 """PostgreSQL purge benchmark: 1,000,000 rows, 30 % expired, on a real PostgreSQL 15 with pg_cron.
 
-Compares the maintenance guide's single `DELETE ... WHERE expires < now()` with PgCronCleanup's
-batched procedure (5,000 rows a batch, a COMMIT after each) and with the same batches locking their
-rows first (`FOR UPDATE SKIP LOCKED`, what the procedure did before), while a writer inserts and
-updates live rows, one transaction each. Prints a Markdown table: rows deleted per second, WAL
-written, the longest single transaction of the purge (sampled from pg_stat_activity every 10 ms) and
-the writer's p50/p99 latency.
+Compares the maintenance guide's single `DELETE ... WHERE expires < now()` with the procedure as it
+was (5,000-row batches, each re-walking the expiry index from its start) and with PgCronCleanup's
+procedure now (each batch walks the index from where the last one stopped; fixed 5,000-row batches,
+or batches sized toward a target duration), while a writer renews expired rows (the race the purge
+must lose), one transaction each. Prints a Markdown table: rows deleted per second and as a share
+of the single DELETE's, WAL written, batches and the largest, the longest transaction of the purge
+(sampled from pg_stat_activity every 10 ms), the renewals' latency (their lock waits: a renewal of a
+row the purge has deleted but not committed waits for the commit) and renewed rows lost (must be 0).
 Figures, not a test: run `make benchmark`.
 
     venv/bin/python benchmarks/pg_purge_benchmark.py [--rows 1000000] [--expired-share 0.3]
 """
 
 import argparse
+import os
 import random
 import statistics
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -28,16 +32,19 @@ from postgres import PostgresServer  # noqa: E402
 from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision  # noqa: E402
 
 DATABASE = "bench"
-# The procedure's batches as they were before: rows locked first, then deleted if still expired.
-LOCKING_BATCHES = """DO $$
-DECLARE deleted bigint;
+# The procedure's batches before this version: each batch walks the expiry index from its start.
+REWALKING_BATCHES = """DO $$
+DECLARE picked bigint; deleted bigint; cutoff timestamptz := now();
 BEGIN
   LOOP
-    DELETE FROM sessions WHERE ctid = ANY (ARRAY(SELECT ctid FROM sessions WHERE expires_at < now()
-      ORDER BY expires_at LIMIT {batch} FOR UPDATE SKIP LOCKED)) AND expires_at < now();
-    GET DIAGNOSTICS deleted = ROW_COUNT;
+    WITH p AS (SELECT ctid FROM sessions WHERE expires_at IS NOT NULL AND expires_at < cutoff
+      ORDER BY expires_at LIMIT {batch}),
+    gone AS (DELETE FROM sessions WHERE ctid = ANY (ARRAY(SELECT ctid FROM p)) AND expires_at IS NOT NULL
+      AND expires_at < cutoff RETURNING 1)
+    SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM gone) INTO picked, deleted;
+    INSERT INTO expiry.rewalk_batches VALUES ({batch});
     COMMIT;
-    EXIT WHEN deleted < {batch};
+    EXIT WHEN picked < {batch};
   END LOOP;
 END $$"""
 
@@ -52,94 +59,131 @@ def fill(server: PostgresServer, rows: int, expired_share: float) -> None:
         expired = int(rows * expired_share)
         conn.execute(
             "INSERT INTO sessions (owner, payload, expires_at) SELECT 'user-' || (g %% 1000), "
-            "repeat(md5(g::text), 2), CASE WHEN g <= %s THEN now() - (g || ' seconds')::interval "
+            "repeat(md5(g::text), 2), CASE WHEN g <= %s THEN now() - ((%s - g) || ' seconds')::interval "
             "ELSE now() + interval '30 days' END FROM generate_series(1, %s) g",
-            (expired, rows),
+            (expired, expired, rows),
         )
         conn.execute("CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at)")
         conn.execute("VACUUM ANALYZE sessions")
 
 
-class Writer(threading.Thread):
-    """Inserts a live row and updates another, one transaction each, until stopped."""
+class Renewer(threading.Thread):
+    """Renews a random expired row, one transaction each, until stopped: the application's race
+    with the purge. Latencies include the waits for the purge's row locks."""
 
-    def __init__(self, server: PostgresServer, live_ids: tuple[int, int]) -> None:
+    def __init__(self, server: PostgresServer, expired: int) -> None:
         super().__init__(daemon=True)
-        self.server, self.live_ids = server, live_ids
+        self.server, self.expired = server, expired
         self.latencies: list[float] = []
+        self.renewed: set[int] = set()
         self.stop = threading.Event()
 
     def run(self) -> None:
         rng = random.Random(7)
         with self.server.connect(DATABASE) as conn:
             while not self.stop.is_set():
+                row = rng.randint(1, self.expired)
                 started = time.perf_counter()
-                conn.execute(
-                    "INSERT INTO sessions (owner, payload, expires_at) VALUES ('writer', 'x', now() + interval '1 day')"
-                )
-                conn.execute(
-                    "UPDATE sessions SET expires_at = now() + interval '2 days' WHERE id = %s",
-                    (rng.randint(*self.live_ids),),
-                )
+                done = conn.execute(
+                    "UPDATE sessions SET expires_at = now() + interval '1 day' WHERE id = %s RETURNING id", (row,)
+                ).fetchone()
                 self.latencies.append((time.perf_counter() - started) * 1000)
+                if done:
+                    self.renewed.add(row)
 
 
 class LongestTransaction(threading.Thread):
-    """Samples the age of the purge backend's current transaction."""
+    """Samples the age of the purge backend's current transaction while ``measuring`` is set."""
 
     def __init__(self, server: PostgresServer, application: str) -> None:
         super().__init__(daemon=True)
         self.server, self.application = server, application
         self.longest = 0.0
-        self.stop = threading.Event()
+        self.stop, self.measuring = threading.Event(), threading.Event()
 
     def run(self) -> None:
         with self.server.connect(DATABASE) as conn:
             while not self.stop.is_set():
+                if not self.measuring.is_set():
+                    time.sleep(0.001)
+                    continue
                 row = conn.execute(
                     "SELECT extract(epoch from max(clock_timestamp() - xact_start)) "
                     "FROM pg_stat_activity WHERE application_name = %s",
                     (self.application,),
                 ).fetchone()
-                if row[0] is not None:
+                if row and row[0] is not None:
                     self.longest = max(self.longest, float(row[0]))
                 time.sleep(0.01)
 
 
-def measure(server: PostgresServer, name: str, statement: str, rows: int, expired_share: float) -> dict:
+def measure(
+    server: PostgresServer, name: str, statement: str, batches_table: str | None, rows: int, expired_share: float
+) -> dict[str, Any]:
     fill(server, rows, expired_share)
     expired = int(rows * expired_share)
-    writer = Writer(server, (expired + 1, rows))
+    renewer = Renewer(server, expired)
     sampler = LongestTransaction(server, "purge")
     dsn = server.dsn(DATABASE) + " application_name=purge"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        writer.start()
+        renewer.start()
         sampler.start()
-        time.sleep(0.5)  # the writer's latency before the purge is part of its sample too
-        started = time.perf_counter()
-        deleted_before = conn.execute("SELECT count(*) FROM sessions WHERE expires_at < now()").fetchone()[0]
+        time.sleep(0.5)  # the renewals before the purge are part of their sample too
         conn.execute("CHECKPOINT")  # every variant starts right after one: the same full-page images to write
         wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        before = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        sampler.measuring.set()
+        started = time.perf_counter()
         conn.execute(statement)
         seconds = time.perf_counter() - started
+        sampler.measuring.clear()
         wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (wal_before,)).fetchone()[0]
-        left = conn.execute("SELECT count(*) FROM sessions WHERE expires_at < now()").fetchone()[0]
         time.sleep(0.5)
-    for thread in (writer, sampler):
-        thread.stop.set()
-        thread.join()
-    latencies = sorted(writer.latencies)
+        for thread in (renewer, sampler):
+            thread.stop.set()
+            thread.join()
+        deleted = before - conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        lost = conn.execute(
+            "SELECT %s - count(*) FROM sessions WHERE id = ANY(%s)", (len(renewer.renewed), sorted(renewer.renewed))
+        ).fetchone()[0]
+        batches = (0, 0)
+        if batches_table:
+            batches = conn.execute(f"SELECT count(*), max(batch_rows) FROM {batches_table}").fetchone()
+    latencies = sorted(renewer.latencies)
     return {
         "variant": name,
-        "deleted": deleted_before - left,
+        "deleted": deleted,
         "seconds": seconds,
-        "rate": (deleted_before - left) / seconds,
+        "rate": deleted / seconds,
         "wal_mb": float(wal) / 1e6,
+        "batches": batches,
         "longest": sampler.longest,
         "p50": statistics.median(latencies),
         "p99": latencies[int(len(latencies) * 0.99) - 1],
-        "writes": len(latencies),
+        "max": latencies[-1],
+        "renewals": len(latencies),
+        "lost": lost,
     }
+
+
+def procedures(server: PostgresServer, batch_size: int, targets: list[int]) -> list[tuple[str, str, str | None]]:
+    """Provision one purge per batch sizing: (variant name, statement, its batch table)."""
+    connector = Connector(server.dsn(DATABASE), DATABASE)
+    variants: list[tuple[str, str, str | None]] = []
+    for target in [0, *targets]:
+        spec = PurgeSpec(
+            job_name=f"purge-{target}",
+            table="sessions",
+            expiry_column="expires_at",
+            batch_size=batch_size,
+            target_batch_ms=target,
+            max_runtime_seconds=3600,
+            allow_mass_deletion=True,  # the benchmark's purge is the mass deletion it measures
+        )
+        provision(connector, spec)
+        name = f"{batch_size:,} a batch" if not target else f"batches sized to {target} ms"
+        variants.append((f"Procedure now, {name}", spec.command.as_string(None), f'expiry."purge-{target}_batches"'))
+    return variants
 
 
 def main() -> None:
@@ -147,59 +191,45 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--expired-share", type=float, default=0.3)
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--targets", type=int, nargs="*", default=[50, 100, 250], help="target_batch_ms values")
     args = parser.parse_args()
     server = PostgresServer(with_pg_cron=True, durable=True)
     try:
         server.create_database(DATABASE)
         fill(server, 10, 0.5)
-        spec = PurgeSpec(
-            job_name="purge-sessions",
-            table="sessions",
-            expiry_column="expires_at",
-            batch_size=args.batch_size,
-            max_runtime_seconds=3600,
-            allow_mass_deletion=True,  # the benchmark's purge is the mass deletion it measures
-        )
-        provision(Connector(server.dsn(DATABASE), DATABASE), spec)
-        results = [
-            measure(
-                server,
-                "Single DELETE (the guide)",
-                "DELETE FROM sessions WHERE expires_at < now()",
-                args.rows,
-                args.expired_share,
+        variants = [
+            ("Single DELETE (the guide)", "DELETE FROM sessions WHERE expires_at < now()", None),
+            (
+                f"Procedure before, {args.batch_size:,} a batch, index re-walked",
+                REWALKING_BATCHES.format(batch=args.batch_size),
+                "expiry.rewalk_batches",
             ),
-            measure(
-                server,
-                f"Batched procedure ({args.batch_size:,} a batch)",
-                'CALL expiry."purge-sessions"()',
-                args.rows,
-                args.expired_share,
-            ),
-            measure(
-                server,
-                "Same batches with FOR UPDATE SKIP LOCKED",
-                LOCKING_BATCHES.format(batch=args.batch_size),
-                args.rows,
-                args.expired_share,
-            ),
+            *procedures(server, args.batch_size, args.targets),
         ]
+        with server.connect(DATABASE) as conn:
+            conn.execute("CREATE TABLE expiry.rewalk_batches (batch_rows integer)")
+        results = [measure(server, *variant, args.rows, args.expired_share) for variant in variants]
     finally:
         server.stop()
+    single = results[0]["rate"]
+    load = os.getloadavg()[0]
     print(
         f"{args.rows:,} rows, {args.expired_share:.0%} expired, PostgreSQL 15 with its default durability "
-        f"(fsync, synchronous_commit) on this machine (2 cores), one concurrent writer\n"
+        f"(fsync, synchronous_commit), {os.cpu_count()} cores, load average {load:.2f} at the end; "
+        "one concurrent writer renewing expired rows\n"
     )
     print(
-        "| variant | rows deleted | seconds | rows/s | WAL (MB) | longest transaction (s) | writer p50 (ms) | "
-        "writer p99 (ms) | writer transactions |"
+        "| variant | rows deleted | seconds | rows/s | share of one DELETE | WAL (MB) | batches (largest) | "
+        "longest transaction (s) | renewal p50 / p99 / max (ms) | renewals | renewed rows lost |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        count, largest = r["batches"]
+        batches = f"{count:,} ({largest:,})" if count else "1"
         print(
-            f"| {r['variant']} | {r['deleted']:,} | {r['seconds']:.1f} | {r['rate']:,.0f} | {r['wal_mb']:,.0f} "
-            f"| {r['longest']:.2f} "
-            f"| {r['p50']:.2f} | {r['p99']:.2f} | {r['writes']:,} |"
+            f"| {r['variant']} | {r['deleted']:,} | {r['seconds']:.2f} | {r['rate']:,.0f} | {r['rate'] / single:.2f} "
+            f"| {r['wal_mb']:,.0f} | {batches} | {r['longest']:.2f} "
+            f"| {r['p50']:.2f} / {r['p99']:.2f} / {r['max']:.0f} | {r['renewals']:,} | {r['lost']} |"
         )
 
 

@@ -63,6 +63,7 @@ def spec(**overrides) -> PurgeSpec:
             "table": "attributes",
             "expiry_column": "ttl_timestamp",
             "batch_size": 7,
+            "target_batch_ms": 0,  # fixed batch sizes; the adaptive sizing has tests of its own
             **overrides,
         }
     )

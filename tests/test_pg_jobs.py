@@ -38,7 +38,7 @@ def pg_job(kind: str, postgres, database: str, secret_arn: str, **extra) -> obje
             "table": "attributes",
             "namespace": "Expiry",
             "postgres": {"host": "127.0.0.1", "port": postgres.port, "database": database, "secret_arn": secret_arn},
-            "purge": {"expiry_column": "ttl_timestamp", "batch_size": 10},
+            "purge": {"expiry_column": "ttl_timestamp", "batch_size": 10, "target_batch_ms": 0},
             **extra,
         }
     )
@@ -155,5 +155,56 @@ def test_monitor_reports_backlog_purges_failures_and_last_success(postgres, app,
                 conn.execute('CALL expiry."purge-attributes"()')
         third = run(pg_job("pg-monitor", postgres, app, arn), monitor_work(clients(aws)))
         assert third.emf[metrics.MASS_DELETION_REFUSED] == 1 and third.emf[metrics.EXPIRED_BACKLOG] == 30
+    finally:
+        unprovision(connector, spec)
+
+
+def test_monitor_counts_failed_runs_pg_cron_recorded_without_times(postgres, app, secret):
+    """A run that cannot connect is recorded by pg_cron as 'starting', then 'failed' with
+    'connection failed', with no job_pid, start_time or end_time: it is counted, until a run that
+    started before the monitor's window has a higher run id; the history job prunes it."""
+    aws, arn = secret
+    spec = PurgeSpec(job_name="purge-attributes", table="attributes", expiry_column="ttl_timestamp")
+    connector = Connector(postgres.dsn(app), app)
+    state = provision(connector, spec)
+    try:
+        with postgres.connect() as cron:
+            cron.execute("DELETE FROM cron.job_run_details")  # other tests' runs share pg_cron's database
+            runid = cron.execute(
+                "INSERT INTO cron.job_run_details (jobid, runid, database, username, command, status) "
+                "VALUES (%s, nextval('cron.runid_seq'), %s, 'postgres', 'CALL x()', 'starting') RETURNING runid",
+                (state["job_id"], app),
+            ).fetchone()[0]
+            cron.execute(
+                "UPDATE cron.job_run_details SET status = 'failed', return_message = 'connection failed' "
+                "WHERE runid = %s",
+                (runid,),
+            )
+        failed = run(pg_job("pg-monitor", postgres, app, arn), monitor_work(clients(aws)))
+        assert failed.emf[metrics.PG_CRON_FAILED_RUNS] == 1
+        with postgres.connect() as cron:  # the next run (of any job) started more than a window ago
+            cron.execute(
+                "INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username, command, status, "
+                "return_message, start_time, end_time) VALUES (%s, nextval('cron.runid_seq'), 1, 'x', 'postgres', "
+                "'c', 'succeeded', '', now() - interval '2 hours', now() - interval '2 hours')",
+                (state["history_job_id"],),
+            )
+        later = run(pg_job("pg-monitor", postgres, app, arn), monitor_work(clients(aws)))
+        assert later.emf[metrics.PG_CRON_FAILED_RUNS] == 0
+        with postgres.connect() as cron:
+            command = cron.execute("SELECT command FROM cron.job WHERE jobid = %s", (state["history_job_id"],))
+            history = command.fetchone()[0]
+            cron.execute(history)  # 7 days of history: the failure is younger, kept
+            kept = cron.execute("SELECT count(*) FROM cron.job_run_details WHERE runid = %s", (runid,))
+            assert kept.fetchone()[0] == 1
+            cron.execute(
+                "INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username, command, status, "
+                "return_message, start_time, end_time) VALUES (%s, nextval('cron.runid_seq'), 1, 'x', 'postgres', "
+                "'c', 'succeeded', '', now() - interval '8 days', now() - interval '8 days')",
+                (state["history_job_id"],),
+            )
+            cron.execute(history)  # a run that started 8 days ago came after it: pruned
+            left = cron.execute("SELECT count(*) FROM cron.job_run_details WHERE runid = %s", (runid,))
+            assert left.fetchone()[0] == 0
     finally:
         unprovision(connector, spec)

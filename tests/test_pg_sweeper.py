@@ -128,7 +128,7 @@ def test_shipped_purge_runs_with_the_layer(pulumi_mocks, postgres, moto_server, 
                 "purge",
                 pg_args(
                     postgres={"host": "127.0.0.1", "port": postgres.port, "database": shipped, "secret_arn": arn},
-                    purge={"expiry_column": "ttl_timestamp", "batch_size": 5},
+                    purge={"expiry_column": "ttl_timestamp", "batch_size": 5, "target_batch_ms": 0},
                 ),
             )
         )

@@ -36,6 +36,11 @@ PURGE_SETTINGS = (
     "max_runtime_seconds",
     "extra_column",
     "extra_value",
+    "target_batch_ms",
+    "max_batch_size",
+    "archive",
+    "archive_days",
+    "mode",
 )
 HOOK_MODULE = "expiry_hooks"
 # A job's name is a metric dimension and part of alarm names (255 characters in all).

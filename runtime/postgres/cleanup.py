@@ -18,6 +18,14 @@ from psycopg import sql
 
 DEFAULT_SCHEMA = "expiry"
 DEFAULT_BATCH_SIZE = 5000
+DEFAULT_TARGET_BATCH_MS = 100
+DEFAULT_MAX_BATCH_SIZE = 200_000
+MIN_BATCH_SIZE = 10
+MAX_GROWTH = 4  # a batch is at most this many times the size of the one before
+DEFAULT_ARCHIVE_DAYS = 30
+MODE_DELETE = "delete"
+MODE_DROP_PARTITIONS = "drop-partitions"
+MODES = (MODE_DELETE, MODE_DROP_PARTITIONS)
 DEFAULT_MAX_RUNTIME_SECONDS = 300
 DEFAULT_HISTORY_DAYS = 7
 DEFAULT_HISTORY_SCHEDULE = "17 * * * *"
@@ -125,6 +133,11 @@ class PurgeSpec:
     breaker_max_count: int | None = None
     breaker_ignore_below: int = DEFAULT_BREAKER_IGNORE_BELOW
     allow_mass_deletion: bool = False
+    target_batch_ms: int = DEFAULT_TARGET_BATCH_MS
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    archive: bool = False
+    archive_days: int = DEFAULT_ARCHIVE_DAYS
+    mode: str = MODE_DELETE
 
     def __post_init__(self) -> None:
         for name in ("job_name", "table", "expiry_column", "table_schema", "schema"):
@@ -138,6 +151,9 @@ class PurgeSpec:
             ("max_runtime_seconds", 1, 86_400),
             ("history_days", 1, 3650),
             ("breaker_ignore_below", 0, 1_000_000_000),
+            ("target_batch_ms", 0, 60_000),
+            ("max_batch_size", 1, 1_000_000),
+            ("archive_days", 1, 3650),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -148,8 +164,19 @@ class PurgeSpec:
         count = self.breaker_max_count
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise CleanupError(f"breaker_max_count: must be a whole number of rows (0 or more) or unset, got {count!r}")
-        if not isinstance(self.allow_mass_deletion, bool):
-            raise CleanupError(f"allow_mass_deletion: must be true or false, got {self.allow_mass_deletion!r}")
+        for name in ("allow_mass_deletion", "archive"):
+            if not isinstance(getattr(self, name), bool):
+                raise CleanupError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if self.max_batch_size < self.batch_size:
+            raise CleanupError(
+                f"max_batch_size: must be at least batch_size ({self.batch_size}), got {self.max_batch_size}"
+            )
+        if self.mode not in MODES:
+            raise CleanupError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == MODE_DROP_PARTITIONS and self.extra_column is not None:
+            raise CleanupError("extra_column: not with mode drop-partitions (a dropped partition takes all its rows)")
+        if self.mode == MODE_DROP_PARTITIONS and self.archive:
+            raise CleanupError("archive: only with mode delete (partitions are dropped, not read)")
         check_cron(self.schedule)
         check_cron(self.history_schedule, "history_schedule")
         if (self.extra_column is None) != (self.extra_value is None):
@@ -196,6 +223,11 @@ class PurgeSpec:
 
 def column_kind(conn: psycopg.Connection, spec: PurgeSpec) -> str:
     """'epoch', 'timestamptz' or 'timestamp', read from the catalog."""
+    return column_type(conn, spec)[0]
+
+
+def column_type(conn: psycopg.Connection, spec: PurgeSpec) -> tuple[str, str]:
+    """The expiry column's kind ('epoch', 'timestamptz' or 'timestamp') and SQL type, from the catalog."""
     row = conn.execute(
         """SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
            JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -213,7 +245,29 @@ def column_kind(conn: psycopg.Connection, spec: PurgeSpec) -> str:
             f"expiry_column: {spec.expiry_column!r} is {row[0]}; expected epoch seconds "
             f"(bigint, integer, numeric) or timestamptz or timestamp"
         )
-    return kind
+    return kind, row[0]
+
+
+def check_partitioned(conn: psycopg.Connection, spec: PurgeSpec) -> None:
+    """drop-partitions needs the table partitioned by RANGE on the expiry column alone."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT p.partstrat, p.partnatts, a.attname FROM pg_partitioned_table p "
+            "LEFT JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0] "
+            "WHERE p.partrelid = {}"
+        ).format(_table_oid(spec))
+    ).fetchone()
+    wanted = f"PARTITION BY RANGE ({spec.expiry_column})"
+    if row is None:
+        raise CleanupError(
+            f"mode: drop-partitions needs {spec.table_schema}.{spec.table} to be {wanted}; it is not partitioned"
+        )
+    if (row[0], row[1], row[2]) != ("r", 1, spec.expiry_column):
+        raise CleanupError(
+            f"mode: drop-partitions needs {spec.table_schema}.{spec.table} to be {wanted}; it is partitioned "
+            f"by {'RANGE' if row[0] == 'r' else {'l': 'LIST', 'h': 'HASH'}.get(row[0], row[0])} "
+            f"on {row[1]} column(s) starting with {row[2]!r}"
+        )
 
 
 CUTOFF_TYPES = {"epoch": "bigint", "timestamptz": "timestamptz", "timestamp": "timestamp"}
@@ -241,23 +295,106 @@ def expired_condition(spec: PurgeSpec, cutoff: sql.Composable) -> sql.Composed:
     )
 
 
-def batch_delete(spec: PurgeSpec, cutoff: sql.Composable, limit: sql.Composable) -> sql.Composed:
-    """One batch: pick up to ``limit`` rows expired before ``cutoff``, oldest first, and delete those
-    still expired when deleted; returns (picked, deleted). No row locks are taken before the DELETE
-    (no UPDATE privilege, less WAL): a row being renewed makes the DELETE wait for the renewal to
-    commit, then PostgreSQL re-checks the condition on the renewed row, which no longer matches."""
+def batch_delete(
+    spec: PurgeSpec, cutoff: sql.Composable, start: sql.Composable, limit: sql.Composable, run: sql.Composable
+) -> sql.Composed:
+    """One batch: walk the expiry index from ``start`` (where the last batch stopped: the cutoff is
+    fixed, so no row before it is left to find), pick up to ``limit`` rows expired before ``cutoff``
+    and delete those still expired when deleted; returns (picked, deleted, the last expiry picked).
+    No row locks are taken before the DELETE (no UPDATE privilege, less WAL): a row being renewed
+    makes the DELETE wait for the renewal to commit, then PostgreSQL re-checks the condition on the
+    renewed row, which no longer matches. With ``archive``, the deleted rows go to <job>_archive as
+    jsonb in the same statement (run ``run``): a row is archived exactly when it is deleted."""
     condition = expired_condition(spec, cutoff)
+    col = sql.Identifier(spec.expiry_column)
+    gone = sql.SQL("DELETE FROM {target} WHERE ctid = ANY (ARRAY(SELECT ctid FROM picked)) AND {condition} ").format(
+        target=spec.target, condition=condition
+    )
+    if spec.archive:
+        effects = sql.SQL(
+            "gone AS ({gone}RETURNING *), kept AS (INSERT INTO {archive} (run_id, row_data) "
+            "SELECT {run}, to_jsonb(g) FROM gone g RETURNING 1) "
+        ).format(gone=gone, archive=spec.ident("_archive"), run=run)
+        counted = sql.SQL("kept")
+    else:
+        effects = sql.SQL("gone AS ({gone}RETURNING 1) ").format(gone=gone)
+        counted = sql.SQL("gone")
     return sql.SQL(
-        "WITH picked AS (SELECT ctid FROM {target} WHERE {condition} ORDER BY {col} LIMIT {limit}), "
-        "gone AS (DELETE FROM {target} WHERE ctid = ANY (ARRAY(SELECT ctid FROM picked)) AND {condition} "
-        "RETURNING 1) SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM gone)"
-    ).format(target=spec.target, condition=condition, col=sql.Identifier(spec.expiry_column), limit=limit)
+        "WITH picked AS MATERIALIZED (SELECT ctid, {col} AS k FROM {target} WHERE {condition} AND {col} >= {start} "
+        "ORDER BY {col} LIMIT {limit}), {effects}"
+        "SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM {counted}), (SELECT max(k) FROM picked)"
+    ).format(
+        target=spec.target,
+        condition=condition,
+        col=col,
+        start=start,
+        limit=limit,
+        effects=effects,
+        counted=counted,
+    )
 
 
-def plan_counts(spec: PurgeSpec, cutoff: sql.Composable) -> sql.Composed:
+def first_expired(spec: PurgeSpec, cutoff: sql.Composable) -> sql.Composed:
+    """Where the first batch starts: the lowest expiry before ``cutoff`` (NULL: nothing to delete)."""
+    return sql.SQL("SELECT min({col}) FROM {target} WHERE {condition}").format(
+        col=sql.Identifier(spec.expiry_column), target=spec.target, condition=expired_condition(spec, cutoff)
+    )
+
+
+def next_batch_size(spec: PurgeSpec, size: int, elapsed_ms: float) -> int:
+    """The next batch's size: scaled toward ``target_batch_ms`` (at most MAX_GROWTH times larger),
+    within MIN_BATCH_SIZE (or batch_size when smaller) and max_batch_size; fixed when the target is 0."""
+    if not spec.target_batch_ms:
+        return size
+    scaled = size * min(float(MAX_GROWTH), spec.target_batch_ms / max(elapsed_ms, 1.0))
+    return int(max(min(MIN_BATCH_SIZE, spec.batch_size), min(spec.max_batch_size, scaled)))
+
+
+def _next_batch_size_sql(spec: PurgeSpec) -> sql.Composable:
+    """next_batch_size in PL/pgSQL, from v_size and v_ms."""
+    if not spec.target_batch_ms:
+        return sql.SQL("v_size")
+    return sql.SQL(
+        "greatest({low}, least({high}, floor(v_size * least({growth}, {target} / greatest(v_ms, 1.0)))))::integer"
+    ).format(
+        low=sql.Literal(min(MIN_BATCH_SIZE, spec.batch_size)),
+        high=sql.Literal(spec.max_batch_size),
+        growth=sql.Literal(float(MAX_GROWTH)),
+        target=sql.Literal(float(spec.target_batch_ms)),
+    )
+
+
+def partitions_before(spec: PurgeSpec, cutoff: sql.Composable, column_type: str) -> sql.Composed:
+    """(oid, name, upper bound, rows) of the table's range partitions whose upper bound is at or
+    before ``cutoff``, oldest first: every row they can hold expired before it. The DEFAULT
+    partition, a MAXVALUE bound, partitioned children and a detach left pending are never listed.
+    Rows are counted through the parent: partition pruning keeps the scan to these partitions."""
+    return sql.SQL(
+        "WITH parts AS (SELECT c.oid, c.oid::regclass::text AS name, "
+        "nullif(btrim(substring(pg_get_expr(c.relpartbound, c.oid) FROM {pattern}), ''''), 'MAXVALUE') "
+        "AS upper_text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = {oid} AND c.relkind = 'r' AND NOT i.inhdetachpending), "
+        "droppable AS (SELECT oid, name, upper_text::{type} AS upper FROM parts "
+        "WHERE upper_text IS NOT NULL AND upper_text::{type} <= {cutoff}), "
+        "counted AS (SELECT tableoid AS oid, count(*) AS n FROM {target} "
+        "WHERE {col} < (SELECT max(upper) FROM droppable) GROUP BY tableoid) "
+        "SELECT d.oid, d.name, d.upper, coalesce(c.n, 0) FROM droppable d LEFT JOIN counted c USING (oid) "
+        "ORDER BY d.upper"
+    ).format(
+        pattern=sql.Literal(r"TO \((.+)\)$"),
+        oid=_table_oid(spec),
+        type=sql.SQL(column_type),
+        cutoff=cutoff,
+        target=spec.target,
+        col=sql.Identifier(spec.expiry_column),
+    )
+
+
+def plan_counts(spec: PurgeSpec, cutoff: sql.Composable, column_type: str) -> sql.Composed:
     """(rows to delete, rows examined, refusal): the mass-deletion breaker's one decision.
 
-    Rows to delete: rows in scope expired before ``cutoff``. Rows examined, the breaker's
+    Rows to delete: rows in scope expired before ``cutoff`` (drop-partitions: the rows of the
+    partitions it would drop). Rows examined, the breaker's
     denominator: the rows in scope (NULL expiry included), counted only as far as the decision needs
     (up to to_delete / breaker_max_share + 1). Refusal: NULL, or why the run deletes nothing."""
     share = float(spec.breaker_max_share)
@@ -289,18 +426,25 @@ def plan_counts(spec: PurgeSpec, cutoff: sql.Composable) -> sql.Composed:
             )
         )
         refusal = sql.SQL("CASE {} END").format(sql.SQL(" ").join(branches))
+    if spec.mode == MODE_DROP_PARTITIONS:
+        expired = sql.SQL("SELECT coalesce(sum(p.n), 0)::bigint AS n FROM ({}) p(oid, name, upper, n)").format(
+            partitions_before(spec, cutoff, column_type)
+        )
+    else:
+        expired = sql.SQL("SELECT count(*) AS n FROM {} WHERE {}").format(spec.target, expired_condition(spec, cutoff))
     return sql.SQL(
-        "WITH e AS (SELECT count(*) AS n FROM {target} WHERE {expired}), "
+        "WITH e AS ({expired}), "
         "s AS (SELECT count(*) AS n FROM (SELECT FROM {target} WHERE {scope} LIMIT (SELECT {cap} FROM e)) x) "
         "SELECT e.n, s.n, {refusal} FROM e, s"
-    ).format(target=spec.target, expired=expired_condition(spec, cutoff), scope=_scope(spec), cap=cap, refusal=refusal)
+    ).format(target=spec.target, expired=expired, scope=_scope(spec), cap=cap, refusal=refusal)
 
 
-def procedure(spec: PurgeSpec, kind: str) -> sql.Composed:
+def procedure(spec: PurgeSpec, kind: str, column_type: str) -> sql.Composed:
     """CREATE OR REPLACE PROCEDURE <schema>.<job>: one run under an advisory lock (runs never
-    overlap). The run's cutoff is fixed at its start; the breaker decides on the plan; then batches,
-    each committed together with its row in <job>_batches, until no row expired before the cutoff is
-    left or the runtime is spent. <job>_log holds one row per run, written at its start."""
+    overlap). The run's cutoff is fixed at its start; the breaker decides on the plan; then batches
+    (or dropped partitions), each committed together with its row in <job>_batches, until nothing
+    expired before the cutoff is left or the runtime is spent. <job>_log holds one row per run,
+    written at its start."""
     body = sql.SQL("""
 DECLARE
   v_started timestamptz := clock_timestamp();
@@ -315,6 +459,14 @@ DECLARE
   v_skipped bigint := 0;
   v_batch integer := 0;
   v_out_of_time boolean := false;
+  v_size integer := batch_size;
+  v_from {column}%TYPE;
+  v_ms double precision;
+  v_at timestamptz;
+  v_parts regclass[];
+  v_part regclass;
+  v_name text;
+  v_live bigint;
 BEGIN
   IF NOT pg_try_advisory_lock({lock}) THEN
     RAISE EXCEPTION 'another run of % is in progress (it holds the advisory lock); this run did nothing', {job};
@@ -329,35 +481,90 @@ BEGIN
     PERFORM pg_advisory_unlock({lock});
     RAISE EXCEPTION '%', v_refusal;
   END IF;
-  LOOP
-    {delete} INTO v_picked, v_deleted;
-    v_batch := v_batch + 1;
-    INSERT INTO {batches} (run_id, batch, rows_deleted, rows_skipped)
-      VALUES (v_run, v_batch, v_deleted, v_picked - v_deleted);
-    COMMIT;
-    v_total := v_total + v_deleted;
-    v_skipped := v_skipped + v_picked - v_deleted;
-    EXIT WHEN v_picked < batch_size;
-    IF clock_timestamp() - v_started > make_interval(secs => max_runtime_seconds) THEN
-      v_out_of_time := true;
-      EXIT;
-    END IF;
-  END LOOP;
+{work}
   UPDATE {log} SET finished_at = clock_timestamp(), rows_deleted = v_total, rows_skipped = v_skipped,
     batches = v_batch, out_of_time = v_out_of_time WHERE run_id = v_run;
   DELETE FROM {log} WHERE started_at < now() - make_interval(days => {history_days});
   COMMIT;
+{prune}
   PERFORM pg_advisory_unlock({lock});
 END
-""").format(
+""")
+    if spec.mode == MODE_DROP_PARTITIONS:
+        work = sql.SQL("""
+  SELECT coalesce(array_agg(p.oid::regclass ORDER BY p.upper), '{{}}') INTO v_parts
+    FROM ({partitions}) p(oid, name, upper, n);
+  FOREACH v_part IN ARRAY v_parts LOOP
+    IF clock_timestamp() - v_started > make_interval(secs => max_runtime_seconds) THEN
+      v_out_of_time := true;
+      EXIT;
+    END IF;
+    v_at := clock_timestamp();
+    v_name := v_part::text;
+    SET LOCAL lock_timeout = '10s';
+    EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', {target}, v_part);
+    EXECUTE format('SELECT count(*), count(*) FILTER (WHERE %I IS NULL OR %I >= $1) FROM %s',
+      {col}, {col}, v_part) INTO v_deleted, v_live USING v_cutoff;
+    IF v_live > 0 THEN
+      RAISE EXCEPTION 'partition % holds % live rows (expiry at or after the cutoff %); nothing of it was dropped',
+        v_name, v_live, v_cutoff;
+    END IF;
+    EXECUTE format('DROP TABLE %s', v_part);
+    v_batch := v_batch + 1;
+    v_total := v_total + v_deleted;
+    INSERT INTO {batches} (run_id, batch, rows_deleted, rows_skipped, duration_ms, dropped_partition)
+      VALUES (v_run, v_batch, v_deleted, 0, 1000 * extract(epoch from clock_timestamp() - v_at), v_name);
+    COMMIT;
+  END LOOP;""").format(
+            partitions=partitions_before(spec, sql.SQL("v_cutoff"), column_type),
+            target=sql.Literal(spec.target.as_string(None)),
+            col=sql.Literal(spec.expiry_column),
+            batches=spec.ident("_batches"),
+        )
+    else:
+        work = sql.SQL("""
+  {first} INTO v_from;
+  WHILE v_from IS NOT NULL LOOP
+    v_at := clock_timestamp();
+    {delete} INTO v_picked, v_deleted, v_from;
+    v_batch := v_batch + 1;
+    INSERT INTO {batches} (run_id, batch, rows_deleted, rows_skipped, batch_rows, duration_ms)
+      VALUES (v_run, v_batch, v_deleted, v_picked - v_deleted, v_size,
+        1000 * extract(epoch from clock_timestamp() - v_at));
+    COMMIT;
+    v_ms := 1000 * extract(epoch from clock_timestamp() - v_at);
+    v_total := v_total + v_deleted;
+    v_skipped := v_skipped + v_picked - v_deleted;
+    EXIT WHEN v_picked < v_size;
+    IF clock_timestamp() - v_started > make_interval(secs => max_runtime_seconds) THEN
+      v_out_of_time := true;
+      EXIT;
+    END IF;
+    v_size := {next_size};
+  END LOOP;""").format(
+            first=first_expired(spec, sql.SQL("v_cutoff")),
+            delete=batch_delete(spec, sql.SQL("v_cutoff"), sql.SQL("v_from"), sql.SQL("v_size"), sql.SQL("v_run")),
+            batches=spec.ident("_batches"),
+            next_size=_next_batch_size_sql(spec),
+        )
+    prune: sql.Composable = sql.SQL("")
+    if spec.archive:
+        prune = sql.SQL("""
+  LOOP
+    {prune} INTO v_deleted;
+    COMMIT;
+    EXIT WHEN v_deleted < batch_size;
+  END LOOP;""").format(prune=archive_prune(spec, sql.SQL("batch_size")))
+    text = body.format(
         cutoff_type=sql.SQL(CUTOFF_TYPES[kind]),
         now=_now(kind),
+        column=sql.Identifier(spec.table_schema, spec.table, spec.expiry_column),
         lock=spec.lock_key,
         job=sql.Literal(spec.job_name),
-        plan=plan_counts(spec, sql.SQL("v_cutoff")),
-        delete=batch_delete(spec, sql.SQL("v_cutoff"), sql.SQL("batch_size")),
+        plan=plan_counts(spec, sql.SQL("v_cutoff"), column_type),
+        work=work,
+        prune=prune,
         log=spec.ident("_log"),
-        batches=spec.ident("_batches"),
         history_days=sql.Literal(spec.history_days),
     )
     return sql.SQL(
@@ -367,8 +574,18 @@ END
         name=spec.ident(),
         batch=sql.Literal(spec.batch_size),
         runtime=sql.Literal(spec.max_runtime_seconds),
-        body=sql.Literal(body.as_string(None)),
+        body=sql.Literal(text.as_string(None)),
     )
+
+
+def archive_prune(spec: PurgeSpec, limit: sql.Composable) -> sql.Composed:
+    """Delete up to ``limit`` archived rows older than ``archive_days``; returns how many."""
+    archive = spec.ident("_archive")
+    return sql.SQL(
+        "WITH gone AS (DELETE FROM {archive} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {archive} "
+        "WHERE archived_at < now() - make_interval(days => {days}) LIMIT {limit})) RETURNING 1) "
+        "SELECT count(*) FROM gone"
+    ).format(archive=archive, days=sql.Literal(spec.archive_days), limit=limit)
 
 
 def status_query(spec: PurgeSpec, kind: str) -> sql.Composed:
@@ -520,6 +737,8 @@ def missing_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: Pur
         missing.append(f"GRANT {', '.join(granted)} ON {table} TO {role};")
     if spec.create_index and not owner and not _has_index(conn, spec):
         missing.append(f"ALTER TABLE {table} OWNER TO {role}; (create_index: only the owner can create an index)")
+    if spec.mode == MODE_DROP_PARTITIONS and not owner:
+        missing.append(f"ALTER TABLE {table} OWNER TO {role}; (drop-partitions: only the owner can detach and drop)")
     missing += filter(None, [_schema_grant(conn, spec.schema, role)])
     version = cron.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'").fetchone()
     if version is None:
@@ -571,6 +790,7 @@ LOG_COLUMNS = (
     "out_of_time boolean NOT NULL DEFAULT false",
     "refused text",
 )
+BATCH_COLUMNS = ("batch_rows integer", "duration_ms double precision", "dropped_partition text")
 
 
 def _log_tables(conn: psycopg.Connection, spec: PurgeSpec) -> None:
@@ -601,6 +821,30 @@ def _log_tables(conn: psycopg.Connection, spec: PurgeSpec) -> None:
             "rows_deleted bigint NOT NULL, rows_skipped bigint NOT NULL, PRIMARY KEY (run_id, batch))"
         ).format(spec.ident("_batches"), log)
     )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} {}").format(
+            spec.ident("_batches"),
+            sql.SQL(", ").join(sql.SQL("ADD COLUMN IF NOT EXISTS " + column) for column in BATCH_COLUMNS),
+        )
+    )
+    if spec.archive:
+        create_archive(conn, spec)
+
+
+def create_archive(conn: psycopg.Connection, spec: PurgeSpec) -> None:
+    """<job>_archive: each purged row as jsonb, with when and by which run (NULL: a client purge)."""
+    archive = spec.ident("_archive")
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (archived_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+            "run_id bigint, row_data jsonb NOT NULL)"
+        ).format(archive)
+    )
+    conn.execute(
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (archived_at)").format(
+            sql.Identifier(f"{spec.job_name}_archive_at"), archive
+        )
+    )
 
 
 def _check_extra_column(conn: psycopg.Connection, spec: PurgeSpec) -> None:
@@ -630,8 +874,10 @@ def provision(connector: Connector, spec: PurgeSpec) -> ProvisionState:
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(connector.connect())
         cron_database = pg_cron_database(conn)
-        kind = column_kind(conn, spec)
+        kind, expiry_type = column_type(conn, spec)
         _check_extra_column(conn, spec)
+        if spec.mode == MODE_DROP_PARTITIONS:
+            check_partitioned(conn, spec)
         same = cron_database == connector.database
         cron = conn if same else stack.enter_context(connector.connect(cron_database))
         missing = missing_grants(conn, cron, spec)
@@ -643,9 +889,7 @@ def provision(connector: Connector, spec: PurgeSpec) -> ProvisionState:
             ).fetchone()
         )
         command = spec.command.as_string(conn)
-        history = sql.SQL("DELETE FROM cron.job_run_details WHERE end_time < now() - make_interval(days => {})").format(
-            sql.Literal(spec.history_days)
-        )
+        history = history_prune(spec.history_days)
         committed = False
         try:
             with contextlib.nullcontext() if same else cron.transaction():
@@ -653,7 +897,7 @@ def provision(connector: Connector, spec: PurgeSpec) -> ProvisionState:
                     cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
                     created_schema = _own_schema(conn, spec)
                     _log_tables(conn, spec)
-                    conn.execute(procedure(spec, kind))
+                    conn.execute(procedure(spec, kind, expiry_type))
                     conn.execute(status_view(spec, kind))
                     job_id = _schedule(cron, spec.job_name, spec.schedule, command, connector.database)
                     history_id = _schedule(
@@ -679,6 +923,17 @@ def provision(connector: Connector, spec: PurgeSpec) -> ProvisionState:
         "created_index": index_created,
         "expiry_column_indexed": indexed,
     }
+
+
+def history_prune(days: int) -> sql.Composed:
+    """The history job: delete cron.job_run_details rows that ended more than ``days`` ago, and failed
+    runs pg_cron recorded without times (a connection that failed) followed by a run that started
+    more than ``days`` ago (run ids grow with time)."""
+    window = sql.SQL("now() - make_interval(days => {})").format(sql.Literal(days))
+    return sql.SQL(
+        "DELETE FROM cron.job_run_details WHERE end_time < {window} OR (start_time IS NULL AND end_time IS NULL "
+        "AND status = 'failed' AND runid < (SELECT max(runid) FROM cron.job_run_details WHERE start_time < {window}))"
+    ).format(window=window)
 
 
 def _create_index(conn: psycopg.Connection, spec: PurgeSpec) -> bool:
@@ -751,7 +1006,8 @@ def _key_columns(conn: psycopg.Connection, spec: PurgeSpec) -> list[str]:
 @dataclass
 class Plan:
     """What a run at ``cutoff`` deletes: the rows in scope expired before it (``expired_rows``; a
-    sample of their primary keys, oldest first), and the breaker's decision on them."""
+    sample of their primary keys, oldest first; drop-partitions: the partitions to drop, each with
+    its upper bound and rows), and the breaker's decision on them."""
 
     cutoff: str
     expired_rows: int
@@ -759,6 +1015,7 @@ class Plan:
     refused: str | None
     key_columns: list[str] = field(default_factory=list)
     sample_keys: list[dict[str, str | None]] = field(default_factory=list)
+    partitions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _cutoff(conn: psycopg.Connection, kind: str) -> Any:
@@ -766,11 +1023,14 @@ def _cutoff(conn: psycopg.Connection, kind: str) -> Any:
     return _row(conn.execute(sql.SQL("SELECT {}").format(_now(kind))))[0]
 
 
-def _plan(conn: psycopg.Connection, spec: PurgeSpec, at: Any, sample_size: int) -> Plan:
+def _plan(conn: psycopg.Connection, spec: PurgeSpec, at: Any, expiry_type: str, sample_size: int) -> Plan:
     cutoff = sql.Literal(at)
-    expired, examined, refused = _row(conn.execute(plan_counts(spec, cutoff)))
+    expired, examined, refused = _row(conn.execute(plan_counts(spec, cutoff, expiry_type)))
     plan = Plan(str(at), expired, examined, refused)
-    if sample_size:
+    if spec.mode == MODE_DROP_PARTITIONS:
+        rows = conn.execute(partitions_before(spec, cutoff, expiry_type)).fetchall()
+        plan.partitions = [{"partition": r[1], "upper_bound": str(r[2]), "rows": r[3]} for r in rows]
+    elif sample_size:
         plan.key_columns = _key_columns(conn, spec)
         keys = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(column)) for column in plan.key_columns)
         rows = conn.execute(
@@ -787,9 +1047,12 @@ def _plan(conn: psycopg.Connection, spec: PurgeSpec, at: Any, sample_size: int) 
 
 
 def plan(conn: psycopg.Connection, spec: PurgeSpec, sample_size: int = DEFAULT_SAMPLE_SIZE) -> Plan:
-    """The dry run: what a purge now would delete (count, a sample of keys) and whether the breaker
-    would refuse it. Deletes nothing; a purge on the same rows deletes exactly these."""
-    return _plan(conn, spec, _cutoff(conn, column_kind(conn, spec)), sample_size)
+    """The dry run: what a purge now would delete (count, a sample of keys or the partitions) and
+    whether the breaker would refuse it. Deletes nothing; a purge on the same rows deletes exactly these."""
+    kind, expiry_type = column_type(conn, spec)
+    if spec.mode == MODE_DROP_PARTITIONS:
+        check_partitioned(conn, spec)
+    return _plan(conn, spec, _cutoff(conn, kind), expiry_type, sample_size)
 
 
 @dataclass
@@ -800,6 +1063,7 @@ class PurgeResult:
     batches: int = 0
     out_of_time: bool = False
     stopped_early: bool = False
+    partitions_dropped: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -822,31 +1086,137 @@ def purge(
 ) -> PurgeResult:
     """The procedure's run from a client (Lambda, CLI; ``conn`` in autocommit): under the same lock,
     with the same cutoff fixed at the start and the same breaker (a refused run deletes nothing and
-    says why in ``result.plan.refused``), then batches of rows expired before the cutoff, a commit
-    after each, until none is left, at ``max_runtime_seconds``, or when ``should_stop`` says so."""
-    kind = column_kind(conn, spec)
+    says why in ``result.plan.refused``), then batches of rows expired before the cutoff (or whole
+    partitions), a commit after each, until none is left, at ``max_runtime_seconds``, or when
+    ``should_stop`` says so."""
+    kind, expiry_type = column_type(conn, spec)
+    if spec.mode == MODE_DROP_PARTITIONS:
+        check_partitioned(conn, spec)
+    if spec.archive:
+        _ensure_archive(conn, spec)
     with run_lock(conn, spec):
         at = _cutoff(conn, kind)
-        result, started = PurgeResult(_plan(conn, spec, at, 0)), time.monotonic()
+        result, started = PurgeResult(_plan(conn, spec, at, expiry_type, 0)), time.monotonic()
         if result.plan.refused:
             return result
-        statement = batch_delete(spec, sql.Literal(at), sql.Literal(spec.batch_size))
-        while True:
-            with conn.transaction():
-                picked, deleted = _row(conn.execute(statement))
-            result.rows_deleted += deleted
-            result.rows_skipped += picked - deleted
-            result.batches += 1
-            if on_batch:
-                on_batch(deleted)
-            if picked < spec.batch_size:
-                return result
+
+        def stop() -> bool:
             if time.monotonic() - started > spec.max_runtime_seconds:
                 result.out_of_time = True
-                return result
-            if should_stop():
+            elif should_stop():
                 result.stopped_early = True
-                return result
+            return result.out_of_time or result.stopped_early
+
+        if spec.mode == MODE_DROP_PARTITIONS:
+            _drop_partitions(conn, spec, at, expiry_type, result, stop, on_batch)
+        else:
+            _delete_batches(conn, spec, at, result, stop, on_batch)
+        if spec.archive:
+            limit = sql.Literal(spec.batch_size)
+            while _row(conn.execute(archive_prune(spec, limit)))[0] == spec.batch_size:
+                pass
+        return result
+
+
+def _delete_batches(
+    conn: psycopg.Connection,
+    spec: PurgeSpec,
+    at: Any,
+    result: PurgeResult,
+    stop: Callable[[], bool],
+    on_batch: Callable[[int], None] | None,
+) -> None:
+    """The procedure's loop: batches walking the expiry index from where the last one stopped,
+    sized toward target_batch_ms."""
+    cutoff, size = sql.Literal(at), spec.batch_size
+    start = _row(conn.execute(first_expired(spec, cutoff)))[0]
+    while start is not None:
+        began = time.monotonic()
+        statement = batch_delete(spec, cutoff, sql.Literal(start), sql.Literal(size), sql.NULL)
+        with conn.transaction():
+            picked, deleted, start = _row(conn.execute(statement))
+        result.rows_deleted += deleted
+        result.rows_skipped += picked - deleted
+        result.batches += 1
+        if on_batch:
+            on_batch(deleted)
+        if picked < size or stop():
+            return
+        size = next_batch_size(spec, size, (time.monotonic() - began) * 1000)
+
+
+def _drop_partitions(
+    conn: psycopg.Connection,
+    spec: PurgeSpec,
+    at: Any,
+    expiry_type: str,
+    result: PurgeResult,
+    stop: Callable[[], bool],
+    on_batch: Callable[[int], None] | None,
+) -> None:
+    """Drop the planned partitions, oldest first: each is checked for live rows, detached
+    (CONCURRENTLY unless the table has a DEFAULT partition, which forbids it), checked again and
+    dropped. A partition holding a live row is re-attached as it was and the run fails."""
+    concurrently = not _row(
+        conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT FROM pg_partitioned_table WHERE partrelid = {} AND partdefid <> 0)").format(
+                _table_oid(spec)
+            )
+        )
+    )[0]
+    for partition in conn.execute(partitions_before(spec, sql.Literal(at), expiry_type)).fetchall():
+        oid, name = partition[0], partition[1]
+        table = sql.SQL(name)  # regclass text: quoted and qualified by PostgreSQL itself
+        bound = _row(conn.execute("SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE oid = %s", (oid,)))[0]
+        _refuse_live_rows(conn, spec, table, at)
+        detach = sql.SQL("ALTER TABLE {} DETACH PARTITION {}{}").format(
+            spec.target, table, sql.SQL(" CONCURRENTLY" if concurrently else "")
+        )
+        conn.execute(detach)
+        with conn.transaction():
+            try:
+                rows = _refuse_live_rows(conn, spec, table, at)
+            except CleanupError:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ATTACH PARTITION {} {}").format(spec.target, table, sql.SQL(bound))
+                )
+                raise
+            conn.execute(sql.SQL("DROP TABLE {}").format(table))
+        result.rows_deleted += rows
+        result.batches += 1
+        result.partitions_dropped.append(name)
+        if on_batch:
+            on_batch(rows)
+        if stop():
+            return
+
+
+def _refuse_live_rows(conn: psycopg.Connection, spec: PurgeSpec, table: sql.Composable, at: Any) -> int:
+    """The partition's rows; a CleanupError if any is live (expiry NULL or at or after the cutoff)."""
+    col = sql.Identifier(spec.expiry_column)
+    rows, live = _row(
+        conn.execute(
+            sql.SQL("SELECT count(*), count(*) FILTER (WHERE {col} IS NULL OR {col} >= {at}) FROM {table}").format(
+                col=col, at=sql.Literal(at), table=table
+            )
+        )
+    )
+    if live:
+        raise CleanupError(
+            f"partition {table.as_string(conn)} holds {live} live rows (expiry at or after the cutoff {at}); "
+            "nothing of it was dropped"
+        )
+    return int(rows)
+
+
+def _ensure_archive(conn: psycopg.Connection, spec: PurgeSpec) -> None:
+    """The archive table for a client purge (the procedure's provisioning creates it too)."""
+    try:
+        with conn.transaction():
+            _own_schema(conn, spec)
+            create_archive(conn, spec)
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise CleanupError(f"archive: cannot create {spec.ident('_archive').as_string(conn)}: {error}") from error
 
 
 def _one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> dict[str, Any]:
@@ -860,14 +1230,20 @@ def status(conn: psycopg.Connection, spec: PurgeSpec) -> dict[str, Any]:
 
 
 def cron_health(cron: psycopg.Connection, job_name: str, since_seconds: int) -> CronHealth:
-    """Failed runs in the last ``since_seconds`` and the age of the last successful run."""
+    """Failed runs in the last ``since_seconds`` and the age of the last successful run. pg_cron records
+    a run that failed to start (connection failed, no worker) with NULL start and end times: such a
+    run counts until a run of any job that started before the window has a higher run id (run ids grow
+    with time), so it is counted in the window it happened in, or later, never missed."""
     row = _row(
         cron.execute(
-            """SELECT count(*) FILTER (WHERE d.status = 'failed' AND d.start_time > now() - make_interval(secs => %s)),
+            """SELECT count(*) FILTER (WHERE d.status = 'failed'
+                    AND (d.start_time > now() - make_interval(secs => %(s)s)
+                    OR (d.start_time IS NULL AND d.end_time IS NULL AND d.runid > (SELECT coalesce(max(runid), 0)
+                    FROM cron.job_run_details WHERE start_time <= now() - make_interval(secs => %(s)s))))),
                   extract(epoch from now() - max(d.end_time) FILTER (WHERE d.status = 'succeeded'))::bigint,
-                  (SELECT count(*) FROM cron.job WHERE jobname = %s)
-           FROM cron.job_run_details d JOIN cron.job j ON j.jobid = d.jobid WHERE j.jobname = %s""",
-            (since_seconds, job_name, job_name),
+                  (SELECT count(*) FROM cron.job WHERE jobname = %(j)s)
+           FROM cron.job_run_details d JOIN cron.job j ON j.jobid = d.jobid WHERE j.jobname = %(j)s""",
+            {"s": since_seconds, "j": job_name},
         )
     )
     return {"failed_runs": row[0], "last_success_age_seconds": row[1], "job_scheduled": bool(row[2])}
