@@ -1,0 +1,79 @@
+"""The benchmarks' fake DynamoDB answers like DynamoDB for what the sweeper and the loop send."""
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from fake_dynamodb import expired_ids, item_size, make_items
+from sweep_benchmark import NOW, SHARDS, admin, expiry_sweep, fake_endpoint
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with fake_endpoint() as url:
+        yield url
+
+
+def client(url: str) -> Any:
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(retries={"mode": "standard"}),
+    )
+
+
+def reset(url: str, items: int, expired: int, size: int = 63) -> None:
+    admin(url, "Reset", {"items": items, "expired": expired, "now": NOW, "size": size, "shards": SHARDS, "rtt_ms": 0})
+
+
+def test_items_have_the_size_asked_for() -> None:
+    assert {item_size(i) for i in make_items(50, 5, NOW, 400, SHARDS)} == {400}
+    assert len(expired_ids(1000, 10)) == 10
+
+
+@pytest.mark.parametrize("variant", ["scan", "index"])
+def test_the_sweeper_deletes_exactly_the_expired_items(endpoint: str, variant: str) -> None:
+    reset(endpoint, 3000, 30)
+    deleted = expiry_sweep(client(endpoint), {"variant": variant, "workers": 4})
+    stats = admin(endpoint, "Stats", {})
+    assert deleted == 30
+    assert stats["items"] == 2970
+    assert stats["units"]["write"] == 30 and stats["units"]["index_write"] == 30
+    assert stats["units"]["items_read"] == (3000 if variant == "scan" else 30)
+
+
+def test_scan_pages_stop_at_one_megabyte_and_bill_every_item_read(endpoint: str) -> None:
+    reset(endpoint, 20_000, 0, size=100)
+    dynamodb = client(endpoint)
+    page = dynamodb.scan(TableName="bench", FilterExpression="#t < :n", ExpressionAttributeNames={"#t": "ttl"},
+                         ExpressionAttributeValues={":n": {"N": str(NOW)}})  # fmt: skip
+    assert (page["Count"], page["ScannedCount"]) == (0, 10485)
+    assert page["LastEvaluatedKey"] == {"id": {"S": "item-00010484"}}
+    assert admin(endpoint, "Stats", {})["units"]["read"] == 128  # 1 MB, eventually consistent
+
+
+def test_a_conditional_delete_leaves_a_changed_item_and_returns_it(endpoint: str) -> None:
+    reset(endpoint, 10, 1)
+    dynamodb = client(endpoint)
+    key = {"id": {"S": "item-00000000"}}
+    with pytest.raises(dynamodb.exceptions.ConditionalCheckFailedException) as failed:
+        dynamodb.delete_item(
+            TableName="bench",
+            Key=key,
+            ConditionExpression="#c0 = :c0 AND attribute_not_exists(#c1)",
+            ExpressionAttributeNames={"#c0": "ttl", "#c1": "status"},
+            ExpressionAttributeValues={":c0": {"N": str(NOW - 3600)}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    assert failed.value.response["Item"]["id"] == key["id"]
+    assert admin(endpoint, "Stats", {})["items"] == 10
