@@ -61,6 +61,19 @@ class PgCronCleanupArgs(TypedDict):
     """Runs deleting at most this many rows are never refused (default 10)."""
     allow_mass_deletion: NotRequired[bool]
     """Let a run the breaker would refuse go on (default false)."""
+    target_batch_ms: NotRequired[int]
+    """Size batches so each takes about this long (default 100; 0: every batch is `batch_size`).
+    A renewal of a row in a batch waits at most about this long."""
+    max_batch_size: NotRequired[int]
+    """The largest batch the sizing may reach (default 200000)."""
+    archive: NotRequired[bool]
+    """Copy each purged row (as jsonb, with the time) into <schema>.<job>_archive, in the same
+    transaction as its delete (default false)."""
+    archive_days: NotRequired[int]
+    """Keep archived rows this long (default 30)."""
+    mode: NotRequired[str]
+    """delete (default): batched deletes; drop-partitions: drop whole range partitions of a table
+    partitioned by the expiry column once their upper bound has passed."""
     host: NotRequired[pulumi.Input[str]]
     """Database host (or give `dsn`)."""
     port: NotRequired[pulumi.Input[int]]

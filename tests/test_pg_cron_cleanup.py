@@ -80,6 +80,26 @@ def test_provider_lifecycle_as_the_engine_runs_it(pulumi_mocks, postgres, app):
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'expiry'").fetchone()[0] == 0
 
 
+def test_archive_and_batch_sizing_reach_the_procedure(pulumi_mocks, postgres, app):
+    args = cleanup_args(
+        postgres, app, archive=True, archive_days=3, target_batch_ms=0, batch_size=2, allow_mass_deletion=True
+    )
+    inputs = plain_inputs(recorded_job(pulumi_mocks, args))
+    provider = engine_provider(inputs)
+    created = provider.create(inputs)
+    with postgres.connect(app) as conn:
+        images = conn.execute(
+            "SELECT to_jsonb(a) FROM attributes a WHERE ttl_timestamp < extract(epoch from now()) ORDER BY id"
+        ).fetchall()
+        conn.execute('CALL expiry."purge-attributes"()')
+        archived = conn.execute(
+            "SELECT row_data FROM expiry.\"purge-attributes_archive\" ORDER BY (row_data->>'id')::int"
+        ).fetchall()
+        sizes = conn.execute('SELECT batch_rows, rows_deleted FROM expiry."purge-attributes_batches" ORDER BY batch')
+        assert archived == images and len(images) == 5 and sizes.fetchall() == [(2, 2), (2, 2), (2, 1)]
+    provider.delete(created.id, created.outs)
+
+
 def recorded_again(harness, postgres, database, **overrides) -> dict:
     before = len(harness.of_type(JOB))
     harness.run(
@@ -145,6 +165,12 @@ BAD = [
     ({"host": None}, "PgCronCleanup: host: is required (or give dsn)"),
     ({"table": "bad\x00name"}, "PgCronCleanup: table: must be a name"),
     ({"tabel": "typo"}, "PgCronCleanup: args: unknown fields ['tabel']"),
+    ({"mode": "truncate"}, "PgCronCleanup: mode: must be one of delete, drop-partitions"),
+    ({"archive": "yes"}, "PgCronCleanup: archive: must be true or false"),
+    ({"archive_days": 0}, "PgCronCleanup: archive_days: must be an integer in 1..3650"),
+    ({"target_batch_ms": -1}, "PgCronCleanup: target_batch_ms: must be an integer in 0..60000"),
+    ({"max_batch_size": 10}, "PgCronCleanup: max_batch_size: must be at least batch_size"),
+    ({"mode": "drop-partitions", "archive": True}, "PgCronCleanup: archive: only with mode delete"),
 ]
 
 
