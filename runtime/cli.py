@@ -223,25 +223,27 @@ class StopSwitch:
 def _interruptible(run: Callable[[], T], switch: StopSwitch, err: TextIO) -> T:
     """``run`` in a thread; Ctrl-C flips ``switch`` and waits for the run to stop cleanly."""
     outcome: dict[str, Any] = {}
+    finished = threading.Event()
 
     def target() -> None:
         try:
             outcome["value"] = run()
         except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
             outcome["error"] = error
+        finally:
+            finished.set()
 
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    while thread.is_alive():
+    threading.Thread(target=target, daemon=True).start()
+    while True:  # an Event, not Thread.join: an interrupted join may report a live thread as ended
         try:
-            thread.join(0.2)
+            if finished.wait(0.2):
+                break
         except KeyboardInterrupt:
-            if not switch.stopped.is_set():
-                err.write("\ninterrupted: finishing what is in flight, then stopping (Ctrl-C again to quit now)\n")
-                err.flush()
-                switch.stopped.set()
-            else:
+            if switch.stopped.is_set():
                 raise
+            err.write("\ninterrupted: finishing what is in flight, then stopping (Ctrl-C again to quit now)\n")
+            err.flush()
+            switch.stopped.set()
     if "error" in outcome:
         raise outcome["error"]
     return cast(T, outcome["value"])
@@ -455,7 +457,8 @@ def readable(result: dict[str, Any]) -> dict[str, Any]:
         elif number and key == "time":  # a log event's time, in milliseconds
             shown["time_utc"] = iso(value / 1000)
         elif number and key.endswith("_bytes"):
-            shown[f"{key.removesuffix('_bytes')}_size"] = readable_size(value)
+            name = key.removesuffix("_bytes")
+            shown[name if name.endswith("size") else f"{name}_size"] = readable_size(value)
         elif number and key.endswith("_age_seconds") and value:
             shown[f"{key.removesuffix('_seconds')}"] = readable_duration(value)
     return shown

@@ -156,7 +156,17 @@ POSTGRES = {"postgresHost": "db.example.com", "postgresPassword": "pw"}
         ({**POSTGRES, "postgresPort": "abc"}, pulumi.ConfigTypeError, "expiry:postgresPort"),
         ({**POSTGRES, "postgresPort": 0}, SettingError, "expiry:postgresPort: must be in 1..65535, got 0"),
     ],
-    ids=["email-a@", "email-@example.com", "email-two", "tag-empty-key", "tag-project", "tag-env", "dryrun", "abc", "0"],
+    ids=[
+        "email-a@",
+        "email-@example.com",
+        "email-two",
+        "tag-empty-key",
+        "tag-project",
+        "tag-env",
+        "dryrun",
+        "abc",
+        "0",
+    ],
 )
 def test_stack_config_is_refused_by_key_before_anything_registers(pulumi_mocks, overrides, error, message):
     with pytest.raises(error) as raised:
