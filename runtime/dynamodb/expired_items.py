@@ -51,7 +51,7 @@ def _query_index(dynamodb: Any, job: Job, now: float, tally: Tally, should_stop:
     index = job.expiry_index
     assert index is not None
     names, values = _ttl_condition(job, now)
-    for shard in range(index.shards):
+    for shard in index.shard_numbers():
         if should_stop():
             tally.add("stopped_early_reads")
             return

@@ -60,6 +60,21 @@ class ExpiryIndex:
     name: str
     shards: int
     shard_attribute: str
+    only_shards: tuple[int, ...] = ()
+    """The shards this job reads (empty: all of them); the others are other invocations' work."""
+
+    def shard_numbers(self) -> tuple[int, ...]:
+        return self.only_shards or tuple(range(self.shards))
+
+
+def shard_subset(value: Any, allowed: tuple[int, ...]) -> tuple[int, ...] | None:
+    """``value`` as distinct shard numbers, all of them in ``allowed``; None when it is not."""
+    if not isinstance(value, list) or not value:
+        return None
+    numbers = [int(n) if isinstance(n, float) and n.is_integer() else n for n in value]  # 3.0 from other languages
+    if any(isinstance(n, bool) or not isinstance(n, int) or n not in allowed for n in numbers):
+        return None
+    return tuple(sorted(set(numbers)))
 
 
 KEEP_MARKERS = ("tag", "none")
@@ -256,8 +271,13 @@ class _Reader:
 def _expiry_index(r: _Reader | None) -> ExpiryIndex | None:
     if r is None:
         return None
-    r.check_known({"name", "shards", "shard_attribute"})
-    return ExpiryIndex(r.text("name"), r.integer("shards", 10, 1, 100), r.text("shard_attribute"))
+    r.check_known({"name", "shards", "shard_attribute", "only_shards"})
+    shards = r.integer("shards", 10, 1, 100)
+    only = r.raw.get("only_shards")
+    subset = () if only is None else shard_subset(only, tuple(range(shards)))
+    if subset is None:
+        r.fail("only_shards", f"must be a non-empty list of shard numbers 0..{shards - 1}, got {only!r}")
+    return ExpiryIndex(r.text("name"), shards, r.text("shard_attribute"), subset or ())
 
 
 def _s3(r: _Reader | None) -> S3Cascade | None:

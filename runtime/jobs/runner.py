@@ -16,6 +16,7 @@ from expiry.runtime.jobs.config import (
     KIND_TTL_MONITOR,
     Job,
     JobConfigError,
+    shard_subset,
 )
 from expiry.runtime.jobs.run_control import Clock, Deadline, LambdaContext, Tally, elapsed_ms, log_line
 
@@ -84,14 +85,28 @@ Work = Callable[[Job, float, Callable[[], bool], Tally], dict[str, Any]]
 
 
 def as_invoked(job: Job, event: Any) -> Job:
-    """The job as an invocation payload asks for it, which can only make it safer: ``{"dryRun": true}``
-    forces a dry run, and nothing in a payload turns a configured dry run off."""
-    if not isinstance(event, Mapping) or "dryRun" not in event:
+    """The job as an invocation payload asks for it, which can only make it safer or smaller:
+    ``{"dryRun": true}`` forces a dry run, and nothing in a payload turns a configured dry run off;
+    ``{"shards": [n, ...]}`` narrows an expiry-index job to some of its shards (one invocation per
+    shard or group of shards, fanned out by Step Functions or concurrent invocations)."""
+    if not isinstance(event, Mapping):
         return job
-    value = event["dryRun"]
-    if not isinstance(value, bool):
-        raise JobConfigError(f"invocation payload: dryRun: must be true or false, got {value!r}")
-    return dataclasses.replace(job, dry_run=True) if value else job
+    if "dryRun" in event:
+        value = event["dryRun"]
+        if not isinstance(value, bool):
+            raise JobConfigError(f"invocation payload: dryRun: must be true or false, got {value!r}")
+        job = dataclasses.replace(job, dry_run=True) if value else job
+    if "shards" in event:
+        index = job.expiry_index
+        allowed = index.shard_numbers() if index else ()
+        subset = shard_subset(event["shards"], allowed)
+        if index is None or subset is None:
+            raise JobConfigError(
+                f"invocation payload: shards: must be a non-empty list of this job's expiry-index shards "
+                f"{list(allowed)}, got {event['shards']!r}"
+            )
+        job = dataclasses.replace(job, expiry_index=dataclasses.replace(index, only_shards=subset))
+    return job
 
 
 def run_job(
