@@ -208,3 +208,26 @@ def test_monitor_counts_failed_runs_pg_cron_recorded_without_times(postgres, app
             assert left.fetchone()[0] == 0
     finally:
         unprovision(connector, spec)
+
+
+def test_lambda_drops_partitions_as_its_dry_run_listed(postgres, app, secret):
+    from test_pg_purge_modes import partitioned
+
+    aws, arn = secret
+    with postgres.connect(app) as conn:
+        partitioned(conn)
+    settings = {"expiry_column": "expires_at", "mode": "drop-partitions"}
+    breaker = {"max_share": 0.6, "ignore_below": 0}
+    dry = run(
+        pg_job("pg-purge", postgres, app, arn, table="events", purge=settings, breaker=breaker, dry_run=True),
+        purge_work(clients(aws)),
+    )
+    listed = [p["partition"] for p in dry.summary["plan"]["partitions"]]
+    assert listed == ["events_0", "events_1", "events_2", "events_3"] and dry.emf[metrics.ROWS_PURGED] == 0
+    with postgres.connect(app) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 18
+    done = run(
+        pg_job("pg-purge", postgres, app, arn, table="events", purge=settings, breaker=breaker),
+        purge_work(clients(aws)),
+    )
+    assert done.summary["partitions_dropped"] == listed and done.emf[metrics.ROWS_PURGED] == 9

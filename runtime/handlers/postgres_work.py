@@ -66,6 +66,7 @@ def purge_work(clients: ClientFactory) -> Work:
                 rows_skipped=result.rows_skipped,
                 batches=result.batches,
                 out_of_time=result.out_of_time,
+                partitions_dropped=result.partitions_dropped,
             )
         return details
 
