@@ -25,6 +25,7 @@ from expiry.components import validation as v
 from expiry.components.cleanup_alarms import CleanupAlarms
 from expiry.components.pg_cron_cleanup import VPC_INPUTS, PgCronCleanup
 from expiry.components.scheduled_sweeper import ARCHITECTURES, RUNTIMES, ScheduledSweeper
+from expiry.components.stream_cascade import TtlStreamCascade
 from expiry.components.ttl_table import (
     BILLING_MODES,
     KEY_TYPES,
@@ -36,7 +37,13 @@ from expiry.components.ttl_table import (
 from expiry.runtime.jobs.config import HANDLERS, KEEP_MARKERS, OWNER_FORMATS
 
 PACKAGE = "expiry"
-COMPONENTS: list[type[pulumi.ComponentResource]] = [TtlTable, ScheduledSweeper, PgCronCleanup, CleanupAlarms]
+COMPONENTS: list[type[pulumi.ComponentResource]] = [
+    TtlTable,
+    ScheduledSweeper,
+    TtlStreamCascade,
+    PgCronCleanup,
+    CleanupAlarms,
+]
 
 # enum name -> (description, allowed values)
 ENUMS: dict[str, tuple[str, tuple[str, ...]]] = {

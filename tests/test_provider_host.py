@@ -44,7 +44,7 @@ def test_schema_over_grpc_has_enums_secrets_and_what_alarms_need(plugin: Plugin)
     schema = plugin.schema()
     assert schema["name"] == "expiry"
     resources = {token.split(":")[-1]: spec for token, spec in schema["resources"].items()}
-    assert set(resources) == {"TtlTable", "ScheduledSweeper", "PgCronCleanup", "CleanupAlarms"}
+    assert set(resources) == {"TtlTable", "ScheduledSweeper", "TtlStreamCascade", "PgCronCleanup", "CleanupAlarms"}
     enum = schema["types"]["expiry:index:JobKind"]
     assert {e["value"] for e in enum["enum"]} >= {"ttl-monitor", "sweep", "orphaned-references", "pg-purge"}
     sweeper = resources["ScheduledSweeper"]
@@ -64,6 +64,30 @@ def test_schema_over_grpc_has_enums_secrets_and_what_alarms_need(plugin: Plugin)
         assert not watched[prop].get("plain"), prop
     for prop in ("functionName", "deadLetterQueueName", "logGroupName"):
         assert prop in sweeper["properties"], prop
+
+
+def test_stream_cascade_from_other_languages(monitor: Plugin):
+    state = monitor.construct(
+        "TtlStreamCascade",
+        "cascade",
+        {
+            "tableName": "sessions",
+            "tableArn": TABLE_ARN,
+            "streamArn": f"{TABLE_ARN}/stream/2026-01-01T00:00:00.000",
+            "keyAttributes": ["uploadSessionId"],
+            "ttlAttribute": "ttl",
+            "s3": {
+                "bucket": "uploads",
+                "keyAttribute": "key",
+                "keepStatuses": ["uploaded"],
+                "statusAttribute": "status",
+            },
+            "batchSize": 50.0,
+        },
+    )
+    assert "functionName" in state
+    (mapping,) = monitor.monitor.of_type("aws:lambda/eventSourceMapping:EventSourceMapping")
+    assert mapping.inputs["batchSize"] == 50 and mapping.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
 def test_ttl_table_takes_integers_as_floats(monitor: Plugin):
