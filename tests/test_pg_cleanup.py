@@ -47,9 +47,8 @@ def make_table(conn, column_type: str, expired: int, live: int, permanent: int, 
     conn.execute(
         f"CREATE TABLE \"{name}\" (id serial PRIMARY KEY, kind text NOT NULL DEFAULT 'a', ttl_timestamp {column_type})"
     )
-    conn.execute(
-        f'INSERT INTO "{name}" (ttl_timestamp) SELECT {cast.format(past)} FROM generate_series(1, %s)', (expired,)
-    )
+    expiries = cast.format(past + " + g * interval '1 second'")  # one second apart, oldest first by id
+    conn.execute(f'INSERT INTO "{name}" (ttl_timestamp) SELECT {expiries} FROM generate_series(1, %s) g', (expired,))
     conn.execute(
         f'INSERT INTO "{name}" (ttl_timestamp) SELECT {cast.format(future)} FROM generate_series(1, %s)', (live,)
     )
@@ -525,7 +524,7 @@ def test_small_runs_and_the_scope_of_the_breaker(postgres, database):
 def test_the_dry_run_is_the_plan_row_by_row(postgres, database):
     with postgres.connect(database) as conn:
         make_table(conn, "timestamptz", expired=37, live=50, permanent=4)
-        conn.execute("UPDATE attributes SET ttl_timestamp = ttl_timestamp - make_interval(secs => id)")
+        conn.execute("UPDATE attributes SET ttl_timestamp = ttl_timestamp - make_interval(secs => 2 * id)")
         before = keys(conn)
         dry = plan(conn, spec(), sample_size=1000)
         assert count(conn) == 91  # the dry run deleted nothing

@@ -64,10 +64,12 @@ def test_batches_shrink_when_they_take_longer_than_the_target(postgres, database
         assert durations >= 50  # each batch logs how long its statement took
 
 
+@pytest.mark.parametrize("batch_size", [4, 20])
 @pytest.mark.parametrize("column_type", ["numeric", "timestamptz"])
-def test_the_index_walk_finds_every_expired_row_across_ties_and_fractions(postgres, database, column_type):
-    """Batches continue from the last expiry they picked (inclusive): rows sharing that expiry with
-    the next batch, and fractional epoch seconds, are all deleted; live and NULL rows are not."""
+def test_the_index_walk_finds_every_expired_row_across_ties_and_fractions(postgres, database, column_type, batch_size):
+    """7 expiries, about 13 rows each. Batches of 20 delete ranges of expiries, the next starting at
+    the last key read; batches of 4 meet more ties than fit and take them by row id. Every expired
+    row goes (fractional epoch seconds too), exactly the dry run's list; live and NULL rows stay."""
     with postgres.connect(database) as conn:
         conn.execute(f"CREATE TABLE attributes (id serial PRIMARY KEY, ttl_timestamp {column_type})")
         conn.execute("CREATE INDEX ON attributes (ttl_timestamp)")
@@ -82,7 +84,7 @@ def test_the_index_walk_finds_every_expired_row_across_ties_and_fractions(postgr
         conn.execute(f"INSERT INTO attributes (ttl_timestamp) SELECT {past} FROM generate_series(1, 90) g")
         conn.execute(f"INSERT INTO attributes (ttl_timestamp) SELECT {future} FROM generate_series(1, 20)")
         conn.execute("INSERT INTO attributes (ttl_timestamp) VALUES (NULL)")
-        fixed = spec(batch_size=4, target_batch_ms=0, allow_mass_deletion=True)
+        fixed = spec(batch_size=batch_size, target_batch_ms=0, allow_mass_deletion=True)
         listed = {k["id"] for k in plan(conn, fixed, sample_size=1000).sample_keys}
         before = {str(r[0]) for r in conn.execute("SELECT id FROM attributes")}
         provision(connector(postgres, database), fixed)
@@ -101,12 +103,16 @@ def archived(conn, job: str = "purge-attributes") -> list[dict]:
     return [row[0] for row in rows]
 
 
-def test_the_archive_holds_exactly_the_deleted_rows_and_keeps_a_renewed_one_out(postgres, database):
+@pytest.mark.parametrize("expiries", ["distinct", "all equal"])
+def test_the_archive_holds_exactly_the_deleted_rows_and_keeps_a_renewed_one_out(postgres, database, expiries):
     """Row by row: each deleted row is in <job>_archive as it was, in the same transaction as its
-    delete; the row renewed while the purge waits for it is neither deleted nor archived."""
+    delete; the row renewed while the purge waits for it is neither deleted nor archived. Distinct
+    expiries: batches by range; all equal: batches of ties by row id."""
     keeping = spec(batch_size=7, target_batch_ms=0, archive=True)
     with postgres.connect(database) as conn:
         make_table(conn, "bigint", expired=30, live=40, permanent=2)
+        if expiries == "all equal":
+            conn.execute("UPDATE attributes SET ttl_timestamp = 1000 WHERE ttl_timestamp < extract(epoch from now())")
         conn.execute('ALTER TABLE attributes ADD COLUMN data jsonb DEFAULT \'{"k": [1, "two"]}\'')
         expired_rows = row_images(conn, "ttl_timestamp < extract(epoch from now())")
         listed = {k["id"] for k in plan(conn, keeping, sample_size=100).sample_keys}
@@ -164,8 +170,10 @@ def test_a_refused_or_dry_run_archives_nothing(postgres, database):
 
 
 def partitioned(conn, default: bool = False) -> None:
-    """events, partitioned by day on expires_at: four partitions wholly before now (3 rows each but
-    the first, empty), one around now (2 expired rows, 2 live), one after (5 live rows)."""
+    """events, partitioned by day on expires_at from the start of this hour: four partitions wholly
+    before now (3 rows each but the first, empty), one around now (2 expired rows, 2 live), one
+    after (5 live rows)."""
+    base = conn.execute("SELECT date_trunc('hour', now())").fetchone()[0]
     conn.execute(
         "CREATE TABLE events (id bigint NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (id, expires_at)) "
         "PARTITION BY RANGE (expires_at)"
@@ -174,19 +182,28 @@ def partitioned(conn, default: bool = False) -> None:
     days = [(-5, -4), (-4, -3), (-3, -2), (-2, -1), (-1, 1), (1, 2)]
     for n, (low, high) in enumerate(days):
         conn.execute(
-            f'CREATE TABLE "events_{n}" PARTITION OF events FOR VALUES FROM '
-            f"(date_trunc('day', now()) + interval '{low} days') TO (date_trunc('day', now()) + interval '{high} days')"
+            sql.SQL(
+                "CREATE TABLE {} PARTITION OF events FOR VALUES FROM ({} + interval '{} days') "
+                "TO ({} + interval '{} days')"
+            ).format(
+                sql.Identifier(f"events_{n}"),
+                sql.Literal(base),
+                sql.SQL(str(low)),
+                sql.Literal(base),
+                sql.SQL(str(high)),
+            )
         )
     if default:
         conn.execute("CREATE TABLE events_default PARTITION OF events DEFAULT")
-    conn.execute(
-        "INSERT INTO events SELECT g, date_trunc('day', now()) + (g / 3 - 4) * interval '1 day' + interval '1 hour' "
-        "FROM generate_series(0, 8) g"  # 3 rows in each of events_1..events_3
+    conn.execute(  # 3 rows in each of events_1..events_3
+        "INSERT INTO events SELECT g, %s::timestamptz + (g / 3 - 4) * interval '1 day' + interval '1 hour' "
+        "FROM generate_series(0, 8) g",
+        (base,),
     )
     conn.execute("INSERT INTO events VALUES (100, now() - interval '1 minute'), (101, now() - interval '2 minutes')")
     conn.execute("INSERT INTO events VALUES (102, now() + interval '1 minute'), (103, now() + interval '2 minutes')")
     conn.execute(
-        "INSERT INTO events SELECT 200 + g, date_trunc('day', now()) + interval '36 hours' FROM generate_series(1, 5) g"
+        "INSERT INTO events SELECT 200 + g, %s::timestamptz + interval '36 hours' FROM generate_series(1, 5) g", (base,)
     )
 
 

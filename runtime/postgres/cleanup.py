@@ -298,40 +298,68 @@ def expired_condition(spec: PurgeSpec, cutoff: sql.Composable) -> sql.Composed:
 def batch_delete(
     spec: PurgeSpec, cutoff: sql.Composable, start: sql.Composable, limit: sql.Composable, run: sql.Composable
 ) -> sql.Composed:
-    """One batch: walk the expiry index from ``start`` (where the last batch stopped: the cutoff is
-    fixed, so no row before it is left to find), pick up to ``limit`` rows expired before ``cutoff``
-    and delete those still expired when deleted; returns (picked, deleted, the last expiry picked).
-    No row locks are taken before the DELETE (no UPDATE privilege, less WAL): a row being renewed
-    makes the DELETE wait for the renewal to commit, then PostgreSQL re-checks the condition on the
-    renewed row, which no longer matches. With ``archive``, the deleted rows go to <job>_archive as
-    jsonb in the same statement (run ``run``): a row is archived exactly when it is deleted."""
-    condition = expired_condition(spec, cutoff)
+    """One batch, one statement (one snapshot): read the next ``limit`` + 1 expiry keys from
+    ``start`` (where the last batch stopped: the cutoff is fixed, so nothing before it is left to
+    find) off the expiry index, then delete by range the rows expired before ``cutoff`` with an
+    expiry from ``start`` up to the last key, excluded. Returns (rows picked, rows deleted, where the
+    next batch starts: NULL when this one reached the cutoff, the first key read). When the first
+    and last keys are equal (more than ``limit`` rows share one expiry) it deletes nothing: the
+    caller then runs tie_delete. No row locks are taken before the DELETE (no UPDATE privilege, less
+    WAL): a row being renewed makes the DELETE wait for the renewal to commit, then PostgreSQL
+    re-checks the condition on the renewed row, which no longer matches; it is counted as skipped."""
     col = sql.Identifier(spec.expiry_column)
+    condition = expired_condition(spec, cutoff)
+    upper = sql.SQL("coalesce((SELECT upper FROM edge), {})").format(cutoff)
+    gone = sql.SQL("DELETE FROM {target} WHERE {condition} AND {col} >= {start} AND {col} < {upper} ").format(
+        target=spec.target, condition=condition, col=col, start=start, upper=upper
+    )
+    return sql.SQL(
+        "WITH keys AS MATERIALIZED (SELECT {col} AS k FROM {target} WHERE {condition} AND {col} >= {start} "
+        "ORDER BY {col} LIMIT {limit} + 1), "
+        "edge AS MATERIALIZED (SELECT CASE WHEN count(*) > {limit} THEN max(k) END AS upper, min(k) AS first "
+        "FROM keys), {effects}"
+        "SELECT (SELECT count(*) FROM keys WHERE k < {upper}), (SELECT count(*) FROM {counted}), "
+        "(SELECT upper FROM edge), (SELECT first FROM edge)"
+    ).format(
+        col=col,
+        target=spec.target,
+        condition=condition,
+        start=start,
+        limit=limit,
+        upper=upper,
+        **_effects(spec, gone, run),
+    )
+
+
+def tie_delete(
+    spec: PurgeSpec, cutoff: sql.Composable, key: sql.Composable, limit: sql.Composable, run: sql.Composable
+) -> sql.Composed:
+    """A batch of rows that share the expiry ``key``: up to ``limit`` of them picked by row id and
+    deleted if still expired; returns (rows picked, rows deleted)."""
+    condition = sql.SQL("{} AND {} = {}").format(
+        expired_condition(spec, cutoff), sql.Identifier(spec.expiry_column), key
+    )
     gone = sql.SQL("DELETE FROM {target} WHERE ctid = ANY (ARRAY(SELECT ctid FROM picked)) AND {condition} ").format(
         target=spec.target, condition=condition
     )
-    if spec.archive:
-        effects = sql.SQL(
+    return sql.SQL(
+        "WITH picked AS MATERIALIZED (SELECT ctid FROM {target} WHERE {condition} LIMIT {limit}), {effects}"
+        "SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM {counted})"
+    ).format(target=spec.target, condition=condition, limit=limit, **_effects(spec, gone, run))
+
+
+def _effects(spec: PurgeSpec, gone: sql.Composable, run: sql.Composable) -> dict[str, sql.Composable]:
+    """The DELETE as a CTE and what counts its rows; with ``archive``, the deleted rows go to
+    <job>_archive as jsonb in the same statement (run ``run``): archived exactly when deleted."""
+    if not spec.archive:
+        return {"effects": sql.SQL("gone AS ({}RETURNING 1) ").format(gone), "counted": sql.SQL("gone")}
+    return {
+        "effects": sql.SQL(
             "gone AS ({gone}RETURNING *), kept AS (INSERT INTO {archive} (run_id, row_data) "
             "SELECT {run}, to_jsonb(g) FROM gone g RETURNING 1) "
-        ).format(gone=gone, archive=spec.ident("_archive"), run=run)
-        counted = sql.SQL("kept")
-    else:
-        effects = sql.SQL("gone AS ({gone}RETURNING 1) ").format(gone=gone)
-        counted = sql.SQL("gone")
-    return sql.SQL(
-        "WITH picked AS MATERIALIZED (SELECT ctid, {col} AS k FROM {target} WHERE {condition} AND {col} >= {start} "
-        "ORDER BY {col} LIMIT {limit}), {effects}"
-        "SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM {counted}), (SELECT max(k) FROM picked)"
-    ).format(
-        target=spec.target,
-        condition=condition,
-        col=col,
-        start=start,
-        limit=limit,
-        effects=effects,
-        counted=counted,
-    )
+        ).format(gone=gone, archive=spec.ident("_archive"), run=run),
+        "counted": sql.SQL("kept"),
+    }
 
 
 def first_expired(spec: PurgeSpec, cutoff: sql.Composable) -> sql.Composed:
@@ -461,6 +489,8 @@ DECLARE
   v_out_of_time boolean := false;
   v_size integer := batch_size;
   v_from {column}%TYPE;
+  v_upper {column}%TYPE;
+  v_first {column}%TYPE;
   v_ms double precision;
   v_at timestamptz;
   v_parts regclass[];
@@ -526,7 +556,11 @@ END
   {first} INTO v_from;
   WHILE v_from IS NOT NULL LOOP
     v_at := clock_timestamp();
-    {delete} INTO v_picked, v_deleted, v_from;
+    {delete} INTO v_picked, v_deleted, v_upper, v_first;
+    IF v_upper = v_first THEN
+      {ties} INTO v_picked, v_deleted;
+    END IF;
+    v_from := v_upper;
     v_batch := v_batch + 1;
     INSERT INTO {batches} (run_id, batch, rows_deleted, rows_skipped, batch_rows, duration_ms)
       VALUES (v_run, v_batch, v_deleted, v_picked - v_deleted, v_size,
@@ -535,7 +569,7 @@ END
     v_ms := 1000 * extract(epoch from clock_timestamp() - v_at);
     v_total := v_total + v_deleted;
     v_skipped := v_skipped + v_picked - v_deleted;
-    EXIT WHEN v_picked < v_size;
+    EXIT WHEN v_from IS NULL;
     IF clock_timestamp() - v_started > make_interval(secs => max_runtime_seconds) THEN
       v_out_of_time := true;
       EXIT;
@@ -544,6 +578,7 @@ END
   END LOOP;""").format(
             first=first_expired(spec, sql.SQL("v_cutoff")),
             delete=batch_delete(spec, sql.SQL("v_cutoff"), sql.SQL("v_from"), sql.SQL("v_size"), sql.SQL("v_run")),
+            ties=tie_delete(spec, sql.SQL("v_cutoff"), sql.SQL("v_first"), sql.SQL("v_size"), sql.SQL("v_run")),
             batches=spec.ident("_batches"),
             next_size=_next_batch_size_sql(spec),
         )
@@ -1126,21 +1161,25 @@ def _delete_batches(
     stop: Callable[[], bool],
     on_batch: Callable[[int], None] | None,
 ) -> None:
-    """The procedure's loop: batches walking the expiry index from where the last one stopped,
-    sized toward target_batch_ms."""
+    """The procedure's loop: batches by expiry range from where the last one stopped (ties beyond a
+    batch by row id), sized toward target_batch_ms."""
     cutoff, size = sql.Literal(at), spec.batch_size
     start = _row(conn.execute(first_expired(spec, cutoff)))[0]
     while start is not None:
         began = time.monotonic()
-        statement = batch_delete(spec, cutoff, sql.Literal(start), sql.Literal(size), sql.NULL)
         with conn.transaction():
-            picked, deleted, start = _row(conn.execute(statement))
+            statement = batch_delete(spec, cutoff, sql.Literal(start), sql.Literal(size), sql.NULL)
+            picked, deleted, upper, first = _row(conn.execute(statement))
+            if upper is not None and upper == first:
+                statement = tie_delete(spec, cutoff, sql.Literal(first), sql.Literal(size), sql.NULL)
+                picked, deleted = _row(conn.execute(statement))
+        start = upper
         result.rows_deleted += deleted
         result.rows_skipped += picked - deleted
         result.batches += 1
         if on_batch:
             on_batch(deleted)
-        if picked < size or stop():
+        if start is None or stop():
             return
         size = next_batch_size(spec, size, (time.monotonic() - began) * 1000)
 
