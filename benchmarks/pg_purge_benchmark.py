@@ -1,10 +1,10 @@
 """PostgreSQL purge benchmark: 1,000,000 rows, 30 % expired, on a real PostgreSQL 15 with pg_cron.
 
 Compares the maintenance guide's single `DELETE ... WHERE expires < now()` with the procedure as it
-was (5,000-row batches, each re-walking the expiry index from its start) and with PgCronCleanup's
-procedure now (each batch walks the index from where the last one stopped; fixed 5,000-row batches,
-or batches sized toward a target duration), while a writer renews expired rows (the race the purge
-must lose), one transaction each. Prints a Markdown table: rows deleted per second and as a share
+was (5,000-row batches, each re-walking the expiry index from its start and deleting by ctid) and
+with PgCronCleanup's procedure now (each batch reads its keys off the index from where the last one
+stopped and deletes by expiry range; fixed 5,000-row batches, or batches sized toward a target
+duration), while a writer renews expired rows (the race the purge must lose), one transaction each. Prints a Markdown table: rows deleted per second and as a share
 of the single DELETE's, WAL written, batches and the largest, the longest transaction of the purge
 (sampled from pg_stat_activity every 10 ms), the renewals' latency (their lock waits: a renewal of a
 row the purge has deleted but not committed waits for the commit) and renewed rows lost (must be 0).

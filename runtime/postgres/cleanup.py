@@ -298,36 +298,32 @@ def expired_condition(spec: PurgeSpec, cutoff: sql.Composable) -> sql.Composed:
 def batch_delete(
     spec: PurgeSpec, cutoff: sql.Composable, start: sql.Composable, limit: sql.Composable, run: sql.Composable
 ) -> sql.Composed:
-    """One batch, one statement (one snapshot): read the next ``limit`` + 1 expiry keys from
-    ``start`` (where the last batch stopped: the cutoff is fixed, so nothing before it is left to
-    find) off the expiry index, then delete by range the rows expired before ``cutoff`` with an
-    expiry from ``start`` up to the last key, excluded. Returns (rows picked, rows deleted, where the
-    next batch starts: NULL when this one reached the cutoff, the first key read). When the first
-    and last keys are equal (more than ``limit`` rows share one expiry) it deletes nothing: the
-    caller then runs tie_delete. No row locks are taken before the DELETE (no UPDATE privilege, less
-    WAL): a row being renewed makes the DELETE wait for the renewal to commit, then PostgreSQL
-    re-checks the condition on the renewed row, which no longer matches; it is counted as skipped."""
+    """One batch, one statement (one snapshot): the expiry ``limit`` keys past ``start`` on the
+    expiry index (where the last batch stopped: the cutoff is fixed, so nothing before it is left to
+    find) is the batch's upper end; delete by range the rows expired before ``cutoff`` with an expiry
+    from ``start`` up to it, excluded (to the cutoff when fewer rows are left). Returns (rows in the
+    range, rows deleted, where the next batch starts: NULL once the cutoff is reached, the first key
+    from ``start``). When the upper end equals the first key (more than ``limit`` rows share one
+    expiry) it deletes nothing: the caller then runs tie_delete. No row locks are taken before the
+    DELETE (no UPDATE privilege, less WAL): a row being renewed makes the DELETE wait for the renewal
+    to commit, then PostgreSQL re-checks the condition on the renewed row, which no longer matches;
+    it is counted as skipped."""
     col = sql.Identifier(spec.expiry_column)
-    condition = expired_condition(spec, cutoff)
-    upper = sql.SQL("coalesce((SELECT upper FROM edge), {})").format(cutoff)
-    gone = sql.SQL("DELETE FROM {target} WHERE {condition} AND {col} >= {start} AND {col} < {upper} ").format(
-        target=spec.target, condition=condition, col=col, start=start, upper=upper
+    from_start = sql.SQL("{target} WHERE {condition} AND {col} >= {start}").format(
+        target=spec.target, condition=expired_condition(spec, cutoff), col=col, start=start
     )
+    in_range = sql.SQL("{} AND {} < coalesce((SELECT upper FROM edge), {})").format(from_start, col, cutoff)
     return sql.SQL(
-        "WITH keys AS MATERIALIZED (SELECT {col} AS k FROM {target} WHERE {condition} AND {col} >= {start} "
-        "ORDER BY {col} LIMIT {limit} + 1), "
-        "edge AS MATERIALIZED (SELECT CASE WHEN count(*) > {limit} THEN max(k) END AS upper, min(k) AS first "
-        "FROM keys), {effects}"
-        "SELECT (SELECT count(*) FROM keys WHERE k < {upper}), (SELECT count(*) FROM {counted}), "
+        "WITH edge AS MATERIALIZED (SELECT (SELECT {col} FROM {from_start} ORDER BY {col} OFFSET {limit} LIMIT 1) "
+        "AS upper, (SELECT min({col}) FROM {from_start}) AS first), {effects}"
+        "SELECT (SELECT count(*) FROM {in_range}), (SELECT count(*) FROM {counted}), "
         "(SELECT upper FROM edge), (SELECT first FROM edge)"
     ).format(
         col=col,
-        target=spec.target,
-        condition=condition,
-        start=start,
+        from_start=from_start,
         limit=limit,
-        upper=upper,
-        **_effects(spec, gone, run),
+        in_range=in_range,
+        **_effects(spec, sql.SQL("DELETE FROM {} ").format(in_range), run),
     )
 
 
