@@ -305,10 +305,10 @@ def http_reply(status: int, body: bytes) -> bytes:
 async def serve_connection(endpoint: Endpoint, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Keep-alive HTTP/1.1: one request at a time per connection, the RTT slept before each reply."""
     try:
-        while await reader.readline():
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            headers = {}
+            for line in head.decode("latin-1").split("\r\n")[1:]:
+                name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             target = headers.get("x-amz-target", "")
@@ -329,11 +329,9 @@ async def serve_connection(endpoint: Endpoint, reader: asyncio.StreamReader, wri
         writer.close()
 
 
-async def serve(port: int, ready: Any = None) -> None:
+async def serve(port: int) -> None:
     endpoint = Endpoint()
     server = await asyncio.start_server(lambda r, w: serve_connection(endpoint, r, w), "127.0.0.1", port, backlog=256)
-    if ready is not None:
-        ready.set()
     async with server:
         await server.serve_forever()
 

@@ -13,7 +13,16 @@ from expiry.components.lambda_parts import lambda_role, log_group, psycopg_layer
 from expiry.components.schedule import check_expression, check_timezone, interval_seconds, rate_seconds
 from expiry.components.sweeper_policy import Arns, assume_role_policy, function_policy, scheduler_policy
 from expiry.components.ttl_table import TtlTable
-from expiry.runtime.jobs.config import ENV_VAR, HANDLERS, JOB_NAME, POSTGRES_KINDS, Job, JobConfigError, parse_job
+from expiry.runtime.jobs.config import (
+    ENV_VAR,
+    HANDLERS,
+    JOB_NAME,
+    POSTGRES_KINDS,
+    SWEEPING_KINDS,
+    Job,
+    JobConfigError,
+    parse_job,
+)
 from expiry.runtime.postgres.cleanup import CleanupError, PurgeSpec
 
 COMPONENT = "ScheduledSweeper"
@@ -45,6 +54,7 @@ LOG_RETENTION_DAYS = (
 RUNTIMES = ("python3.11", "python3.12", "python3.13")
 ARCHITECTURES = ("arm64", "x86_64")
 POSTGRES_NAMES = ("host", "database", "secret_arn")
+SWEEPING_MEMORY_MB = 1769  # one vCPU: a sweep's speed is bounded by botocore's CPU per call
 PLACEHOLDER = "x" * 96  # stands in for a name only known after deployment when sizing the environment
 
 
@@ -209,7 +219,7 @@ class ScheduledSweeperArgs(TypedDict):
     max_items: NotRequired[int]
     """Most items handled in one run (default 100000)."""
     workers: NotRequired[int]
-    """Concurrent deletions (default 8)."""
+    """Concurrent deletions (default 64 for sweep and orphaned-references jobs, else 8)."""
     scan_segments: NotRequired[int]
     """Parallel scan segments when there is no expiry index (default 1)."""
     page_size: NotRequired[int]
@@ -255,7 +265,8 @@ class ScheduledSweeperArgs(TypedDict):
     timeout_seconds: NotRequired[int]
     """Lambda timeout, 1..900 (default 300)."""
     memory_mb: NotRequired[int]
-    """Lambda memory, 128..10240 (default 256)."""
+    """Lambda memory, 128..10240 (default 1769, one vCPU, for sweep and orphaned-references jobs, whose
+    calls need the CPU; 256 for the others)."""
     runtime: NotRequired[str]
     """Lambda runtime (default python3.13)."""
     architecture: NotRequired[str]
@@ -446,7 +457,8 @@ class ScheduledSweeper(pulumi.ComponentResource):
         timeout = v.integer(COMPONENT, "timeout_seconds", raw.get("timeout_seconds", 300), 1, 900)
         if job.safety_margin_seconds >= timeout:
             v.fail(COMPONENT, "safety_margin_seconds", f"must be less than timeout_seconds ({timeout})")
-        memory = v.integer(COMPONENT, "memory_mb", raw.get("memory_mb", 256), 128, 10240)
+        memory_default = SWEEPING_MEMORY_MB if job.kind in SWEEPING_KINDS else 256
+        memory = v.integer(COMPONENT, "memory_mb", raw.get("memory_mb", memory_default), 128, 10240)
         lambda_runtime = v.one_of(COMPONENT, "runtime", raw.get("runtime", "python3.13"), RUNTIMES)
         architecture = v.one_of(COMPONENT, "architecture", raw.get("architecture", "arm64"), ARCHITECTURES)
         retention = raw.get("log_retention_days", 30)

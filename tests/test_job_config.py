@@ -19,7 +19,7 @@ def test_defaults():
         "expires_at",
         "Expiry",
         False,
-        8,
+        64,
         1,
     )
     assert job.max_items == 100_000 and job.safety_margin_seconds == 15 and job.page_size is None

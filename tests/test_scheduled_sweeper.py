@@ -69,7 +69,7 @@ def test_children_and_defaults(pulumi_mocks):
         ]
     )
     fn = pulumi_mocks.one(FUNCTION).inputs
-    assert (fn["runtime"], fn["architectures"], fn["timeout"], fn["memorySize"]) == ("python3.13", ["arm64"], 300, 256)
+    assert (fn["runtime"], fn["architectures"], fn["timeout"], fn["memorySize"]) == ("python3.13", ["arm64"], 300, 1769)
     assert fn["handler"] == "expiry.runtime.handlers.sweep.handler"
     assert fn["reservedConcurrentExecutions"] == 1
     assert fn["loggingConfig"]["logFormat"] == "JSON"

@@ -49,6 +49,10 @@ JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 NAMESPACE = re.compile(r"^[A-Za-z0-9_./#: -]{1,255}$")
 MAX_SEGMENTS = 64
 MAX_WORKERS = 64
+# Deletions in flight while the calls wait on the network: at 10-50 ms a round trip, 64 keep one vCPU
+# busy (about 1 ms of botocore CPU per call); see README, ScheduledSweeper's Benchmark.
+SWEEPING_WORKERS = 64
+SWEEPING_KINDS = (KIND_SWEEP, KIND_ORPHANED_REFERENCES)  # jobs making one DynamoDB call per deletion
 
 
 class JobConfigError(ValueError):
@@ -530,7 +534,7 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         ttl_attribute=ttl_attribute,
         dry_run=r.boolean("dry_run", False),
         max_items=r.integer("max_items", 100_000, 1, 10_000_000),
-        workers=r.integer("workers", 8, 1, MAX_WORKERS),
+        workers=r.integer("workers", SWEEPING_WORKERS if kind in SWEEPING_KINDS else 8, 1, MAX_WORKERS),
         scan_segments=r.integer("scan_segments", 1, 1, MAX_SEGMENTS),
         safety_margin_seconds=r.integer("safety_margin_seconds", 15, 1, 300),
         sample_size=r.integer("sample_size", 10, 0, 10),
