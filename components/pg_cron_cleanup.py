@@ -37,7 +37,7 @@ class PgCronCleanupArgs(TypedDict):
     schedule: NotRequired[str]
     """5-field cron, GMT (default 0 3 * * *: daily at 03:00)."""
     batch_size: NotRequired[int]
-    """Rows per batch, one transaction each (default 5000)."""
+    """Rows in the first batch, one transaction each (default 5000); then sized by `target_batch_ms`."""
     max_runtime_seconds: NotRequired[int]
     """A run stops starting batches after this (default 300)."""
     history_days: NotRequired[int]
@@ -62,7 +62,7 @@ class PgCronCleanupArgs(TypedDict):
     allow_mass_deletion: NotRequired[bool]
     """Let a run the breaker would refuse go on (default false)."""
     target_batch_ms: NotRequired[int]
-    """Size batches so each takes about this long (default 100; 0: every batch is `batch_size`).
+    """Size batches so each takes about this long (default 50; 0: every batch is `batch_size`).
     A renewal of a row in a batch waits at most about this long."""
     max_batch_size: NotRequired[int]
     """The largest batch the sizing may reach (default 200000)."""

@@ -18,7 +18,7 @@ from psycopg import sql
 
 DEFAULT_SCHEMA = "expiry"
 DEFAULT_BATCH_SIZE = 5000
-DEFAULT_TARGET_BATCH_MS = 100
+DEFAULT_TARGET_BATCH_MS = 50
 DEFAULT_MAX_BATCH_SIZE = 200_000
 MIN_BATCH_SIZE = 10
 MAX_GROWTH = 4  # a batch is at most this many times the size of the one before
