@@ -85,7 +85,7 @@ class Renewer(threading.Thread):
 
     def run(self) -> None:
         rng = random.Random(7)
-        with self.server.connect(DATABASE) as conn:
+        with psycopg.connect(self.server.dsn(DATABASE) + " application_name=renewer", autocommit=True) as conn:
             while not self.stop.is_set():
                 row = rng.randint(1, self.expired)
                 started = time.perf_counter()
@@ -95,6 +95,33 @@ class Renewer(threading.Thread):
                 self.latencies.append((time.perf_counter() - started) * 1000)
                 if done:
                     self.renewed.add(row)
+
+
+class LockWaits(threading.Thread):
+    """Samples the renewer's backend every 2 ms: for each statement seen waiting for a lock (by its
+    query_start), how long it was seen waiting."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.waits: dict[Any, list[float]] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with self.server.connect(DATABASE) as conn:
+            while not self.stop.is_set():
+                row = conn.execute(
+                    "SELECT query_start, clock_timestamp() FROM pg_stat_activity "
+                    "WHERE application_name = 'renewer' AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if row:
+                    self.waits.setdefault(row[0], []).append(row[1].timestamp())
+                time.sleep(0.002)
+
+    def summary(self) -> tuple[int, float]:
+        """(statements seen waiting, the longest wait in ms: first to last sample plus 2 ms)."""
+        longest = max(((seen[-1] - seen[0]) * 1000 + 2 for seen in self.waits.values()), default=0.0)
+        return len(self.waits), longest
 
 
 class LongestTransaction(threading.Thread):
@@ -128,11 +155,12 @@ def measure(
     fill(server, rows, expired_share)
     expired = int(rows * expired_share)
     renewer = Renewer(server, expired)
-    sampler = LongestTransaction(server, "purge")
+    sampler, locks = LongestTransaction(server, "purge"), LockWaits(server)
     dsn = server.dsn(DATABASE) + " application_name=purge"
     with psycopg.connect(dsn, autocommit=True) as conn:
         renewer.start()
         sampler.start()
+        locks.start()
         if batches_table:
             conn.execute(f"DELETE FROM {batches_table}")  # this run's batches only
         time.sleep(0.5)  # the renewals before the purge are part of their sample too
@@ -146,7 +174,7 @@ def measure(
         sampler.measuring.clear()
         wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (wal_before,)).fetchone()[0]
         time.sleep(0.5)
-        for thread in (renewer, sampler):
+        for thread in (renewer, sampler, locks):
             thread.stop.set()
             thread.join()
         deleted = before - conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
@@ -168,6 +196,7 @@ def measure(
         "p50": statistics.median(latencies),
         "p99": latencies[int(len(latencies) * 0.99) - 1],
         "max": latencies[-1],
+        "lock_waits": locks.summary(),
         "renewals": len(latencies),
         "lost": lost,
     }
@@ -285,16 +314,18 @@ def main() -> None:
     )
     print(
         "| variant | rows deleted | seconds | rows/s | share of one DELETE | WAL (MB) | batches (largest) | "
-        "longest transaction (s) | renewal p50 / p99 / max (ms) | renewals | renewed rows lost |"
+        "longest transaction (s) | renewal p50 / p99 / max (ms) | renewals | renewals seen waiting for a lock, "
+        "longest wait (ms) | renewed rows lost |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         count, largest = r["batches"]
         batches = f"{count:,} ({largest:,})" if count else "1"
         print(
             f"| {r['variant']} | {r['deleted']:,} | {r['seconds']:.2f} | {r['rate']:,.0f} | {r['rate'] / single:.2f} "
             f"| {r['wal_mb']:,.0f} | {batches} | {r['longest']:.2f} "
-            f"| {r['p50']:.2f} / {r['p99']:.2f} / {r['max']:.0f} | {r['renewals']:,} | {r['lost']} |"
+            f"| {r['p50']:.2f} / {r['p99']:.2f} / {r['max']:.0f} | {r['renewals']:,} "
+            f"| {r['lock_waits'][0]:,}, {r['lock_waits'][1]:.0f} | {r['lost']} |"
         )
 
     print(
