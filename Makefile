@@ -38,6 +38,7 @@ typecheck: $(VENV)/.installed
 
 benchmark: setup
 	$(BIN)/python benchmarks/sweep_benchmark.py
+	$(BIN)/python benchmarks/sweep_cost_model.py
 	$(BIN)/python benchmarks/pg_purge_benchmark.py
 
 format: $(VENV)/.installed
