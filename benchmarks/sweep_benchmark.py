@@ -273,7 +273,7 @@ def main() -> None:
     parser.add_argument("--expired-share", type=float, default=0.01)
     parser.add_argument("--rtt-ms", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--memory-mb", type=int, nargs="+", default=[256, 512, 1024, 1769])
-    parser.add_argument("--workers", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--workers", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--variants", nargs="+", default=["index", "scan"], choices=["index", "scan"])
     parser.add_argument("--repeat", type=int, default=1, help="runs per case (the median is shown)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
