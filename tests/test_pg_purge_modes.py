@@ -301,7 +301,7 @@ def test_a_partition_holding_a_live_row_is_never_dropped(postgres, database, mon
     monkeypatch.setattr(
         cleanup,
         "partitions_before",
-        lambda spec, cutoff, kind: real(spec, sql.SQL("({} + interval '2 days')").format(cutoff), kind),
+        lambda spec, cutoff, kind, **rows: real(spec, sql.SQL("({} + interval '2 days')").format(cutoff), kind, **rows),
     )
     careless = dropping(allow_mass_deletion=True)
     with postgres.connect(database) as conn:

@@ -388,11 +388,17 @@ def _next_batch_size_sql(spec: PurgeSpec) -> sql.Composable:
     )
 
 
-def partitions_before(spec: PurgeSpec, cutoff: sql.Composable, column_type: str) -> sql.Composed:
+def partitions_before(spec: PurgeSpec, cutoff: sql.Composable, column_type: str, rows: bool = True) -> sql.Composed:
     """(oid, name, upper bound, rows) of the table's range partitions whose upper bound is at or
     before ``cutoff``, oldest first: every row they can hold expired before it. The DEFAULT
     partition, a MAXVALUE bound, partitioned children and a detach left pending are never listed.
-    Rows are counted through the parent: partition pruning keeps the scan to these partitions."""
+    Rows are counted through the parent: partition pruning on the cutoff keeps the scan to these
+    partitions and the one around the cutoff; without ``rows`` they are not counted (0)."""
+    counted = sql.SQL(
+        "SELECT tableoid AS oid, count(*) AS n FROM {target} WHERE {col} < {cutoff} GROUP BY tableoid"
+    ).format(target=spec.target, col=sql.Identifier(spec.expiry_column), cutoff=cutoff)
+    if not rows:
+        counted = sql.SQL("SELECT NULL::oid AS oid, NULL::bigint AS n")
     return sql.SQL(
         "WITH parts AS (SELECT c.oid, c.oid::regclass::text AS name, "
         "nullif(btrim(substring(pg_get_expr(c.relpartbound, c.oid) FROM {pattern}), ''''), 'MAXVALUE') "
@@ -400,8 +406,7 @@ def partitions_before(spec: PurgeSpec, cutoff: sql.Composable, column_type: str)
         "WHERE i.inhparent = {oid} AND c.relkind = 'r' AND NOT i.inhdetachpending), "
         "droppable AS (SELECT oid, name, upper_text::{type} AS upper FROM parts "
         "WHERE upper_text IS NOT NULL AND upper_text::{type} <= {cutoff}), "
-        "counted AS (SELECT tableoid AS oid, count(*) AS n FROM {target} "
-        "WHERE {col} < (SELECT max(upper) FROM droppable) GROUP BY tableoid) "
+        "counted AS MATERIALIZED ({counted}) "
         "SELECT d.oid, d.name, d.upper, coalesce(c.n, 0) FROM droppable d LEFT JOIN counted c USING (oid) "
         "ORDER BY d.upper"
     ).format(
@@ -409,8 +414,7 @@ def partitions_before(spec: PurgeSpec, cutoff: sql.Composable, column_type: str)
         oid=_table_oid(spec),
         type=sql.SQL(column_type),
         cutoff=cutoff,
-        target=spec.target,
-        col=sql.Identifier(spec.expiry_column),
+        counted=counted,
     )
 
 
@@ -542,7 +546,7 @@ END
       VALUES (v_run, v_batch, v_deleted, 0, 1000 * extract(epoch from clock_timestamp() - v_at), v_name);
     COMMIT;
   END LOOP;""").format(
-            partitions=partitions_before(spec, sql.SQL("v_cutoff"), column_type),
+            partitions=partitions_before(spec, sql.SQL("v_cutoff"), column_type, rows=False),
             target=sql.Literal(spec.target.as_string(None)),
             col=sql.Literal(spec.expiry_column),
             batches=spec.ident("_batches"),
@@ -1199,7 +1203,7 @@ def _drop_partitions(
             )
         )
     )[0]
-    for partition in conn.execute(partitions_before(spec, sql.Literal(at), expiry_type)).fetchall():
+    for partition in conn.execute(partitions_before(spec, sql.Literal(at), expiry_type, rows=False)).fetchall():
         oid, name = partition[0], partition[1]
         table = sql.SQL(name)  # regclass text: quoted and qualified by PostgreSQL itself
         bound = _row(conn.execute("SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE oid = %s", (oid,)))[0]
