@@ -226,7 +226,7 @@ def measure_partition_drop(server: PostgresServer, rows: int, expired_share: flo
     """The same rows in a table partitioned by day on expires_at, purged by mode drop-partitions."""
     expired = int(rows * expired_share)
     with server.connect(DATABASE) as conn:
-        conn.execute("DROP TABLE IF EXISTS sessions_by_day")
+        conn.execute("DROP TABLE IF EXISTS sessions_by_day CASCADE")
         conn.execute(
             "CREATE TABLE sessions_by_day (id bigint NOT NULL, owner text NOT NULL, payload text NOT NULL, "
             "expires_at timestamptz NOT NULL, PRIMARY KEY (id, expires_at)) PARTITION BY RANGE (expires_at)"
