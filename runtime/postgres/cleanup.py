@@ -394,11 +394,11 @@ def partitions_before(spec: PurgeSpec, cutoff: sql.Composable, column_type: str,
     partition, a MAXVALUE bound, partitioned children and a detach left pending are never listed.
     Rows are counted through the parent: partition pruning on the cutoff keeps the scan to these
     partitions and the one around the cutoff; without ``rows`` they are not counted (0)."""
-    counted = sql.SQL(
-        "SELECT tableoid AS oid, count(*) AS n FROM {target} WHERE {col} < {cutoff} GROUP BY tableoid"
-    ).format(target=spec.target, col=sql.Identifier(spec.expiry_column), cutoff=cutoff)
-    if not rows:
-        counted = sql.SQL("SELECT NULL::oid AS oid, NULL::bigint AS n")
+    counted: sql.Composable = sql.SQL("SELECT NULL::oid AS oid, NULL::bigint AS n")
+    if rows:
+        counted = sql.SQL(
+            "SELECT tableoid AS oid, count(*) AS n FROM {target} WHERE {col} < {cutoff} GROUP BY tableoid"
+        ).format(target=spec.target, col=sql.Identifier(spec.expiry_column), cutoff=cutoff)
     return sql.SQL(
         "WITH parts AS (SELECT c.oid, c.oid::regclass::text AS name, "
         "nullif(btrim(substring(pg_get_expr(c.relpartbound, c.oid) FROM {pattern}), ''''), 'MAXVALUE') "
