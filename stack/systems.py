@@ -140,16 +140,7 @@ def video_uploads(s: StackSettings, built: Built) -> None:
         writers_set_shard=layout.writers_set_expiry_shard,
     )
     built.tables["upload-sessions"] = table
-    opts = pulumi.ResourceOptions(protect=s.deletion_protection)
-    bucket = aws.s3.Bucket("uploads", force_destroy=not s.deletion_protection, tags=s.tags, opts=opts)
-    aws.s3.BucketPublicAccessBlock(
-        "uploads-public-access",
-        bucket=bucket.id,
-        block_public_acls=True,
-        block_public_policy=True,
-        ignore_public_acls=True,
-        restrict_public_buckets=True,
-    )
+    bucket = _private_bucket(s, "uploads")
     aws.s3.BucketLifecycleConfiguration(
         "uploads-lifecycle",
         bucket=bucket.id,
@@ -221,20 +212,25 @@ def video_uploads(s: StackSettings, built: Built) -> None:
     )
 
 
-def _archive_bucket(s: StackSettings, built: Built) -> aws.s3.Bucket:
-    """A private bucket for expired items' last images (kept as long as the team keeps them)."""
+def _private_bucket(s: StackSettings, name: str) -> aws.s3.Bucket:
+    """A bucket with public access blocked, protected with the tables (deletion protection)."""
     opts = pulumi.ResourceOptions(protect=s.deletion_protection)
-    bucket = aws.s3.Bucket("expired-archive", force_destroy=not s.deletion_protection, tags=s.tags, opts=opts)
+    bucket = aws.s3.Bucket(name, force_destroy=not s.deletion_protection, tags=s.tags, opts=opts)
     aws.s3.BucketPublicAccessBlock(
-        "expired-archive-public-access",
+        f"{name}-public-access",
         bucket=bucket.id,
         block_public_acls=True,
         block_public_policy=True,
         ignore_public_acls=True,
         restrict_public_buckets=True,
     )
-    built.archive_bucket = bucket
     return bucket
+
+
+def _archive_bucket(s: StackSettings, built: Built) -> aws.s3.Bucket:
+    """A private bucket for expired items' last images (kept as long as the team keeps them)."""
+    built.archive_bucket = _private_bucket(s, "expired-archive")
+    return built.archive_bucket
 
 
 def job_claims(s: StackSettings, built: Built) -> None:
