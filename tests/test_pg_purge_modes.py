@@ -372,3 +372,29 @@ def test_the_job_settings_reach_the_purge():
     made = purge_spec(job)
     assert (made.archive, made.archive_days, made.target_batch_ms) == (True, 9, 50)
     assert json.dumps(made.to_dict())  # the spec travels as JSON (VPC mode's payload)
+
+
+def test_ties_on_a_table_partitioned_by_another_column_go_exactly_as_picked(postgres, database):
+    """Row ids repeat across partitions: a batch of ties picked by row id must delete those rows, not
+    another partition's rows at the same row ids (each batch deletes at most what it picked)."""
+    with postgres.connect(database) as conn:
+        conn.execute("CREATE TABLE attributes (id int, ttl_timestamp bigint) PARTITION BY HASH (id)")
+        for remainder in range(3):
+            conn.execute(
+                f"CREATE TABLE attributes_{remainder} PARTITION OF attributes "
+                f"FOR VALUES WITH (MODULUS 3, REMAINDER {remainder})"
+            )
+        conn.execute("CREATE INDEX ON attributes (ttl_timestamp)")
+        conn.execute(
+            "INSERT INTO attributes SELECT g, extract(epoch from now())::bigint - 100 FROM generate_series(1, 30) g"
+        )
+        conn.execute(
+            "INSERT INTO attributes SELECT g, extract(epoch from now())::bigint + 3600 FROM generate_series(31, 40) g"
+        )
+        fixed = spec(batch_size=4, target_batch_ms=0, allow_mass_deletion=True)
+        provision(connector(postgres, database), fixed)
+        conn.execute(fixed.command)
+        batches = batch_rows(conn)
+        assert batches and all(deleted <= picked for picked, deleted in batches), batches
+        assert sum(deleted for _, deleted in batches) == 30
+        assert count(conn) == 10

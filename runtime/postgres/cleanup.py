@@ -331,15 +331,19 @@ def tie_delete(
     spec: PurgeSpec, cutoff: sql.Composable, key: sql.Composable, limit: sql.Composable, run: sql.Composable
 ) -> sql.Composed:
     """A batch of rows that share the expiry ``key``: up to ``limit`` of them picked by row id and
-    deleted if still expired; returns (rows picked, rows deleted)."""
+    deleted if still expired; returns (rows picked, rows deleted). A row id is the pair (tableoid,
+    ctid): ctids repeat across the partitions of a partitioned table. The ctid list keeps the TID
+    scan; the pair makes it exact."""
     condition = sql.SQL("{} AND {} = {}").format(
         expired_condition(spec, cutoff), sql.Identifier(spec.expiry_column), key
     )
-    gone = sql.SQL("DELETE FROM {target} WHERE ctid = ANY (ARRAY(SELECT ctid FROM picked)) AND {condition} ").format(
-        target=spec.target, condition=condition
-    )
+    gone = sql.SQL(
+        "DELETE FROM {target} WHERE ctid = ANY (ARRAY(SELECT ctid FROM picked)) "
+        "AND (tableoid, ctid) IN (SELECT tableoid, ctid FROM picked) AND {condition} "
+    ).format(target=spec.target, condition=condition)
     return sql.SQL(
-        "WITH picked AS MATERIALIZED (SELECT ctid FROM {target} WHERE {condition} LIMIT {limit}), {effects}"
+        "WITH picked AS MATERIALIZED (SELECT tableoid, ctid FROM {target} WHERE {condition} LIMIT {limit}), "
+        "{effects}"
         "SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM {counted})"
     ).format(target=spec.target, condition=condition, limit=limit, **_effects(spec, gone, run))
 
