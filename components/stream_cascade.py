@@ -334,8 +334,8 @@ def _policy(
         actions = ["s3:DeleteObject", "s3:GetObject"]
         if job.s3.keep_statuses and job.s3.keep_marker == "tag":
             actions += ["s3:GetObjectTagging", "s3:PutObjectTagging"]
-        if job.s3.upload_id_attribute:
-            actions.append("s3:AbortMultipartUpload")
+        if job.s3.upload_id_attribute:  # ListParts: a dry run counts only uploads that still exist
+            actions += ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
         statements.append(statement("Objects", actions, [f"arn:{partition}:s3:::{bucket}/{object_prefix}*"]))
     if job.archive and archive_bucket:
         statements.append(

@@ -145,6 +145,21 @@ def test_dry_run_writes_nothing(world):
     assert (counts["objects_to_delete"], counts["objects_to_mark"], counts["items_to_archive"]) == (1, 1, 2)
 
 
+def test_the_dry_run_counts_what_the_real_run_does(world):
+    s3 = world.s3
+    put_session(world.dynamodb, "a", NOW - 60, key=video(world, "a"), status="created")
+    put_session(world.dynamodb, "b", NOW - 60, key=video(world, "b"), status="uploaded")
+    live = s3.create_multipart_upload(Bucket=BUCKET, Key="uploads/2025-08-21/mp.mp4")["UploadId"]
+    put_session(world.dynamodb, "mp", NOW - 60, key="uploads/2025-08-21/mp.mp4", upload_id=live, status="created")
+    put_session(world.dynamodb, "gone", NOW - 60, key="uploads/2025-08-21/gone.mp4", upload_id="aborted-already")
+    records = [expire(world, name) for name in ("a", "b", "mp", "gone")]
+    planned = cascade(world, records, dry_run=True)["counts"]
+    done = cascade(world, records)["counts"]
+    assert (planned["objects_to_delete"], planned["objects_to_mark"], planned["uploads_to_abort"]) == (1, 1, 1)
+    assert (done["objects_deleted"], done["objects_marked_kept"], done["uploads_aborted"]) == (1, 1, 1)
+    assert planned["items_to_archive"] == done["items_archived"] == 4
+
+
 def test_a_failing_record_is_reported_and_the_rest_go_on(aws_in_process):
     aws = aws_in_process
     create_table(aws.dynamodb)

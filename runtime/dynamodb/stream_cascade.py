@@ -132,8 +132,8 @@ class StreamCascade:
             return
         upload_id = text_value(old, s3.upload_id_attribute)
         exists = objects.object_exists(self.s3, s3.bucket, key)
-        if self.job.dry_run:
-            self.tally.add("uploads_to_abort", bool(upload_id))
+        if self.job.dry_run:  # what the real run would count: only an upload that still exists
+            self.tally.add("uploads_to_abort", bool(upload_id) and self._upload_exists(key, upload_id))
             self.tally.add("objects_to_delete", exists)
             return
         if upload_id and objects.abort_upload(self.s3, s3.bucket, key, upload_id):
@@ -141,6 +141,11 @@ class StreamCascade:
         if exists:
             self.s3.delete_object(Bucket=s3.bucket, Key=key)
             self.tally.add("objects_deleted")
+
+    def _upload_exists(self, key: str, upload_id: str | None) -> bool:
+        s3 = self.job.s3
+        assert s3 is not None and upload_id
+        return objects.upload_has_parts(self.s3, s3.bucket, key, upload_id) is not None
 
     def _held_again(self, old: dict[str, Any], key: str) -> bool:
         """Whether an item with the same primary key exists now and still points at ``key``."""
