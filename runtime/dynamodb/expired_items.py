@@ -200,14 +200,14 @@ def delete_as_read(dynamodb: Any, job: Job, image: Item, attributes: tuple[str, 
     return DELETED
 
 
-def count_unindexed_expired(dynamodb: Any, job: Job, now: float, tally: Tally) -> int:
+def count_unindexed_expired(dynamodb: Any, job: Job, now: float, tally: Tally, item_count: Callable[[], int]) -> int:
     """Expired items without the shard attribute, which the expiry index never returns: counted in
-    one randomly chosen Scan segment of about ``unindexed_check_items`` items (a sample each run)."""
+    one randomly chosen Scan segment of about ``unindexed_check_items`` items (a sample each run;
+    ``item_count`` is the table's ItemCount, which sizes the segments)."""
     index = job.expiry_index
     if not index or not job.unindexed_check_items:
         return 0
-    item_count = dynamodb.describe_table(TableName=job.table)["Table"].get("ItemCount", 0)
-    segments = max(1, min(1_000_000, math.ceil(item_count / job.unindexed_check_items)))
+    segments = max(1, min(1_000_000, math.ceil(item_count() / job.unindexed_check_items)))
     names, values = _ttl_condition(job, now)
     kwargs: Item = {
         "TableName": job.table,

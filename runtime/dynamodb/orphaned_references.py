@@ -17,7 +17,7 @@ from typing import Any
 from expiry.runtime.dynamodb.expired_items import CHANGED, DELETED, delete_as_read, key_of, pages
 from expiry.runtime.dynamodb.items import chunks, plain, text_value
 from expiry.runtime.dynamodb.ttl import ttl_value
-from expiry.runtime.jobs.breaker import refusal
+from expiry.runtime.jobs.breaker import refusal, report_refusals
 from expiry.runtime.jobs.config import IndexLayout, Job, References
 from expiry.runtime.jobs.run_control import Tally
 
@@ -86,9 +86,7 @@ class IndexSweeper:
     def run(self) -> dict[str, Any]:
         with ThreadPoolExecutor(max_workers=self.job.workers) as pool:
             plan = self.plan(pool)
-            for reason in plan.refused:
-                self.tally.add("mass_deletion_refused")
-                self.tally.error("breaker", RuntimeError(reason))
+            report_refusals(self.tally, plan.refused)
             if not self.job.dry_run and not plan.refused:
                 list(pool.map(self.delete, plan.orphans))
         if self.should_stop():

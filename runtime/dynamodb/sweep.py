@@ -30,7 +30,7 @@ from expiry.runtime.dynamodb.expired_items import (
 )
 from expiry.runtime.dynamodb.items import BATCH_GET, chunks, existing_ids, plain, text_value
 from expiry.runtime.dynamodb.ttl import is_expired
-from expiry.runtime.jobs.breaker import refusal
+from expiry.runtime.jobs.breaker import refusal, report_refusals
 from expiry.runtime.jobs.config import HOOK_MODULE, Job
 from expiry.runtime.jobs.run_control import Tally
 from expiry.runtime.s3 import objects
@@ -96,6 +96,7 @@ class Sweeper:
         self.should_stop, self.tally, self.hook = should_stop, tally, hook
         self.acting_stop = should_stop
         self.planning_over = planning_over or should_stop
+        self.item_count: int | None = None
         s3_settings, stuck = job.s3, job.stuck_uploads
         self.read_attributes = tuple(
             dict.fromkeys(
@@ -118,10 +119,8 @@ class Sweeper:
             self.should_stop = self.planning_over  # planning stops halfway, keeping time to act
             plan = self.plan()
             self.should_stop = self.acting_stop
-            unindexed = count_unindexed_expired(self.dynamodb, self.job, self.now, self.tally)
-            for reason in plan.refused:
-                self.tally.add("mass_deletion_refused")
-                self.tally.error("breaker", RuntimeError(reason))
+            unindexed = count_unindexed_expired(self.dynamodb, self.job, self.now, self.tally, self._item_count)
+            report_refusals(self.tally, plan.refused)
             if not self.job.dry_run and not plan.refused:
                 self.carry_out(plan)
         if self.tally.counts["not_reached"] or self.should_stop():
@@ -176,7 +175,10 @@ class Sweeper:
         return plan
 
     def _item_count(self) -> int:
-        return int(self.dynamodb.describe_table(TableName=self.job.table)["Table"].get("ItemCount", 0))
+        """The table's ItemCount (DescribeTable), read at most once a run."""
+        if self.item_count is None:
+            self.item_count = int(self.dynamodb.describe_table(TableName=self.job.table)["Table"].get("ItemCount", 0))
+        return self.item_count
 
     def _image(self, found: Item) -> Item | None:
         """The item with every attribute a decision needs (the hook gets it whole)."""
@@ -327,8 +329,7 @@ class Sweeper:
             key = decision.object_key
             if not key or not key.startswith(orphans.prefix):
                 continue
-            match = orphans.id_pattern.search(key)
-            owner = (match.group("id") if "id" in orphans.id_pattern.groupindex else match.group(1)) if match else None
+            owner = orphans.owner(key)
             own_id = text_value(decision.image, hash_key)
             if owner != own_id:
                 return (

@@ -39,5 +39,5 @@ def inspect_table(dynamodb: Any, job: Job, now: float, tally: Tally, should_stop
         "oldest_expired_age_seconds": int(now - oldest) if oldest is not None else 0,
         "newest_expired_age_seconds": int(now - newest) if newest is not None else 0,
         "sample_keys": sample,
-        "unindexed_expired": count_unindexed_expired(dynamodb, job, now, tally),
+        "unindexed_expired": count_unindexed_expired(dynamodb, job, now, tally, lambda: table.get("ItemCount", 0)),
     }

@@ -7,6 +7,7 @@ from typing import Any
 
 from expiry.runtime.aws_clients import ClientFactory
 from expiry.runtime.jobs import metrics as m
+from expiry.runtime.jobs.breaker import report_refusals
 from expiry.runtime.jobs.config import KIND_PG_MONITOR, KIND_PG_PURGE, Job, JobConfigError
 from expiry.runtime.jobs.run_control import Tally
 from expiry.runtime.jobs.runner import Work
@@ -50,9 +51,7 @@ def purge_work(clients: ClientFactory) -> Work:
             else:
                 result = purge(conn, spec, should_stop)
                 the_plan = result.plan
-        if the_plan.refused:
-            tally.add("mass_deletion_refused")
-            tally.error("breaker", RuntimeError(the_plan.refused))
+        report_refusals(tally, [the_plan.refused] if the_plan.refused else [])
         details: dict[str, Any] = {
             "plan": asdict(the_plan),
             m.MASS_DELETION_REFUSED: int(the_plan.refused is not None),

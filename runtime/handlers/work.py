@@ -74,9 +74,7 @@ def stream_work(clients: ClientFactory, records: list[dict[str, Any]]) -> Work:
 def stream_entry_point() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The Lambda handler of a stream-cascade job: a batch of stream records in, the partial batch
     response out (Lambda retries from the earliest failed record)."""
-    job = job_from_environment(os.environ)
-    if job.kind != KIND_STREAM_CASCADE:
-        raise JobConfigError(f"EXPIRY_JOB: kind: this handler runs {KIND_STREAM_CASCADE} jobs, got {job.kind!r}")
+    job = job_of_kind(KIND_STREAM_CASCADE)
     clients = default_clients(job)
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -100,11 +98,21 @@ def _work_factory(kind: str) -> Callable[[ClientFactory], Work]:
     return WORK[kind]
 
 
-def work_for(job: Job, expected_kind: str, clients: ClientFactory | None = None) -> Work:
-    """The work of ``job``, refusing a job of another kind than the handler serves."""
+def check_kind(job: Job, expected_kind: str) -> Job:
+    """``job``, refused when it is of another kind than the handler serves."""
     if job.kind != expected_kind:
         raise JobConfigError(f"EXPIRY_JOB: kind: this handler runs {expected_kind} jobs, got {job.kind!r}")
-    return _work_factory(job.kind)(clients or default_clients(job))
+    return job
+
+
+def job_of_kind(kind: str) -> Job:
+    """The job in EXPIRY_JOB, read and checked at cold start."""
+    return check_kind(job_from_environment(os.environ), kind)
+
+
+def work_for(job: Job, expected_kind: str, clients: ClientFactory | None = None) -> Work:
+    """The work of ``job``, refusing a job of another kind than the handler serves."""
+    return _work_factory(check_kind(job, expected_kind).kind)(clients or default_clients(job))
 
 
 def entry_point(kind: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:

@@ -2,6 +2,7 @@
 and says why. A wrong key pattern, a wrong TTL unit or a wrong owner rule looks like this."""
 
 from expiry.runtime.jobs.config import Breaker
+from expiry.runtime.jobs.run_control import Tally
 
 HOW_TO_PROCEED = (
     "nothing was deleted; if this is right, raise breaker.max_share or breaker.max_count, "
@@ -22,3 +23,10 @@ def refusal(breaker: Breaker, what: str, to_delete: int, examined: int) -> str |
             f"breaker.max_share ({breaker.max_share:.0%}); {HOW_TO_PROCEED}"
         )
     return None
+
+
+def report_refusals(tally: Tally, reasons: list[str]) -> None:
+    """Count each refusal (MassDeletionRefused) and log it as one error line that says why."""
+    for reason in reasons:
+        tally.add("mass_deletion_refused")
+        tally.error("breaker", RuntimeError(reason))

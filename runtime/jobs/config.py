@@ -127,6 +127,13 @@ class OrphanedObjects:
     older_than_seconds: int
     id_pattern: re.Pattern[str]
 
+    def owner(self, key: str) -> str | None:
+        """The owner id the rule reads from an object key (group `id`, else the first); None if none."""
+        match = self.id_pattern.search(key)
+        if not match:
+            return None
+        return match.group("id") if "id" in self.id_pattern.groupindex else match.group(1)
+
 
 OWNER_FORMATS = ("json", "text")
 TEMPLATE_FIELDS = ("{owner}", "{token}")

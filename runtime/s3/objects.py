@@ -106,8 +106,7 @@ def orphan_candidates(
             tally.add("objects_listed")
             if now - obj["LastModified"].timestamp() < settings.older_than_seconds or skip(obj["Key"]):
                 continue
-            match = settings.id_pattern.search(obj["Key"])
-            owner = (match.group("id") if "id" in settings.id_pattern.groupindex else match.group(1)) if match else None
+            owner = settings.owner(obj["Key"])
             if not owner:
                 tally.add("objects_unparsed")
                 continue
