@@ -7,6 +7,7 @@ import pulumi
 import pulumi_aws as aws
 
 from expiry.components import validation as v
+from expiry.components.ttl_change_guard import ttl_change_hooks
 from expiry.runtime.dynamodb.ttl import (
     DEFAULT_SHARD_ATTRIBUTE,
     DEFAULT_SHARDS,
@@ -57,8 +58,9 @@ class TtlTableArgs(TypedDict):
     """Sort key type: S (default), N or B."""
     ttl_attribute: NotRequired[str]
     """The TTL attribute, always Number epoch seconds (default `expires_at`). DynamoDB takes one TTL
-    change per table per hour and refuses a new attribute while TTL is on: to rename it, deploy
-    `ttl_enabled: false` first, then the new attribute with TTL on an hour later (README)."""
+    change per table per hour and refuses a new attribute while TTL is on, so a one-step rename is
+    refused at preview: deploy `ttl_enabled: false` first, then the new attribute with TTL on an hour
+    later (README)."""
     ttl_enabled: NotRequired[bool]
     """Whether DynamoDB's TTL deletes expired items (default true); false turns it off."""
     attributes: NotRequired[dict[str, str]]
@@ -389,7 +391,7 @@ class TtlTable(pulumi.ComponentResource):
             stream_enabled=stream_view_type is not None,
             stream_view_type=stream_view_type,
             tags=args.get("tags"),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, hooks=ttl_change_hooks(COMPONENT, name)),
         )
         self.table_name = self.table.name
         self.table_arn = self.table.arn

@@ -15,6 +15,8 @@ import grpc
 from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import (
+    callback_pb2,
+    callback_pb2_grpc,
     engine_pb2,
     engine_pb2_grpc,
     provider_pb2,
@@ -71,6 +73,27 @@ class Registration:
     parent: str
     custom: bool
     inputs: dict[str, Any]
+    wire_inputs: struct_pb2.Struct = field(default_factory=struct_pb2.Struct)
+    before_update: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Hook:
+    """A resource hook as a program registered it: where the engine calls it back."""
+
+    name: str
+    token: str
+    target: str
+    on_dry_run: bool
+
+
+def call_hook(hook: Hook, request: resource_pb2.ResourceHookRequest) -> str:
+    """Invoke a hook through its program's callback server, as the engine does; its error, or ""."""
+    with grpc.insecure_channel(hook.target) as channel:
+        reply = callback_pb2_grpc.CallbacksStub(channel).Invoke(
+            callback_pb2.CallbackInvokeRequest(token=hook.token, request=request.SerializeToString()), timeout=30
+        )
+    return resource_pb2.ResourceHookResponse.FromString(reply.response).error
 
 
 @dataclass
@@ -78,19 +101,39 @@ class FakeMonitor(resource_pb2_grpc.ResourceMonitorServicer, engine_pb2_grpc.Eng
     """Records registrations, echoes inputs as outputs (an id and arn added), answers getCallerIdentity."""
 
     preview: bool = False
+    hooks_supported: bool = False
     registered: list[Registration] = field(default_factory=list)
+    hooks: dict[str, Hook] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def GetDeploymentInfo(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method names)
+        features = FEATURES + [resource_pb2.RESOURCE_MONITOR_FEATURE_RESOURCE_HOOKS] * self.hooks_supported
         return resource_pb2.DeploymentInfo(
-            project=PROJECT, stack=STACK, dryRun=self.preview, parallel=4, supportedFeatures=FEATURES
+            project=PROJECT, stack=STACK, dryRun=self.preview, parallel=4, supportedFeatures=features
         )
+
+    def RegisterResourceHook(self, request: Any, context: Any) -> Any:  # noqa: N802
+        with self.lock:
+            self.hooks[request.name] = Hook(
+                request.name, request.callback.token, request.callback.target, request.on_dry_run
+            )
+        return empty_pb2.Empty()
 
     def RegisterResource(self, request: Any, context: Any) -> Any:  # noqa: N802
         inputs = json.loads(json.dumps(rpc.deserialize_properties(request.object, keep_unknowns=True), default=str))
         with self.lock:
-            self.registered.append(Registration(request.type, request.name, request.parent, request.custom, inputs))
+            self.registered.append(
+                Registration(
+                    request.type,
+                    request.name,
+                    request.parent,
+                    request.custom,
+                    inputs,
+                    request.object,
+                    list(request.hooks.before_update),
+                )
+            )
         urn = f"urn:pulumi:{STACK}::{PROJECT}::{request.type}::{request.name}"
         outputs = struct_pb2.Struct()
         outputs.update(request.object)

@@ -9,7 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from fake_engine import Plugin, output, secret, unknown
+from fake_engine import Plugin, call_hook, output, secret, unknown
+from pulumi.runtime.proto import resource_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "provider"
@@ -27,7 +28,9 @@ def plugin() -> Iterator[Plugin]:
 @pytest.fixture
 def monitor(plugin: Plugin) -> Iterator[Plugin]:
     plugin.monitor.registered.clear()
+    plugin.monitor.hooks.clear()
     plugin.monitor.preview = False
+    plugin.monitor.hooks_supported = False
     yield plugin
 
 
@@ -100,6 +103,38 @@ def test_ttl_table_takes_integers_as_floats(monitor: Plugin):
     (table,) = monitor.monitor.of_type("aws:dynamodb/table:Table")
     assert table.inputs["billingMode"] == "PAY_PER_REQUEST"
     assert monitor.monitor.of_type("expiry:index:TtlTable")[0].name == "sessions"
+
+
+def test_ttl_table_from_other_languages_refuses_a_one_step_ttl_rename_at_preview(monitor: Plugin):
+    """The guard hook is registered by the plugin's process, bound to the table and called back there."""
+    monitor.monitor.hooks_supported = True
+    monitor.construct("TtlTable", "sessions", {"hashKey": "id", "ttlAttribute": "expires_at"})
+    (deployed,) = monitor.monitor.of_type("aws:dynamodb/table:Table")
+    monitor.monitor.registered.clear()
+    monitor.monitor.preview = True
+    monitor.construct("TtlTable", "sessions", {"hashKey": "id", "ttlAttribute": "expiresAt"})
+    (table,) = monitor.monitor.of_type("aws:dynamodb/table:Table")
+
+    assert table.before_update == ["sessions-ttl-change-guard"]
+    hook = monitor.monitor.hooks["sessions-ttl-change-guard"]
+    assert hook.on_dry_run
+
+    def called_with(old_inputs) -> str:
+        return call_hook(
+            hook,
+            resource_pb2.ResourceHookRequest(
+                urn=TABLE_URN,
+                id="sessions",
+                name=table.name,
+                type=table.type,
+                new_inputs=table.wire_inputs,
+                old_inputs=old_inputs,
+            ),
+        )
+
+    refusal = called_with(deployed.wire_inputs)
+    assert refusal.startswith("TtlTable sessions: ttl_attribute: TTL is on for 'expires_at'")
+    assert called_with(table.wire_inputs) == ""
 
 
 @pytest.mark.parametrize(
