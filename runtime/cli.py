@@ -50,6 +50,10 @@ NO_LIMIT_MS = 10**12
 CLI_CALL_SECONDS = 30.0
 SWEEP_KINDS = (KIND_SWEEP, KIND_ORPHANED_REFERENCES)
 INTERRUPTED = 130
+INTERRUPTED_WHILE_DELETING = (
+    "interrupted while deleting, before the run's summary: some deletions may be done; "
+    "run status (or sweep --dry-run) to see what is left"
+)
 STATUS_SETTINGS = ("name", "table", "namespace", "key_attributes", "ttl_attribute", "expiry_index", "page_size")
 
 
@@ -322,7 +326,9 @@ def _confirm(question: str, stdin: TextIO, err: TextIO) -> bool:
     return stdin.readline().strip().lower() in ("y", "yes")
 
 
-def _postgres(args: argparse.Namespace, err: TextIO, progress: bool, stdin: TextIO) -> dict[str, Any]:
+def _postgres(
+    args: argparse.Namespace, err: TextIO, progress: bool, stdin: TextIO, deleting: threading.Event
+) -> dict[str, Any]:
     import psycopg  # only PostgreSQL commands need psycopg
     from psycopg.conninfo import conninfo_to_dict
 
@@ -361,6 +367,7 @@ def _postgres(args: argparse.Namespace, err: TextIO, progress: bool, stdin: Text
             raise NotConfirmedError
         deleted = [0]
         switch = StopSwitch()
+        deleting.set()
 
         def purge() -> Any:
             return pg_cleanup.purge(
@@ -492,7 +499,9 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _dynamodb(args: argparse.Namespace, progress: bool, err: TextIO, stdin: TextIO) -> dict[str, Any]:
+def _dynamodb(
+    args: argparse.Namespace, progress: bool, err: TextIO, stdin: TextIO, deleting: threading.Event
+) -> dict[str, Any]:
     clients, target = _clients(args)
     if args.command == "status":
         try:
@@ -517,6 +526,7 @@ def _dynamodb(args: argparse.Namespace, progress: bool, err: TextIO, stdin: Text
         raise NotConfirmedError
     counts = plan.get("counts") or {}
     total = counts.get("items_to_delete", 0) + counts.get("orphans_to_delete", 0)
+    deleting.set()
     done = _run(job, clients, err, total if progress else None, switch)
     return {"target": target, **done} | ({"interrupted": True} if switch.stopped.is_set() else {})
 
@@ -525,6 +535,7 @@ def main(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr, stdin: TextIO = sys.stdin
 ) -> int:
     as_json = False
+    deleting = threading.Event()  # set once a run may delete: an interruption then cannot say "nothing"
     try:
         args = _parser().parse_args(argv)
         as_json = args.json
@@ -532,9 +543,9 @@ def main(
         if args.command == "sweep" and not (args.dry_run or args.yes or stdin.isatty()):
             raise UsageError("sweep deletes data: run it with --dry-run first, then with --yes (or on a terminal)")
         if args.postgres:
-            result = _postgres(args, err, progress and args.command == "sweep", stdin)
+            result = _postgres(args, err, progress and args.command == "sweep", stdin, deleting)
         else:
-            result = _dynamodb(args, progress, err, stdin)
+            result = _dynamodb(args, progress, err, stdin, deleting)
         _print(result, args.json, out)
         refused = (result.get("plan") or {}).get("refused")
         if refused:
@@ -544,6 +555,8 @@ def main(
     except NotConfirmedError:
         return _fail("not confirmed; nothing was deleted", 1, as_json, out, err)
     except KeyboardInterrupt:
+        if deleting.is_set():
+            return _fail(INTERRUPTED_WHILE_DELETING, INTERRUPTED, as_json, out, err)
         return _fail("interrupted; nothing was deleted", INTERRUPTED, as_json, out, err)
     except (UsageError, ValueError) as error:  # a wrong command line, or a wrong setting (JobConfigError too)
         return _fail(str(error), 2, as_json, out, err)

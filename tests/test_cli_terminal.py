@@ -284,3 +284,112 @@ def test_a_silent_endpoint_fails_the_lambda_run_with_its_metric_within_budget(si
     assert config.retries["total_max_attempts"] == limits.attempts
     assert limits.worst_case_seconds() <= 5  # a call started before the deadline ends before the timeout
     aws_clients.client.cache_clear()
+
+
+def pg_table(postgres, expired: int, delete_ms: int) -> tuple[str, list[str]]:
+    """A table of ``expired`` expired rows, one live and one without expiry, each delete taking
+    ``delete_ms`` (a slow disk); its database and the CLI's target arguments."""
+    database = postgres.new_database("terminal")
+    with postgres.connect(database) as conn:
+        conn.execute("CREATE TABLE attributes (id serial PRIMARY KEY, ttl_timestamp bigint)")
+        conn.execute(
+            "INSERT INTO attributes (ttl_timestamp) SELECT extract(epoch from now())::bigint - 100 - g "
+            "FROM generate_series(1, %s) g",
+            (expired,),
+        )
+        conn.execute("INSERT INTO attributes (ttl_timestamp) VALUES (NULL), (extract(epoch from now())::bigint + 3600)")
+        conn.execute(
+            "CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_sleep({delete_ms / 1000}); RETURN OLD; END $$"
+        )
+        conn.execute("CREATE TRIGGER slow BEFORE DELETE ON attributes FOR EACH ROW EXECUTE FUNCTION slow_delete()")
+    return database, ["--postgres", postgres.dsn(database), "--table", "attributes", "--expiry-column", "ttl_timestamp"]
+
+
+def rows_left(postgres, database: str) -> int:
+    with postgres.connect(database) as conn:
+        return conn.execute("SELECT count(*) FROM attributes").fetchone()[0]
+
+
+@pytest.mark.parametrize(("reply", "code", "left"), [("n", 1, 42), ("y", 0, 2)])
+def test_postgres_sweep_on_a_terminal_shows_target_and_count_then_asks(postgres, reply, code, left):
+    database, target = pg_table(postgres, expired=40, delete_ms=1)
+    answered: list[str] = []
+
+    def react(text: str, type_: Callable[[str], None], proc: subprocess.Popen[bytes]) -> None:
+        if "[y/N]" in text and not answered:
+            answered.append(reply)
+            type_(f"{reply}\n")
+
+    exit_code, terminal, out = on_terminal(["sweep", *target, "--allow-mass-deletion", "--json"], react)
+    assert exit_code == code, terminal
+    assert f"database {database}" in terminal and "table public.attributes" in terminal
+    assert "planned: 40 expired rows to delete" in terminal
+    assert "Delete 40 rows from public.attributes? [y/N]" in terminal
+    assert rows_left(postgres, database) == left
+    if reply == "y":
+        assert "rows deleted 40/40 (100.0%)" in terminal
+        assert json.loads(out)["rows_deleted"] == 40
+    else:
+        assert json.loads(out) == {"error": "not confirmed; nothing was deleted", "exit_code": 1}
+
+
+def test_postgres_ctrl_c_stops_after_the_batch_in_flight_and_counts_what_was_deleted(postgres):
+    database, target = pg_table(postgres, expired=400, delete_ms=10)  # batches of 5 rows: 50 ms each
+    interrupted: list[int] = []
+
+    def react(text: str, type_: Callable[[str], None], proc: subprocess.Popen[bytes]) -> None:
+        progress = re.findall(r"rows deleted (\d+)/400", text)
+        if progress and int(progress[-1]) > 0 and not interrupted:
+            interrupted.append(int(progress[-1]))
+            proc.send_signal(signal.SIGINT)
+
+    args = ["sweep", *target, "--yes", "--allow-mass-deletion", "--batch-size", "5", "--json"]
+    exit_code, terminal, out = on_terminal(args, react)
+
+    assert interrupted, terminal
+    assert exit_code == 130, terminal
+    assert "Traceback" not in terminal and "interrupted: finishing what is in flight" in terminal
+    summary = json.loads(out)
+    assert summary["interrupted"] is True
+    assert interrupted[0] <= summary["rows_deleted"] < 400
+    assert rows_left(postgres, database) == 402 - summary["rows_deleted"]  # counts exactly what was done
+
+
+@pytest.mark.parametrize("store", ["postgres", "dynamodb"])
+def test_a_second_ctrl_c_quits_now_without_claiming_nothing_was_deleted(request, store):
+    if store == "postgres":
+        postgres = request.getfixturevalue("postgres")
+        database, target = pg_table(postgres, expired=400, delete_ms=200)  # batches of 5 rows: 1 s each
+        args, pattern = [*target, "--batch-size", "5"], r"rows deleted (\d+)/400"
+
+        def left() -> int:
+            return rows_left(postgres, database)
+    else:
+        aws, server = request.getfixturevalue("world")
+        sessions(aws, 300)
+        proxy = SlowProxy(server.port, delay=0.2)
+        request.addfinalizer(proxy.close)
+        args, pattern = ["--table", TABLE, "--workers", "1", "--endpoint-url", proxy.url], r"deleted (\d+)/300"
+
+        def left() -> int:
+            return len(session_ids(aws.dynamodb)) - 1
+
+    signalled: list[int] = []
+
+    def react(text: str, type_: Callable[[str], None], proc: subprocess.Popen[bytes]) -> None:
+        progress = re.findall(pattern, text)
+        if progress and int(progress[-1]) > 0 and not signalled:
+            signalled.append(int(progress[-1]))
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.03)
+            proc.send_signal(signal.SIGINT)
+
+    total = 400 if store == "postgres" else 300
+    exit_code, terminal, out = on_terminal(["sweep", *args, "--yes", "--allow-mass-deletion", "--json"], react)
+
+    assert signalled, terminal
+    assert exit_code == 130, terminal
+    assert "Traceback" not in terminal and "nothing was deleted" not in terminal
+    assert json.loads(out)["error"].startswith("interrupted while deleting, before the run's summary")
+    assert left() <= total - signalled[0]  # what the progress line showed was deleted stays deleted
