@@ -4,8 +4,13 @@ Throttling and transient errors are retried with exponential backoff by botocore
 retry mode. One call, retries and backoff included, ends within a bound (``call_seconds``): a
 job's safety margin in Lambda, so that a call started before the run's deadline ends before
 Lambda's timeout and a silent endpoint fails the run with its failure metric. AWS_ENDPOINT_URL
-(read by boto3 itself) points the clients at any AWS-compatible endpoint."""
+(read by boto3 itself) points the clients at any AWS-compatible endpoint.
 
+Requests carry a fixed User-Agent naming Expiry, which CloudTrail records for each call it logs. It
+also saves client CPU: botocore rebuilds its default User-Agent for every request, measured at 15-25 %
+of a DeleteItem's client CPU, the bound of a sweeper's deletions per second (README, "Benchmark")."""
+
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -15,11 +20,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from expiry import __version__
+
 ClientFactory = Callable[[str], Any]
 DEFAULT_CALL_SECONDS = 60.0
 MAX_ATTEMPTS = 3
 MAX_READ_TIMEOUT = 60.0
 MAX_CONNECT_TIMEOUT = 5.0
+USER_AGENT = f"expiry/{__version__} Python/{platform.python_version()}"  # boto3 adds its own version
 
 
 @dataclass(frozen=True)
@@ -49,9 +57,11 @@ def call_limits(call_seconds: float) -> CallLimits:
 
 
 def client_config(workers: int = 8, call_seconds: float = DEFAULT_CALL_SECONDS) -> Config:
-    """Bounded calls retried with backoff, and a connection pool large enough for ``workers`` threads."""
+    """Bounded calls retried with backoff, a connection pool large enough for ``workers`` threads,
+    and Expiry's User-Agent."""
     limits = call_limits(call_seconds)
     return Config(
+        user_agent=USER_AGENT,
         retries={"mode": "standard", "total_max_attempts": limits.attempts},
         connect_timeout=limits.connect_timeout,
         read_timeout=limits.read_timeout,
