@@ -126,6 +126,7 @@ def run_case(url: str, quotas: CpuQuota, case: dict[str, Any], table: dict[str, 
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
         "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(case["memory_mb"]),
     }
     child = {**case, "items": table["items"], "expired": table["expired"]}
     done = subprocess.run(
@@ -211,7 +212,10 @@ def child(case: dict[str, Any]) -> None:
     import boto3
 
     from expiry.runtime.aws_clients import client
+    from expiry.runtime.jobs.cpu import pin_to_one_cpu
 
+    if case["variant"] != "loop":
+        pin_to_one_cpu()  # as Expiry's handlers do at cold start (the document's code does not)
     dynamodb = boto3.client("dynamodb") if case["variant"] == "loop" else client("dynamodb", case["workers"])
     dynamodb.describe_table(TableName="bench")  # a warm function: connection and credentials ready
     started, cpu_started = time.perf_counter(), time.process_time()

@@ -20,6 +20,7 @@ from expiry.runtime.jobs.config import (
     JobConfigError,
     job_from_environment,
 )
+from expiry.runtime.jobs.cpu import pin_to_one_cpu
 from expiry.runtime.jobs.run_control import Deadline, Tally
 from expiry.runtime.jobs.runner import Work, run_job
 
@@ -76,6 +77,7 @@ def stream_entry_point() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     response out (Lambda retries from the earliest failed record)."""
     job = job_of_kind(KIND_STREAM_CASCADE)
     clients = default_clients(job)
+    pin_to_one_cpu()
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         records = event.get("Records", []) if isinstance(event, dict) else []
@@ -116,9 +118,11 @@ def work_for(job: Job, expected_kind: str, clients: ClientFactory | None = None)
 
 
 def entry_point(kind: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """A Lambda handler for jobs of ``kind``: EXPIRY_JOB is read and checked now, at cold start."""
+    """A Lambda handler for jobs of ``kind``: EXPIRY_JOB is read and checked now, at cold start, and
+    the process is kept on one CPU when the function has at most one vCPU's time."""
     job = job_from_environment(os.environ)
     work = work_for(job, kind)
+    pin_to_one_cpu()
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return run_job(job, work, context, event=event)
