@@ -32,10 +32,13 @@ def ttl_change_refusal(component: str, old: Any, new: Any) -> str | None:
         )
     else:
         reason = f"TTL is on for {old_attribute!r}; turning it off must name that attribute, not {new_attribute!r}"
-    return f"{component}: ttl_attribute: {reason}. The table is unchanged: {first_step}, {second_step} (README)."
+    return (
+        f"{component}: ttl_attribute: {reason}. The table is unchanged: {first_step}, {second_step} "
+        "(README; if TTL was changed outside Pulumi, run pulumi refresh first)."
+    )
 
 
-def ttl_change_hooks(component: str, name: str) -> pulumi.ResourceHookBinding | None:
+def ttl_change_hooks(component: str, name: str, parent: pulumi.Resource | None) -> pulumi.ResourceHookBinding | None:
     """The hook binding that guards a TtlTable's TTL changes, or None (with a warning) when the
     Pulumi CLI running the program has no resource hooks."""
     if not monitor_supports_feature(resource_pb2.RESOURCE_MONITOR_FEATURE_RESOURCE_HOOKS):
@@ -46,16 +49,25 @@ def ttl_change_hooks(component: str, name: str) -> pulumi.ResourceHookBinding | 
         return None
 
     def refuse_one_step_ttl_rename(args: pulumi.ResourceHookArgs) -> None:
-        old_ttl = (args.old_inputs or {}).get("ttl")
-        new_ttl = (args.new_inputs or {}).get("ttl")
-        refusal = ttl_change_refusal(f"{component} {name}", old_ttl, new_ttl)
+        # The deployed outputs first: `pulumi refresh` brings them in line with a change made outside Pulumi.
+        deployed = (args.old_outputs or {}).get("ttl") or (args.old_inputs or {}).get("ttl")
+        refusal = ttl_change_refusal(f"{component} {name}", deployed, (args.new_inputs or {}).get("ttl"))
         if refusal is not None:
             raise ValueError(refusal)
 
     hook = pulumi.ResourceHook(
-        f"{name}-{HOOK_SUFFIX}", refuse_one_step_ttl_rename, pulumi.ResourceHookOptions(on_dry_run=True)
+        hook_name(name, parent), refuse_one_step_ttl_rename, pulumi.ResourceHookOptions(on_dry_run=True)
     )
     return pulumi.ResourceHookBinding(before_update=[hook])
+
+
+def hook_name(name: str, parent: pulumi.Resource | None) -> str:
+    """The guard's name, unique in a deployment as hook names must be: two TtlTables of one name have
+    parents of different types (their URNs would clash otherwise), so the parent's type and name
+    are part of it when the parent is known here."""
+    if parent is None or not parent.pulumi_resource_type:
+        return f"{name}-{HOOK_SUFFIX}"
+    return f"{parent.pulumi_resource_type}::{parent.pulumi_resource_name}::{name}-{HOOK_SUFFIX}"
 
 
 def _ttl_spec(value: Any) -> tuple[str | None, bool]:

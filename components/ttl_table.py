@@ -59,8 +59,8 @@ class TtlTableArgs(TypedDict):
     ttl_attribute: NotRequired[str]
     """The TTL attribute, always Number epoch seconds (default `expires_at`). DynamoDB takes one TTL
     change per table per hour and refuses a new attribute while TTL is on, so a one-step rename is
-    refused at preview: deploy `ttl_enabled: false` first, then the new attribute with TTL on an hour
-    later (README)."""
+    refused at preview (Pulumi CLI 3.182 or later): deploy `ttl_enabled: false` first, then the new
+    attribute with TTL on an hour later (README)."""
     ttl_enabled: NotRequired[bool]
     """Whether DynamoDB's TTL deletes expired items (default true); false turns it off."""
     attributes: NotRequired[dict[str, str]]
@@ -391,7 +391,9 @@ class TtlTable(pulumi.ComponentResource):
             stream_enabled=stream_view_type is not None,
             stream_view_type=stream_view_type,
             tags=args.get("tags"),
-            opts=pulumi.ResourceOptions(parent=self, hooks=ttl_change_hooks(COMPONENT, name)),
+            opts=pulumi.ResourceOptions(
+                parent=self, hooks=ttl_change_hooks(COMPONENT, name, opts.parent if opts else None)
+            ),
         )
         self.table_name = self.table.name
         self.table_arn = self.table.arn

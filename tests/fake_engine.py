@@ -115,6 +115,10 @@ class FakeMonitor(resource_pb2_grpc.ResourceMonitorServicer, engine_pb2_grpc.Eng
 
     def RegisterResourceHook(self, request: Any, context: Any) -> Any:  # noqa: N802
         with self.lock:
+            if request.name in self.hooks:  # as the engine refuses it (pkg/resource/deploy/resource_hooks.go)
+                context.abort(
+                    grpc.StatusCode.ALREADY_EXISTS, f"resource hook already registered for name {request.name!r}"
+                )
             self.hooks[request.name] = Hook(
                 request.name, request.callback.token, request.callback.target, request.on_dry_run
             )

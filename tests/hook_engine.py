@@ -1,8 +1,8 @@
 """The engine's side of resource hooks, for the mocks: hooks a program registers are called back over
-gRPC, as pulumi/pulumi's deployment does for an update step (RunHooks with the resource's new and
-deployed inputs, skipping hooks without on_dry_run in a preview, a before-hook's error failing the
-step). The calls happen in SignalAndWaitForShutdown, when the program has registered everything and
-its callback server is still serving."""
+gRPC, as pulumi/pulumi's deployment does for an update step (RunHooks with the resource's new inputs
+and its deployed inputs and outputs, skipping hooks without on_dry_run in a preview, a before-hook's
+error failing the step). The calls happen in SignalAndWaitForShutdown, when the program has
+registered everything and its callback server is still serving."""
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +15,13 @@ from pulumi_harness import RecordingMocks, RecordingMonitor
 
 @dataclass
 class Step:
-    """One resource the program registered, as the engine keeps it for its update step."""
+    """One resource the program registered, as the engine keeps it: its state after the run."""
 
     urn: str
     type: str
     name: str
     inputs: struct_pb2.Struct
+    outputs: struct_pb2.Struct
     before_update: list[str]
 
 
@@ -33,13 +34,17 @@ class Outcome:
     hooks_called: list[str] = field(default_factory=list)
 
 
+def copy(struct: struct_pb2.Struct) -> struct_pb2.Struct:
+    copied = struct_pb2.Struct()
+    copied.CopyFrom(struct)
+    return copied
+
+
 class HookEngine(RecordingMonitor):
     """A mock monitor that keeps registrations as an engine would and runs `before_update` hooks
-    against the inputs of a previous run (`deployed`, keyed by resource name)."""
+    against the state a previous run left (``deployed``, its steps by resource name)."""
 
-    def __init__(
-        self, preview: bool, deployed: dict[str, struct_pb2.Struct] | None = None, hooks_supported: bool = True
-    ) -> None:
+    def __init__(self, preview: bool, deployed: dict[str, Step] | None = None, hooks_supported: bool = True) -> None:
         super().__init__(RecordingMocks())
         self.preview = preview
         self.deployed = deployed or {}
@@ -66,21 +71,27 @@ class HookEngine(RecordingMonitor):
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802
         response = super().RegisterResource(request)
         if request.custom:
-            inputs = struct_pb2.Struct()
-            inputs.CopyFrom(request.object)
-            self.steps.append(Step(response.urn, request.type, request.name, inputs, list(request.hooks.before_update)))
+            step = Step(
+                response.urn,
+                request.type,
+                request.name,
+                copy(request.object),
+                copy(response.object),
+                list(request.hooks.before_update),
+            )
+            self.steps.append(step)
         return response
 
     def SignalAndWaitForShutdown(self, request: Any) -> Any:  # noqa: N802
         for step in self.steps:
             old = self.deployed.get(step.name)
-            if old is None or old == step.inputs:
+            if old is None or old.inputs == step.inputs:
                 continue
             if self._run_before_update(step, old):
                 self.outcome.updated.append(step.name)
         return super().SignalAndWaitForShutdown(request)
 
-    def _run_before_update(self, step: Step, old: struct_pb2.Struct) -> bool:
+    def _run_before_update(self, step: Step, old: Step) -> bool:
         for name in step.before_update:
             hook = self.hooks[name]
             if self.preview and not hook.on_dry_run:
@@ -92,7 +103,8 @@ class HookEngine(RecordingMonitor):
                 name=step.name,
                 type=step.type,
                 new_inputs=step.inputs,
-                old_inputs=old,
+                old_inputs=old.inputs,
+                old_outputs=old.outputs,
             )
             error = call_hook(hook, request)
             if error:
@@ -100,6 +112,6 @@ class HookEngine(RecordingMonitor):
                 return False
         return True
 
-    def inputs_of(self, name: str) -> struct_pb2.Struct:
-        """A registered resource's inputs, to deploy as the next run's old inputs."""
-        return next(step.inputs for step in self.steps if step.name == name)
+    def state(self) -> dict[str, Step]:
+        """The resources as this run left them, to deploy as the next run's state."""
+        return {step.name: step for step in self.steps}

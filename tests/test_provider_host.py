@@ -111,6 +111,7 @@ def test_ttl_table_from_other_languages_refuses_a_one_step_ttl_rename_at_preview
     monitor.construct("TtlTable", "sessions", {"hashKey": "id", "ttlAttribute": "expires_at"})
     (deployed,) = monitor.monitor.of_type("aws:dynamodb/table:Table")
     monitor.monitor.registered.clear()
+    monitor.monitor.hooks.clear()  # the next deployment
     monitor.monitor.preview = True
     monitor.construct("TtlTable", "sessions", {"hashKey": "id", "ttlAttribute": "expiresAt"})
     (table,) = monitor.monitor.of_type("aws:dynamodb/table:Table")

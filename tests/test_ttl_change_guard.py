@@ -44,10 +44,10 @@ def uploads_table(**ttl):
 
 
 def deployed_with(**ttl):
-    """The table's inputs after a `pulumi up` with these TTL settings."""
+    """The state after a `pulumi up` with these TTL settings."""
     engine, _ = run(uploads_table(**ttl), preview=False)
     assert engine.outcome.failures == []
-    return {TABLE: engine.inputs_of(TABLE)}
+    return engine.state()
 
 
 @pytest.mark.parametrize("preview", [True, False])
@@ -70,9 +70,7 @@ def test_the_two_step_rename_passes():
     )
     assert step_one.outcome.failures == [] and step_one.outcome.updated == [TABLE]
 
-    step_two, _ = run(
-        uploads_table(ttl_attribute="expiresAt"), preview=False, deployed={TABLE: step_one.inputs_of(TABLE)}
-    )
+    step_two, _ = run(uploads_table(ttl_attribute="expiresAt"), preview=False, deployed=step_one.state())
     assert step_two.outcome.failures == [] and step_two.outcome.updated == [TABLE]
     assert step_two.outcome.hooks_called == ["uploads-ttl-change-guard"]
 
@@ -122,6 +120,33 @@ def test_a_cli_without_resource_hooks_gets_the_table_and_a_warning():
     assert "TtlTable uploads" in warning and "3.182.0" in warning and "not refused at preview" in warning
 
 
+def test_a_refreshed_state_is_judged_by_the_deployed_outputs():
+    """TTL turned off outside Pulumi, then `pulumi refresh`: the outputs say off, the inputs still
+    say on; enabling the new attribute is one step, and is let through."""
+    deployed = deployed_with(ttl_attribute="expires_at")
+    deployed[TABLE].outputs["ttl"] = {"attributeName": "expires_at", "enabled": False}
+
+    engine, _ = run(uploads_table(ttl_attribute="expiresAt"), preview=True, deployed=deployed)
+
+    assert engine.outcome.failures == [] and engine.outcome.updated == [TABLE]
+
+
+class Service(pulumi.ComponentResource):
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"acme:index:{kind}", name)
+        self.table = TtlTable("sessions", {"hash_key": "id"}, pulumi.ResourceOptions(parent=self))
+
+
+def test_tables_of_one_name_under_parents_of_different_types_have_their_own_guard():
+    engine, _ = run(lambda: (Service("Billing", "billing"), Service("Search", "search")), preview=True)
+
+    assert sorted(engine.hooks) == [
+        "acme:index:Billing::billing::sessions-ttl-change-guard",
+        "acme:index:Search::search::sessions-ttl-change-guard",
+    ]
+    assert sorted(name for step in engine.steps for name in step.before_update) == sorted(engine.hooks)
+
+
 def test_the_stack_refuses_a_one_step_change_of_the_upload_ttl_attribute(monkeypatch, tmp_path):
     monkeypatch.setenv("EXPIRY_BUILD_DIR", str(tmp_path))
 
@@ -133,10 +158,8 @@ def test_the_stack_refuses_a_one_step_change_of_the_upload_ttl_attribute(monkeyp
     assert len(tables) >= 4 and sorted(up.hooks) == sorted(
         f"{t.removesuffix('-table')}-ttl-change-guard" for t in tables
     )
-    deployed = {step.name: step.inputs for step in up.steps}
-
     renamed, _ = run(
-        program, preview=True, deployed=deployed, config=stack_config("dev", uploadsTtlAttribute="expiresAt")
+        program, preview=True, deployed=up.state(), config=stack_config("dev", uploadsTtlAttribute="expiresAt")
     )
 
     [failure] = renamed.outcome.failures
