@@ -245,9 +245,9 @@ def _interruptible(run: Callable[[], T], switch: StopSwitch, err: TextIO) -> T:
         except KeyboardInterrupt:
             if switch.stopped.is_set():
                 raise
+            switch.stopped.set()  # first: a second Ctrl-C during the message must find the run stopping
             err.write("\ninterrupted: finishing what is in flight, then stopping (Ctrl-C again to quit now)\n")
             err.flush()
-            switch.stopped.set()
     if "error" in outcome:
         raise outcome["error"]
     return cast(T, outcome["value"])
