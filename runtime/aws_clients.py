@@ -7,8 +7,8 @@ Lambda's timeout and a silent endpoint fails the run with its failure metric. AW
 (read by boto3 itself) points the clients at any AWS-compatible endpoint.
 
 Requests carry a fixed User-Agent naming Expiry, which CloudTrail records for each call it logs. It
-also saves client CPU: botocore rebuilds its default User-Agent for every request, measured at 15-25 %
-of a DeleteItem's client CPU, the bound of a sweeper's deletions per second (README, "Benchmark")."""
+also saves client CPU: botocore rebuilds its default User-Agent for every request, measured at about
+8-20 % of a DeleteItem's client CPU, the bound of a sweeper's deletions per second (README, "Benchmark")."""
 
 import platform
 from collections.abc import Callable
@@ -27,7 +27,7 @@ DEFAULT_CALL_SECONDS = 60.0
 MAX_ATTEMPTS = 3
 MAX_READ_TIMEOUT = 60.0
 MAX_CONNECT_TIMEOUT = 5.0
-USER_AGENT = f"expiry/{__version__} Python/{platform.python_version()}"  # boto3 adds its own version
+USER_AGENT = f"expiry/{__version__} Python/{platform.python_version()}"  # boto3 appends Botocore/<version>
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,9 @@
 """One CPU for a function that Lambda gives at most one vCPU's time.
 
-Lambda shares CPU time in proportion to memory (one vCPU's worth at 1,769 MB) but shows the function
-more than one CPU. A sweep's threads then run botocore on two CPUs in turn under the GIL, and
-measured under a cgroup quota of the same share that costs CPU per call and about 10-20 % of the
-deletions per second (README, "Benchmark"). Kept on one CPU, the process loses no CPU time it could
-have had."""
+Lambda shares CPU time in proportion to memory (one vCPU's worth at 1,769 MB) and may show the
+function more than one CPU (not verified here). A sweep's threads then run botocore on two CPUs in turn under the GIL, which,
+measured under a cgroup quota of the same share, costs CPU per call (README, "Benchmark"). Kept on
+one CPU, the threads lose no CPU time they could have had."""
 
 import os
 from collections.abc import Mapping
