@@ -1,9 +1,9 @@
 """One CPU for a function that Lambda gives at most one vCPU's time.
 
 Lambda shares CPU time in proportion to memory (one vCPU's worth at 1,769 MB) and may show the
-function more than one CPU (not verified here). A sweep's threads then run botocore on two CPUs in turn under the GIL, which,
-measured under a cgroup quota of the same share, costs CPU per call (README, "Benchmark"). Kept on
-one CPU, the threads lose no CPU time they could have had."""
+function more than one CPU (not verified here). A sweep's threads then run botocore on two CPUs in
+turn under the GIL, which, measured under a cgroup quota of the same share, costs CPU per call
+(README, "Benchmark"). Kept on one CPU, the threads lose no CPU time they could have had."""
 
 import os
 from collections.abc import Mapping
