@@ -119,6 +119,28 @@ class PostgresServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def expiring_table(server: PostgresServer, expired: int, delete_ms: int = 0) -> str:
+    """A fresh database holding `attributes` (id, ttl_timestamp epoch seconds): ``expired`` rows that
+    expired 101 s ago and earlier, one row without expiry and one live for an hour; with ``delete_ms``,
+    a trigger makes each delete take that long (a slow disk). Its name."""
+    database = server.new_database("expiring")
+    with server.connect(database) as conn:
+        conn.execute("CREATE TABLE attributes (id serial PRIMARY KEY, ttl_timestamp bigint)")
+        conn.execute(
+            "INSERT INTO attributes (ttl_timestamp) SELECT extract(epoch from now())::bigint - 100 - g "
+            "FROM generate_series(1, %s) g",
+            (expired,),
+        )
+        conn.execute("INSERT INTO attributes (ttl_timestamp) VALUES (NULL), (extract(epoch from now())::bigint + 3600)")
+        if delete_ms:
+            conn.execute(
+                "CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN PERFORM pg_sleep({delete_ms / 1000}); RETURN OLD; END $$"
+            )
+            conn.execute("CREATE TRIGGER slow BEFORE DELETE ON attributes FOR EACH ROW EXECUTE FUNCTION slow_delete()")
+    return database
+
+
 def purge_role_grants(role: str, database: str, table: str = "attributes") -> list[tuple[str, str]]:
     """The README's grants for a non-superuser that provisions and runs a purge of ``table`` in
     ``database`` with pg_cron in `postgres`: (database to run it in, statement)."""

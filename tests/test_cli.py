@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from postgres import expiring_table
 from uploads_world import BUCKET, TABLE, create_table, object_keys, put_session, session_ids
 
 NOW = int(time.time())
@@ -127,15 +128,7 @@ def test_errors_are_one_line_and_a_non_zero_exit(uploads, args, code, message):
 
 @pytest.fixture
 def pg_table(postgres):
-    name = postgres.new_database("cli")
-    with postgres.connect(name) as conn:
-        conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp bigint)")
-        conn.execute(
-            "INSERT INTO attributes (ttl_timestamp) SELECT extract(epoch from now())::bigint - 100 - g "
-            "FROM generate_series(1, 40) g"
-        )
-        conn.execute("INSERT INTO attributes (ttl_timestamp) VALUES (NULL), (extract(epoch from now())::bigint + 99)")
-    return postgres, name
+    return postgres, expiring_table(postgres, expired=40)
 
 
 def test_postgres_status_and_sweep(pg_table):

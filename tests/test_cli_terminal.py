@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from botocore.exceptions import BotoCoreError
+from postgres import expiring_table
 from tests_support import free_port
 from uploads_world import TABLE, create_table, put_session, session_ids
 
@@ -287,22 +288,8 @@ def test_a_silent_endpoint_fails_the_lambda_run_with_its_metric_within_budget(si
 
 
 def pg_table(postgres, expired: int, delete_ms: int) -> tuple[str, list[str]]:
-    """A table of ``expired`` expired rows, one live and one without expiry, each delete taking
-    ``delete_ms`` (a slow disk); its database and the CLI's target arguments."""
-    database = postgres.new_database("terminal")
-    with postgres.connect(database) as conn:
-        conn.execute("CREATE TABLE attributes (id serial PRIMARY KEY, ttl_timestamp bigint)")
-        conn.execute(
-            "INSERT INTO attributes (ttl_timestamp) SELECT extract(epoch from now())::bigint - 100 - g "
-            "FROM generate_series(1, %s) g",
-            (expired,),
-        )
-        conn.execute("INSERT INTO attributes (ttl_timestamp) VALUES (NULL), (extract(epoch from now())::bigint + 3600)")
-        conn.execute(
-            "CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN PERFORM pg_sleep({delete_ms / 1000}); RETURN OLD; END $$"
-        )
-        conn.execute("CREATE TRIGGER slow BEFORE DELETE ON attributes FOR EACH ROW EXECUTE FUNCTION slow_delete()")
+    """An expiring table (tests/postgres.py) and the CLI's target arguments for it."""
+    database = expiring_table(postgres, expired, delete_ms)
     return database, ["--postgres", postgres.dsn(database), "--table", "attributes", "--expiry-column", "ttl_timestamp"]
 
 
