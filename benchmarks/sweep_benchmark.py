@@ -28,7 +28,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-FULL_VCPU_MB = 1769  # Lambda gives one vCPU at 1,769 MB, in proportion below
+from expiry.runtime.jobs.cpu import FULL_VCPU_MB  # noqa: E402 (Lambda gives one vCPU at 1,769 MB)
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
 NOW = 1_700_000_000

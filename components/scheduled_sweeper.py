@@ -23,6 +23,7 @@ from expiry.runtime.jobs.config import (
     JobConfigError,
     parse_job,
 )
+from expiry.runtime.jobs.cpu import FULL_VCPU_MB
 from expiry.runtime.postgres.cleanup import CleanupError, PurgeSpec
 
 COMPONENT = "ScheduledSweeper"
@@ -54,7 +55,7 @@ LOG_RETENTION_DAYS = (
 RUNTIMES = ("python3.11", "python3.12", "python3.13")
 ARCHITECTURES = ("arm64", "x86_64")
 POSTGRES_NAMES = ("host", "database", "secret_arn")
-SWEEPING_MEMORY_MB = 1769  # one vCPU: a sweep's speed is bounded by botocore's CPU per call
+SWEEPING_MEMORY_MB = FULL_VCPU_MB  # one vCPU: a sweep's speed is bounded by botocore's CPU per call
 PLACEHOLDER = "x" * 96  # stands in for a name only known after deployment when sizing the environment
 
 
