@@ -350,8 +350,14 @@ def test_a_second_ctrl_c_quits_now_without_claiming_nothing_was_deleted(request,
         database, target = pg_table(postgres, expired=400, delete_ms=200)  # batches of 5 rows: 1 s each
         args, pattern = [*target, "--batch-size", "5"], r"rows deleted (\d+)/400"
 
-        def left() -> int:
-            return rows_left(postgres, database)
+        def left() -> int:  # expired rows left; the row without expiry and the live one must stay
+            with postgres.connect(database) as conn:
+                kept = conn.execute(
+                    "SELECT count(*) FROM attributes "
+                    "WHERE ttl_timestamp IS NULL OR ttl_timestamp > extract(epoch from now())"
+                ).fetchone()[0]
+            assert kept == 2
+            return rows_left(postgres, database) - kept
     else:
         aws, server = request.getfixturevalue("world")
         sessions(aws, 300)
@@ -359,8 +365,10 @@ def test_a_second_ctrl_c_quits_now_without_claiming_nothing_was_deleted(request,
         request.addfinalizer(proxy.close)
         args, pattern = ["--table", TABLE, "--workers", "1", "--endpoint-url", proxy.url], r"deleted (\d+)/300"
 
-        def left() -> int:
-            return len(session_ids(aws.dynamodb)) - 1
+        def left() -> int:  # expired sessions left; the live one must stay
+            ids = session_ids(aws.dynamodb)
+            assert "live" in ids
+            return len(ids) - 1
 
     signalled: list[int] = []
 
