@@ -16,10 +16,16 @@ import functools
 import json
 import math
 import re
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from expiry.runtime.dynamodb.ttl import expiry_shard
 
 Item = dict[str, Any]
 PAGE_BYTES = 1024 * 1024
@@ -109,9 +115,11 @@ class Table:
     order: list[str] = field(default_factory=list)
     position: dict[str, int] = field(default_factory=dict)
     index: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    size_bytes: int = 0  # kept as items go, so DescribeTable is metadata (as DynamoDB's is), not a walk
 
     def load(self, items: list[Item]) -> None:
         self.items = {i["id"]["S"]: i for i in items}
+        self.size_bytes = sum(item_size(i) for i in items)
         self.order = list(self.items)
         self.position = {key: n for n, key in enumerate(self.order)}
         self.index = {}
@@ -130,7 +138,8 @@ class Table:
 
 def make_items(count: int, expired: int, now: int, size: int, shards: int) -> list[Item]:
     """``count`` items, ``expired`` of them (spread evenly: see ``expired_ids``) expired an hour ago, each
-    ``size`` bytes as DynamoDB counts them (padded with a `data` string), all carrying the index's shard."""
+    ``size`` bytes as DynamoDB counts them (padded with a `data` string), all carrying the index's shard
+    as Expiry's writers set it (`expiry_shard`: a hash of the key, which spreads the expired ones)."""
     old = set(expired_ids(count, expired))
     items = []
     for n in range(count):
@@ -138,7 +147,7 @@ def make_items(count: int, expired: int, now: int, size: int, shards: int) -> li
         item = {
             "id": {"S": f"item-{n:08}"},
             "ttl": {"N": str(ttl)},
-            "expiry_shard": {"S": str(n % shards)},
+            "expiry_shard": {"S": expiry_shard(f"item-{n:08}", shards)},
             "status": {"S": "done"},
         }
         padding = size - item_size(item) - len("data")
@@ -202,7 +211,7 @@ class Endpoint:
                 "TableName": t.name,
                 "TableStatus": "ACTIVE",
                 "ItemCount": len(t.items),
-                "TableSizeBytes": sum(item_size(i) for i in t.items.values()),
+                "TableSizeBytes": t.size_bytes,
                 "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
             }
         }
@@ -227,6 +236,7 @@ class Endpoint:
             raise DynamoError("ConditionalCheckFailedException", "The conditional request failed", returned)
         if item is not None:
             del t.items[key]
+            t.size_bytes -= item_size(item)
             entry = t.index_entry(item)
             if entry:
                 self.units["index_write"] += math.ceil(item_size(entry) / WRITE_UNIT_BYTES)

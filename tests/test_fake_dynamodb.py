@@ -1,6 +1,7 @@
 """The benchmarks' fake DynamoDB answers like DynamoDB for what the sweeper and the loop send."""
 
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from fake_dynamodb import expired_ids, item_size, make_items
 from sweep_benchmark import NOW, SHARDS, admin, expiry_sweep, fake_endpoint
+
+from expiry.runtime.dynamodb.ttl import expiry_shard
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +80,19 @@ def test_a_conditional_delete_leaves_a_changed_item_and_returns_it(endpoint: str
         )
     assert failed.value.response["Item"]["id"] == key["id"]
     assert admin(endpoint, "Stats", {})["items"] == 10
+
+
+def test_expired_items_are_spread_over_the_shards_as_expirys_writers_spread_them() -> None:
+    items = make_items(10_000, 100, NOW, 63, SHARDS)
+    expired = {i["id"]["S"] for i in items if int(i["ttl"]["N"]) < NOW}
+    assert all(i["expiry_shard"]["S"] == expiry_shard(i["id"]["S"], SHARDS) for i in items)
+    per_shard = Counter(i["expiry_shard"]["S"] for i in items if i["id"]["S"] in expired)
+    assert len(per_shard) == SHARDS and max(per_shard.values()) < 30  # not every expired item in one shard
+
+
+def test_describe_table_counts_what_is_left_after_deletes(endpoint: str) -> None:
+    reset(endpoint, 1000, 10, size=100)
+    dynamodb = client(endpoint)
+    dynamodb.delete_item(TableName="bench", Key={"id": {"S": expired_ids(1000, 10)[0]}})
+    table = dynamodb.describe_table(TableName="bench")["Table"]
+    assert (table["ItemCount"], table["TableSizeBytes"]) == (999, 999 * 100)
