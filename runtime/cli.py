@@ -33,9 +33,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from expiry.runtime.aws_clients import client_config
 from expiry.runtime.handlers.work import WORK
 from expiry.runtime.jobs.config import (
-    KIND_ORPHANED_REFERENCES,
     KIND_SWEEP,
     KIND_TTL_MONITOR,
+    SWEEPING_KINDS,
     Job,
     JobConfigError,
     loads_object,
@@ -48,7 +48,6 @@ PROG = "expiry"
 T = TypeVar("T")
 NO_LIMIT_MS = 10**12
 CLI_CALL_SECONDS = 30.0
-SWEEP_KINDS = (KIND_SWEEP, KIND_ORPHANED_REFERENCES)
 INTERRUPTED = 130
 INTERRUPTED_WHILE_DELETING = (
     "interrupted while deleting, before the run's summary: some deletions may be done; "
@@ -144,9 +143,9 @@ def _table_job(args: argparse.Namespace, kind: str, clients: Callable[[str], Any
     if args.job:
         text = Path(args.job[1:]).read_text() if args.job.startswith("@") else args.job
         given = loads_object(text, "--job")
-        if kind == KIND_SWEEP and isinstance(given, dict) and given.get("kind") not in SWEEP_KINDS:
+        if kind == KIND_SWEEP and isinstance(given, dict) and given.get("kind") not in SWEEPING_KINDS:
             raise JobConfigError(
-                f"--job: kind: sweep runs {' and '.join(SWEEP_KINDS)} jobs, got {given.get('kind')!r}"
+                f"--job: kind: sweep runs {' and '.join(SWEEPING_KINDS)} jobs, got {given.get('kind')!r}"
                 " (status reads a ttl-monitor job's table; --postgres runs PostgreSQL purges)"
             )
         if kind == KIND_TTL_MONITOR and isinstance(given, dict):  # status of the job's table
