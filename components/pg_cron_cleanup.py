@@ -74,6 +74,9 @@ class PgCronCleanupArgs(TypedDict):
     mode: NotRequired[str]
     """delete (default): batched deletes; drop-partitions: drop whole range partitions of a table
     partitioned by the expiry column once their upper bound has passed."""
+    run_as: NotRequired[str]
+    """A LOGIN role pg_cron runs both jobs as, with SELECT and DELETE on the table (default: `user`, which
+    provisions). `user` must be a superuser or a member of it; changing it replaces the cleanup."""
     host: NotRequired[pulumi.Input[str]]
     """Database host (or give `dsn`)."""
     port: NotRequired[pulumi.Input[int]]

@@ -11,8 +11,20 @@ from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision, unp
 
 SPEC_KEYS = tuple(PurgeSpec.__dataclass_fields__)
 CONNECTION_KEYS = ("host", "port", "database", "user", "password", "dsn")
-# Changing these means another job, procedure or table: replace (drop the old, create the new).
-REPLACE_KEYS = ("job_name", "table", "table_schema", "schema", "expiry_column", "host", "port", "database", "dsn")
+# Changing these means another job, procedure or table: replace (drop the old, create the new). pg_cron
+# keys a job by name and role, so another run_as is another job too.
+REPLACE_KEYS = (
+    "job_name",
+    "table",
+    "table_schema",
+    "schema",
+    "expiry_column",
+    "run_as",
+    "host",
+    "port",
+    "database",
+    "dsn",
+)
 STATE_KEYS = (
     "cron_database",
     "column_kind",

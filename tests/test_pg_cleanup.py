@@ -15,6 +15,7 @@ from expiry.runtime.postgres.cleanup import (
     Connector,
     PurgeSpec,
     check_cron,
+    cron_command,
     logged_since,
     plan,
     provision,
@@ -320,7 +321,7 @@ def test_identifiers_are_literal_names_never_code(postgres, database, name):
         assert conn.execute("SELECT to_regclass('victims') IS NOT NULL").fetchone()[0]
     with postgres.connect() as cron:
         command = cron.execute("SELECT command FROM cron.job WHERE jobname = %s", (name,)).fetchone()[0]
-        assert command == sql.SQL("CALL {}()").format(sql.Identifier(name, name)).as_string(cron)
+        assert command == cron_command(name, sql.SQL("CALL {}()").format(sql.Identifier(name, name)).as_string(cron))
     unprovision(connector(postgres, database), weird)
 
 
@@ -656,10 +657,10 @@ def test_a_missing_grant_is_named_before_anything_is_created(postgres, database,
 def test_a_failed_create_leaves_nothing_behind(postgres, database):
     with postgres.connect(database) as conn:
         make_table(conn, "bigint", expired=5, live=5, permanent=0)
-    with postgres.connect() as cron:  # an object in the way of the runs view, in pg_cron's database
+    with postgres.connect() as cron:  # a type in the way of the runs view (its row type), in pg_cron's database
         cron.execute("CREATE SCHEMA IF NOT EXISTS in_the_way")
-        cron.execute('CREATE TABLE IF NOT EXISTS in_the_way."in-the-way_runs" (x int)')
-    with pytest.raises(psycopg.errors.WrongObjectType):
+        cron.execute("CREATE TYPE in_the_way.\"in-the-way_runs\" AS ENUM ('x')")
+    with pytest.raises(psycopg.errors.DuplicateObject):
         provision(connector(postgres, database), spec(job_name="in-the-way", schema="in_the_way"))
     with postgres.connect(database) as conn:
         assert conn.execute("SELECT to_regnamespace('in_the_way') IS NULL").fetchone()[0]
@@ -672,10 +673,10 @@ def test_a_failed_update_changes_nothing(postgres, database):
     with postgres.connect(database) as conn:
         make_table(conn, "bigint", expired=5, live=5, permanent=0)
     provision(connector(postgres, database), spec())
-    with postgres.connect(database) as conn:  # someone replaced the status view with a table
+    with postgres.connect(database) as conn:  # someone replaced the status view with a type of its name
         conn.execute('DROP VIEW expiry."purge-attributes_status"')
-        conn.execute('CREATE TABLE expiry."purge-attributes_status" (x int)')
-    with pytest.raises(psycopg.errors.WrongObjectType):
+        conn.execute("CREATE TYPE expiry.\"purge-attributes_status\" AS ENUM ('x')")
+    with pytest.raises(psycopg.errors.DuplicateObject):
         provision(connector(postgres, database), spec(schedule="30 4 * * *", batch_size=99))
     with postgres.connect() as cron:
         assert cron.execute("SELECT schedule FROM cron.job WHERE jobname = 'purge-attributes'").fetchone() == (
@@ -684,5 +685,5 @@ def test_a_failed_update_changes_nothing(postgres, database):
     with postgres.connect(database) as conn:
         arguments = conn.execute("SELECT pg_get_function_arguments('expiry.\"purge-attributes\"'::regproc)").fetchone()
         assert "DEFAULT 7" in arguments[0] and "DEFAULT 99" not in arguments[0]
-        conn.execute('DROP TABLE expiry."purge-attributes_status"')
+        conn.execute('DROP TYPE expiry."purge-attributes_status"')
     unprovision(connector(postgres, database), spec())

@@ -59,7 +59,7 @@ def test_provider_lifecycle_as_the_engine_runs_it(pulumi_mocks, postgres, app):
     assert created.outs["cron_database"] == "postgres" and created.outs["column_kind"] == "epoch"
     job_id, schedule, database, command = cron_job(postgres, "purge-attributes")
     assert (job_id, schedule, database) == (created.outs["job_id"], "0 3 * * *", app)
-    assert command == 'CALL "expiry"."purge-attributes"()'
+    assert command == '/* expiry:owned job=purge-attributes */ CALL "expiry"."purge-attributes"()'
     assert cron_job(postgres, "purge-attributes-history")[1] == "17 * * * *"
 
     news = plain_inputs(recorded_again(pulumi_mocks, postgres, app, schedule="*/5 * * * *", batch_size=100))

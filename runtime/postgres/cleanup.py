@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypedDict
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -33,6 +34,7 @@ DEFAULT_BREAKER_MAX_SHARE = 0.5
 DEFAULT_BREAKER_IGNORE_BELOW = 10
 DEFAULT_SAMPLE_SIZE = 20
 CREATED_BY = "created by expiry; dropped with the last cleanup in it"
+OWNED = "expiry:owned job="  # the marker of what a cleanup created: its comment, a pg_cron command's first comment
 MAX_JOB_NAME = 48  # leaves room for suffixes within PostgreSQL's 63-byte identifiers
 CRON_PART = re.compile(r"^(?:(\*)|(\d+)(?:-(\d+))?)(?:/(\d+))?$")
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
@@ -77,6 +79,17 @@ class LoggedSince(TypedDict):
 
 class CleanupError(ValueError):
     """A cleanup that cannot be provisioned or run as asked; the message says why."""
+
+
+def owned_marker(job_name: str) -> str:
+    """The marker of what provisioning created for ``job_name``: the comment on each object and the
+    comment leading each pg_cron command. The name is percent-encoded, so it never ends a comment."""
+    return OWNED + quote(job_name, safe="")
+
+
+def cron_command(job_name: str, command: str) -> str:
+    """A pg_cron job's command as provisioning schedules it: led by the job's marker."""
+    return f"/* {owned_marker(job_name)} */ {command}"
 
 
 def check_cron(schedule: str, field: str = "schedule") -> str:
@@ -138,6 +151,7 @@ class PurgeSpec:
     archive: bool = False
     archive_days: int = DEFAULT_ARCHIVE_DAYS
     mode: str = MODE_DELETE
+    run_as: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("job_name", "table", "expiry_column", "table_schema", "schema"):
@@ -183,6 +197,9 @@ class PurgeSpec:
             raise CleanupError("extra_column: extra_column and extra_value go together")
         if self.extra_column is not None and (not self.extra_column or "\x00" in self.extra_column):
             raise CleanupError(f"extra_column: must be a column name, got {self.extra_column!r}")
+        role = self.run_as
+        if role is not None and (not isinstance(role, str) or not role or "\x00" in role or len(role.encode()) > 63):
+            raise CleanupError(f"run_as: must be a role name of 1..63 bytes without NUL, or unset, got {role!r}")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "PurgeSpec":
@@ -471,8 +488,8 @@ def plan_counts(spec: PurgeSpec, cutoff: sql.Composable, column_type: str) -> sq
     ).format(target=spec.target, expired=expired, scope=_scope(spec), cap=cap, refusal=refusal)
 
 
-def procedure(spec: PurgeSpec, kind: str, column_type: str) -> sql.Composed:
-    """CREATE OR REPLACE PROCEDURE <schema>.<job>: one run under an advisory lock (runs never
+def procedure(spec: PurgeSpec, kind: str, column_type: str, replace: bool) -> sql.Composed:
+    """CREATE (``replace``: OR REPLACE) PROCEDURE <schema>.<job>: one run under an advisory lock (runs never
     overlap). The run's cutoff is fixed at its start; the breaker decides on the plan; then batches
     (or dropped partitions), each committed together with its row in <job>_batches, until nothing
     expired before the cutoff is left or the runtime is spent. <job>_log holds one row per run,
@@ -607,9 +624,10 @@ END
         history_days=sql.Literal(spec.history_days),
     )
     return sql.SQL(
-        "CREATE OR REPLACE PROCEDURE {name}(batch_size integer DEFAULT {batch}, "
+        "{create} PROCEDURE {name}(batch_size integer DEFAULT {batch}, "
         "max_runtime_seconds integer DEFAULT {runtime}) LANGUAGE plpgsql AS {body}"
     ).format(
+        create=_create(replace),
         name=spec.ident(),
         batch=sql.Literal(spec.batch_size),
         runtime=sql.Literal(spec.max_runtime_seconds),
@@ -643,9 +661,15 @@ FROM {target} WHERE {scope}""").format(
     )
 
 
-def status_view(spec: PurgeSpec, kind: str) -> sql.Composed:
+def status_view(spec: PurgeSpec, kind: str, replace: bool) -> sql.Composed:
     """<job>_status: the status query as a view (the guide's attribute_cleanup_status)."""
-    return sql.SQL("CREATE OR REPLACE VIEW {} AS {}").format(spec.ident("_status"), status_query(spec, kind))
+    return sql.SQL("{} VIEW {} AS {}").format(_create(replace), spec.ident("_status"), status_query(spec, kind))
+
+
+def _create(replace: bool) -> sql.SQL:
+    """CREATE OR REPLACE for an object this cleanup owns already, else CREATE: it fails if the name was taken
+    since the ownership check, rather than replace what someone else made."""
+    return sql.SQL("CREATE OR REPLACE" if replace else "CREATE")
 
 
 def _oldest_age(spec: PurgeSpec, kind: str) -> sql.Composed:
@@ -664,13 +688,13 @@ def _table_oid(spec: PurgeSpec) -> sql.Composed:
     ).format(sql.Literal(spec.table_schema), sql.Literal(spec.table))
 
 
-def runs_view(spec: PurgeSpec) -> sql.Composed:
+def runs_view(spec: PurgeSpec, replace: bool) -> sql.Composed:
     """<job>_runs (in the cron database): the job's last 50 runs from cron.job_run_details."""
-    return sql.SQL("""CREATE OR REPLACE VIEW {view} AS
+    return sql.SQL("""{create} VIEW {view} AS
 SELECT d.runid, d.status, d.return_message, d.start_time, d.end_time
 FROM cron.job_run_details d JOIN cron.job j ON j.jobid = d.jobid
 WHERE j.jobname = {job} ORDER BY d.start_time DESC LIMIT 50""").format(
-        view=spec.ident("_runs"), job=sql.Literal(spec.job_name)
+        create=_create(replace), view=spec.ident("_runs"), job=sql.Literal(spec.job_name)
     )
 
 
@@ -749,14 +773,16 @@ def _schema_grant(conn: psycopg.Connection, schema: str, role: str) -> str | Non
 
 
 def missing_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: PurgeSpec) -> list[str]:
-    """The grants the connected role lacks to provision and run ``spec``, as the statements that give
-    them (run by a superuser or RDS's master user); empty for a superuser. ``cron`` is a connection to
-    pg_cron's database (``conn`` itself when the table lives there)."""
+    """The grants lacking to provision and run ``spec``, as the statements that give them (run by a
+    superuser or RDS's master user): the connected role's (none for a superuser) and, with ``run_as``,
+    the grants of the role the jobs run as. ``cron`` is a connection to pg_cron's database (``conn``
+    itself when the table lives there)."""
     role_name, superuser = _row(
         conn.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
     )
+    missing = _run_as_grants(conn, cron, spec, role_name) if spec.run_as else []
     if superuser:
-        return []
+        return missing
     role = sql.Identifier(role_name).as_string(conn)
     table = spec.target.as_string(conn)
     usage, select, delete, owner = _row(
@@ -768,15 +794,15 @@ def missing_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: Pur
             ).format(ts=sql.Literal(spec.table_schema), oid=_table_oid(spec))
         )
     )
-    missing = []
     if not usage:
         missing.append(f"GRANT USAGE ON SCHEMA {sql.Identifier(spec.table_schema).as_string(conn)} TO {role};")
-    granted = [name for name, ok in (("SELECT", select), ("DELETE", delete)) if not ok]
+    runs_here = spec.run_as is None  # else run_as deletes; this role reads (the status view) and schedules
+    granted = [name for name, ok in (("SELECT", select), ("DELETE", delete or not runs_here)) if not ok]
     if granted:
         missing.append(f"GRANT {', '.join(granted)} ON {table} TO {role};")
     if spec.create_index and not owner and not _has_index(conn, spec):
         missing.append(f"ALTER TABLE {table} OWNER TO {role}; (create_index: only the owner can create an index)")
-    if spec.mode == MODE_DROP_PARTITIONS and not owner:
+    if spec.mode == MODE_DROP_PARTITIONS and not owner and runs_here:
         missing.append(f"ALTER TABLE {table} OWNER TO {role}; (drop-partitions: only the owner can detach and drop)")
     missing += filter(None, [_schema_grant(conn, spec.schema, role)])
     version = cron.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'").fetchone()
@@ -787,12 +813,66 @@ def missing_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: Pur
         missing.append(f"GRANT USAGE ON SCHEMA cron TO {role};")
         return missing
     if cron is not conn:
-        for function in (SCHEDULE_IN_DATABASE, ALTER_JOB):
+        for function in (SCHEDULE_IN_DATABASE, ALTER_JOB) if runs_here else ():
             if not _row(cron.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (function,)))[0]:
                 missing.append(f"GRANT EXECUTE ON FUNCTION {function} TO {role};")
         if not _row(cron.execute("SELECT has_database_privilege(%s, 'CONNECT')", (conn.info.dbname,)))[0]:
             missing.append(f"GRANT CONNECT ON DATABASE {sql.Identifier(conn.info.dbname).as_string(conn)} TO {role};")
         missing += filter(None, [_schema_grant(cron, spec.schema, role)])
+    return missing
+
+
+def _run_as_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: PurgeSpec, provisioner: str) -> list[str]:
+    """What ``run_as`` lacks to run the jobs: LOGIN (pg_cron connects as it), CONNECT, SELECT and DELETE on
+    the table (its ownership for drop-partitions), USAGE on a schema the cleanup did not create, pg_cron's
+    grants; and the membership that lets ``provisioner`` SET ROLE to it (pg_cron 1.4 lets only a superuser
+    schedule a job for another role, so provisioning schedules as run_as itself)."""
+    assert spec.run_as is not None
+    runner, role = sql.Identifier(spec.run_as).as_string(conn), sql.Identifier(provisioner).as_string(conn)
+    table = spec.target.as_string(conn)
+    found = conn.execute(
+        sql.SQL(
+            "SELECT r.rolcanlogin, pg_has_role({p}, r.oid, 'MEMBER'), has_schema_privilege(r.oid, {ts}, 'USAGE'), "
+            "has_table_privilege(r.oid, {oid}, 'SELECT'), has_table_privilege(r.oid, {oid}, 'DELETE'), "
+            "pg_has_role(r.oid, (SELECT relowner FROM pg_class WHERE oid = {oid}), 'USAGE'), "
+            "CASE WHEN to_regnamespace(quote_ident({s})) IS NULL THEN true "
+            "WHEN obj_description(to_regnamespace(quote_ident({s})), 'pg_namespace') = {ours} THEN true "
+            "ELSE has_schema_privilege(r.oid, {s}, 'USAGE') END FROM pg_roles r WHERE r.rolname = {r}"
+        ).format(
+            p=sql.Literal(provisioner),
+            r=sql.Literal(spec.run_as),
+            ts=sql.Literal(spec.table_schema),
+            s=sql.Literal(spec.schema),
+            oid=_table_oid(spec),
+            ours=sql.Literal(CREATED_BY),
+        )
+    ).fetchone()
+    if found is None:
+        return [f"CREATE ROLE {runner} LOGIN; (run_as: no such role)"]
+    login, member, usage, select, delete, owner, schema_usage = found
+    missing = [] if login else [f"ALTER ROLE {runner} LOGIN; (pg_cron connects as the role a job runs as)"]
+    if not member:
+        missing.append(f"GRANT {runner} TO {role}; (run_as: provisioning schedules the jobs as {runner})")
+    if not usage:
+        missing.append(f"GRANT USAGE ON SCHEMA {sql.Identifier(spec.table_schema).as_string(conn)} TO {runner};")
+    granted = [name for name, ok in (("SELECT", select), ("DELETE", delete)) if not ok]
+    if granted:
+        missing.append(f"GRANT {', '.join(granted)} ON {table} TO {runner};")
+    if spec.mode == MODE_DROP_PARTITIONS and not owner:
+        missing.append(f"ALTER TABLE {table} OWNER TO {runner}; (drop-partitions: only the owner can detach and drop)")
+    if not schema_usage:
+        missing.append(f"GRANT USAGE ON SCHEMA {sql.Identifier(spec.schema).as_string(conn)} TO {runner};")
+    for database in dict.fromkeys((conn.info.dbname, cron.info.dbname)):
+        if not _row(cron.execute("SELECT has_database_privilege(%s, %s, 'CONNECT')", (spec.run_as, database)))[0]:
+            missing.append(f"GRANT CONNECT ON DATABASE {sql.Identifier(database).as_string(conn)} TO {runner};")
+    if not cron.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone():
+        return missing  # provisioning creates it (a superuser) or asks for it
+    if not _row(cron.execute("SELECT has_schema_privilege(%s, 'cron', 'USAGE')", (spec.run_as,)))[0]:
+        missing.append(f"GRANT USAGE ON SCHEMA cron TO {runner};")
+    elif cron is not conn:
+        for function in (SCHEDULE_IN_DATABASE, ALTER_JOB):
+            if not _row(cron.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (spec.run_as, function)))[0]:
+                missing.append(f"GRANT EXECUTE ON FUNCTION {function} TO {runner};")
     return missing
 
 
@@ -807,6 +887,103 @@ def _schedule(cron: psycopg.Connection, job: str, schedule: str, command: str, d
         cron.execute("SELECT cron.alter_job(%s, %s, %s, %s)", (existing[0], schedule, command, database))
         return existing[0]
     return _row(cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)", (job, schedule, command, database)))[0]
+
+
+@contextlib.contextmanager
+def _scheduling_role(cron: psycopg.Connection, spec: PurgeSpec) -> Iterator[None]:
+    """Inside a transaction: with ``run_as``, act as it (SET LOCAL ROLE) on pg_cron's jobs, which pg_cron
+    keys by name and role and runs as their role; back to the connected role after."""
+    if spec.run_as is None:
+        yield
+        return
+    cron.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(spec.run_as)))
+    yield
+    cron.execute("RESET ROLE")
+
+
+RELATION_KINDS = {
+    "r": "table",
+    "p": "partitioned table",
+    "v": "view",
+    "m": "materialized view",
+    "i": "index",
+    "I": "partitioned index",
+    "S": "sequence",
+    "f": "foreign table",
+    "c": "composite type",
+}
+ROUTINE_KINDS = {"f": "function", "p": "procedure", "a": "aggregate", "w": "window function"}
+
+
+@dataclass
+class Owned:
+    """This cleanup's objects that exist already, each marked as its own: relations by (schema, name),
+    whether its procedure exists, and its pg_cron jobs by name."""
+
+    relations: set[tuple[str, str]] = field(default_factory=set)
+    procedure: bool = False
+    jobs: set[str] = field(default_factory=set)
+
+
+def _relations(conn: psycopg.Connection, spec: PurgeSpec, names: list[tuple[str, str]], owned: Owned) -> list[str]:
+    """Add the relations of ``names`` (schema, name) that carry the job's marker to ``owned``; describe the others."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname, c.relkind, coalesce(obj_description(c.oid, 'pg_class') = %s, false), "
+        "quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        (owned_marker(spec.job_name), [schema for schema, _ in names], [name for _, name in names]),
+    ).fetchall()
+    owned.relations |= {(schema, name) for schema, name, _, ours, _ in rows if ours}
+    return [f"{RELATION_KINDS.get(kind, 'relation')} {shown}" for _, _, kind, ours, shown in rows if not ours]
+
+
+def _claim(conn: psycopg.Connection, cron: psycopg.Connection, spec: PurgeSpec) -> Owned:
+    """What of the cleanup's objects exists already, each of it marked as this job's: a name taken by an
+    object without the marker (the user's table, procedure or pg_cron job, or another cleanup's) is a
+    CleanupError that names them all, raised before anything is written."""
+    owned, marker = Owned(), owned_marker(spec.job_name)
+    names = [(spec.schema, spec.job_name + suffix) for suffix in ("_log", "_batches", "_status")]
+    if spec.archive:
+        names += [(spec.schema, f"{spec.job_name}_archive"), (spec.schema, f"{spec.job_name}_archive_at")]
+    if spec.create_index and not _has_index(conn, spec):
+        names.append((spec.table_schema, spec.index_name))
+    runs = [(spec.schema, f"{spec.job_name}_runs")]
+    foreign = _relations(conn, spec, names + runs if cron is conn else names, owned)
+    if cron is not conn:
+        foreign += _relations(cron, spec, runs, owned)
+    for shown, kind, ours in conn.execute(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || "
+        "pg_get_function_identity_arguments(p.oid) || ')', p.prokind, "
+        "coalesce(obj_description(p.oid, 'pg_proc') = %s, false) FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname = %s ORDER BY 1",
+        (marker, spec.schema, spec.job_name),
+    ).fetchall():
+        owned.procedure |= ours
+        foreign += [] if ours else [f"{ROUTINE_KINDS.get(kind, 'routine')} {shown}"]
+    if _row(cron.execute("SELECT to_regclass('cron.job') IS NOT NULL"))[0]:
+        with cron.transaction(), _scheduling_role(cron, spec):
+            jobs = cron.execute(
+                "SELECT jobname, username, starts_with(command, %s) FROM cron.job "
+                "WHERE jobname = ANY(%s) AND username = current_user ORDER BY jobname",
+                (cron_command(spec.job_name, ""), [spec.job_name, spec.history_job]),
+            ).fetchall()
+        owned.jobs = {name for name, _, ours in jobs if ours}
+        foreign += [f"pg_cron job {name!r} of role {role!r}" for name, role, ours in jobs if not ours]
+    if foreign:
+        raise CleanupError(
+            f"job {spec.job_name!r}: in the way of what it creates, and not created by Expiry for this job (no "
+            f"marker {marker!r}): {', '.join(foreign)}; nothing was changed. Choose another job_name or schema, "
+            "or rename what is in the way"
+        )
+    return owned
+
+
+def _mark(conn: psycopg.Connection, spec: PurgeSpec, kind: str, name: sql.Composable) -> None:
+    """Mark a new object as this cleanup's own (COMMENT ON ``kind`` ``name``)."""
+    conn.execute(
+        sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(kind), name, sql.Literal(owned_marker(spec.job_name)))
+    )
 
 
 def _own_schema(conn: psycopg.Connection, spec: PurgeSpec) -> bool:
@@ -832,15 +1009,15 @@ LOG_COLUMNS = (
 BATCH_COLUMNS = ("batch_rows integer", "duration_ms double precision", "dropped_partition text")
 
 
-def _log_tables(conn: psycopg.Connection, spec: PurgeSpec) -> None:
+def _log_tables(conn: psycopg.Connection, spec: PurgeSpec, owned: Owned) -> None:
     """<job>_log (a row per run, written when it starts) and <job>_batches (a row per committed
-    batch); an older log table gains the new columns."""
+    batch), created and marked unless this cleanup owns them already; its older log table gains the new columns."""
     log = spec.ident("_log")
-    conn.execute(
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} (run_id bigserial PRIMARY KEY, started_at timestamptz NOT NULL)").format(
-            log
+    if (spec.schema, f"{spec.job_name}_log") not in owned.relations:
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (run_id bigserial PRIMARY KEY, started_at timestamptz NOT NULL)").format(log)
         )
-    )
+        _mark(conn, spec, "TABLE", log)
     conn.execute(
         sql.SQL("ALTER TABLE {} {}").format(
             log, sql.SQL(", ").join(sql.SQL("ADD COLUMN IF NOT EXISTS " + column) for column in LOG_COLUMNS)
@@ -853,13 +1030,15 @@ def _log_tables(conn: psycopg.Connection, spec: PurgeSpec) -> None:
                 log, sql.Identifier(column), sql.SQL("false" if column == "out_of_time" else "0")
             )
         )
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (run_id bigint NOT NULL REFERENCES {} ON DELETE CASCADE, "
-            "batch integer NOT NULL, logged_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
-            "rows_deleted bigint NOT NULL, rows_skipped bigint NOT NULL, PRIMARY KEY (run_id, batch))"
-        ).format(spec.ident("_batches"), log)
-    )
+    if (spec.schema, f"{spec.job_name}_batches") not in owned.relations:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (run_id bigint NOT NULL REFERENCES {} ON DELETE CASCADE, "
+                "batch integer NOT NULL, logged_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+                "rows_deleted bigint NOT NULL, rows_skipped bigint NOT NULL, PRIMARY KEY (run_id, batch))"
+            ).format(spec.ident("_batches"), log)
+        )
+        _mark(conn, spec, "TABLE", spec.ident("_batches"))
     conn.execute(
         sql.SQL("ALTER TABLE {} {}").format(
             spec.ident("_batches"),
@@ -867,23 +1046,50 @@ def _log_tables(conn: psycopg.Connection, spec: PurgeSpec) -> None:
         )
     )
     if spec.archive:
-        create_archive(conn, spec)
+        create_archive(conn, spec, owned)
 
 
-def create_archive(conn: psycopg.Connection, spec: PurgeSpec) -> None:
-    """<job>_archive: each purged row as jsonb, with when and by which run (NULL: a client purge)."""
+def create_archive(conn: psycopg.Connection, spec: PurgeSpec, owned: Owned) -> None:
+    """<job>_archive: each purged row as jsonb, with when and by which run (NULL: a client purge), and its
+    index; each created and marked unless this cleanup owns it already."""
     archive = spec.ident("_archive")
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (archived_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
-            "run_id bigint, row_data jsonb NOT NULL)"
-        ).format(archive)
-    )
-    conn.execute(
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (archived_at)").format(
-            sql.Identifier(f"{spec.job_name}_archive_at"), archive
+    if (spec.schema, f"{spec.job_name}_archive") not in owned.relations:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (archived_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+                "run_id bigint, row_data jsonb NOT NULL)"
+            ).format(archive)
         )
-    )
+        _mark(conn, spec, "TABLE", archive)
+    if (spec.schema, f"{spec.job_name}_archive_at") not in owned.relations:
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} (archived_at)").format(
+                sql.Identifier(f"{spec.job_name}_archive_at"), archive
+            )
+        )
+        _mark(conn, spec, "INDEX", spec.ident("_archive_at"))
+
+
+def _grant_run_as(conn: psycopg.Connection, spec: PurgeSpec) -> None:
+    """What ``run_as`` needs of the cleanup's own objects: to run the procedure, write its log (and the
+    archive) and read its status; USAGE on the schema when the cleanup created it."""
+    if spec.run_as is None:
+        return
+    role, log = sql.Identifier(spec.run_as), spec.ident("_log")
+    sequence = _row(conn.execute("SELECT pg_get_serial_sequence(%s, 'run_id')", (log.as_string(conn),)))[0]
+    grants = [
+        ("EXECUTE ON PROCEDURE", sql.SQL("{}(integer, integer)").format(spec.ident())),
+        ("SELECT, INSERT, UPDATE, DELETE ON TABLE", log),
+        ("USAGE ON SEQUENCE", sql.SQL(sequence)),  # quoted and qualified by PostgreSQL itself
+        ("SELECT, INSERT, DELETE ON TABLE", spec.ident("_batches")),
+        ("SELECT ON TABLE", spec.ident("_status")),
+    ]
+    if spec.archive:
+        grants.append(("SELECT, INSERT, DELETE ON TABLE", spec.ident("_archive")))
+    if _schema_is_ours(conn, spec):
+        grants.append(("USAGE ON SCHEMA", sql.Identifier(spec.schema)))
+    for privileges, name in grants:
+        conn.execute(sql.SQL("GRANT {} {} TO {}").format(sql.SQL(privileges), name, role))
 
 
 def _check_extra_column(conn: psycopg.Connection, spec: PurgeSpec) -> None:
@@ -905,7 +1111,8 @@ def _check_extra_column(conn: psycopg.Connection, spec: PurgeSpec) -> None:
 def provision(connector: Connector, spec: PurgeSpec) -> ProvisionState:
     """Create or update everything the cleanup needs, all or nothing; idempotent.
 
-    Everything is checked first (pg_cron loaded, columns, every grant), then created in one
+    Everything is checked first (pg_cron loaded, columns, every grant, no name taken by an object this
+    job did not mark: see _claim), then created and marked in one
     transaction when the table lives in pg_cron's database, else in one transaction per database,
     committed back to back (the table's first): a failure before the commits leaves nothing behind,
     and a create that fails after the first commit is undone. The optional index comes last
@@ -922,29 +1129,34 @@ def provision(connector: Connector, spec: PurgeSpec) -> ProvisionState:
         missing = missing_grants(conn, cron, spec)
         if missing:
             raise CleanupError(f"missing grants for role {conn.info.user!r}: " + " ".join(missing))
-        existed = _row(cron.execute("SELECT to_regclass('cron.job') IS NOT NULL"))[0] and bool(
-            cron.execute(
-                "SELECT 1 FROM cron.job WHERE jobname = %s AND username = current_user", (spec.job_name,)
-            ).fetchone()
-        )
-        command = spec.command.as_string(conn)
-        history = history_prune(spec.history_days)
+        owned = _claim(conn, cron, spec)
+        existed = spec.job_name in owned.jobs
+        command = cron_command(spec.job_name, spec.command.as_string(conn))
+        history = cron_command(spec.job_name, history_prune(spec.history_days).as_string(cron))
         committed = False
         try:
             with contextlib.nullcontext() if same else cron.transaction():
                 with conn.transaction():
                     cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
                     created_schema = _own_schema(conn, spec)
-                    _log_tables(conn, spec)
-                    conn.execute(procedure(spec, kind, expiry_type))
-                    conn.execute(status_view(spec, kind))
-                    job_id = _schedule(cron, spec.job_name, spec.schedule, command, connector.database)
-                    history_id = _schedule(
-                        cron, spec.history_job, spec.history_schedule, history.as_string(cron), cron_database
-                    )
+                    _log_tables(conn, spec, owned)
+                    conn.execute(procedure(spec, kind, expiry_type, owned.procedure))
+                    if not owned.procedure:
+                        _mark(conn, spec, "PROCEDURE", sql.SQL("{}(integer, integer)").format(spec.ident()))
+                    status_owned = (spec.schema, f"{spec.job_name}_status") in owned.relations
+                    conn.execute(status_view(spec, kind, status_owned))
+                    if not status_owned:
+                        _mark(conn, spec, "VIEW", spec.ident("_status"))
+                    _grant_run_as(conn, spec)
+                    with _scheduling_role(cron, spec):
+                        job_id = _schedule(cron, spec.job_name, spec.schedule, command, connector.database)
+                        history_id = _schedule(cron, spec.history_job, spec.history_schedule, history, cron_database)
                     if not same:
                         _own_schema(cron, spec)
-                    cron.execute(runs_view(spec))
+                    runs_owned = (spec.schema, f"{spec.job_name}_runs") in owned.relations
+                    cron.execute(runs_view(spec, runs_owned))
+                    if not runs_owned:
+                        _mark(cron, spec, "VIEW", spec.ident("_runs"))
                 committed = True
             index_created = _create_index(conn, spec)
         except Exception:
@@ -979,53 +1191,67 @@ def _create_index(conn: psycopg.Connection, spec: PurgeSpec) -> bool:
     """CREATE INDEX CONCURRENTLY on the expiry column when asked and none leads with it; whether it did."""
     if not spec.create_index or _has_index(conn, spec):
         return False
-    index = sql.Identifier(spec.table_schema, spec.index_name)
     conn.execute(
-        sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({}) WHERE {} IS NOT NULL").format(
+        sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} ({}) WHERE {} IS NOT NULL").format(
             sql.Identifier(spec.index_name),
             spec.target,
             sql.Identifier(spec.expiry_column),
             sql.Identifier(spec.expiry_column),
         )
     )
-    conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(index, sql.Literal(CREATED_BY)))
+    _mark(conn, spec, "INDEX", sql.Identifier(spec.table_schema, spec.index_name))
     return True
 
 
 def unprovision(connector: Connector, spec: PurgeSpec) -> None:
-    """Remove the jobs and what the cleanup created (the schema and index only if it created them,
-    as their comment records); the table and its rows are left alone."""
+    """Remove the jobs and what the cleanup created, each only if it carries this job's marker (the
+    schema: when Expiry created it and no other cleanup is left in it). An object of the same name
+    without the marker, the table, its rows and the archive are left alone."""
     with connector.connect() as conn:
         cron_database = pg_cron_database(conn)
     with connector.connect(cron_database) as cron:
-        for job in (spec.job_name, spec.history_job):
+        with cron.transaction(), _scheduling_role(cron, spec):
             cron.execute(
-                "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s AND username = current_user", (job,)
+                "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = ANY(%s) AND username = current_user "
+                "AND starts_with(command, %s)",
+                ([spec.job_name, spec.history_job], cron_command(spec.job_name, "")),
             )
-        cron.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(spec.ident("_runs")))
+        _drop_if_ours(cron, spec, "VIEW", spec.ident("_runs"))
         if cron_database != connector.database:
             _drop_schema_if_ours(cron, spec)
     with connector.connect() as conn:
-        conn.execute(sql.SQL("DROP PROCEDURE IF EXISTS {}(integer, integer)").format(spec.ident()))
-        conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(spec.ident("_status")))
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(spec.ident("_batches"), spec.ident("_log")))
-        index = sql.Identifier(spec.table_schema, spec.index_name)
-        ours = _row(
-            conn.execute(
-                "SELECT obj_description(to_regclass(%s), 'pg_class') = %s", (index.as_string(conn), CREATED_BY)
-            )
-        )[0]
-        if ours:
-            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(index))
+        _drop_if_ours(conn, spec, "PROCEDURE", sql.SQL("{}(integer, integer)").format(spec.ident()))
+        _drop_if_ours(conn, spec, "VIEW", spec.ident("_status"))
+        _drop_if_ours(conn, spec, "TABLE", spec.ident("_batches"))
+        _drop_if_ours(conn, spec, "TABLE", spec.ident("_log"))
+        _drop_if_ours(conn, spec, "INDEX CONCURRENTLY", sql.Identifier(spec.table_schema, spec.index_name))
         _drop_schema_if_ours(conn, spec)
 
 
-def _drop_schema_if_ours(conn: psycopg.Connection, spec: PurgeSpec) -> None:
+def _drop_if_ours(conn: psycopg.Connection, spec: PurgeSpec, kind: str, name: sql.Composable) -> None:
+    """DROP ``kind`` ``name`` if it exists and carries this job's marker."""
+    find, catalog = ("to_regprocedure", "pg_proc") if kind == "PROCEDURE" else ("to_regclass", "pg_class")
+    ours = _row(
+        conn.execute(
+            sql.SQL("SELECT obj_description({}(%s), %s) = %s").format(sql.SQL(find)),
+            (name.as_string(conn), catalog, owned_marker(spec.job_name)),
+        )
+    )[0]
+    if ours:
+        conn.execute(sql.SQL("DROP {} {}").format(sql.SQL(kind), name))
+
+
+def _schema_is_ours(conn: psycopg.Connection, spec: PurgeSpec) -> bool:
+    """Whether Expiry created the cleanup's schema (its comment says so)."""
     ours = conn.execute(
         "SELECT obj_description(oid, 'pg_namespace') = %s FROM pg_namespace WHERE nspname = %s",
         (CREATED_BY, spec.schema),
     ).fetchone()
-    if ours and ours[0]:
+    return bool(ours and ours[0])
+
+
+def _drop_schema_if_ours(conn: psycopg.Connection, spec: PurgeSpec) -> None:
+    if _schema_is_ours(conn, spec):
         with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):  # other cleanups still live in it
             conn.execute(sql.SQL("DROP SCHEMA {} RESTRICT").format(sql.Identifier(spec.schema)))
 
@@ -1253,11 +1479,20 @@ def _refuse_live_rows(conn: psycopg.Connection, spec: PurgeSpec, table: sql.Comp
 
 
 def _ensure_archive(conn: psycopg.Connection, spec: PurgeSpec) -> None:
-    """The archive table for a client purge (the procedure's provisioning creates it too)."""
+    """The archive table for a client purge (the procedure's provisioning creates it too); a table or
+    index of its name that this job did not mark is refused."""
+    owned = Owned()
+    names = [(spec.schema, f"{spec.job_name}_archive"), (spec.schema, f"{spec.job_name}_archive_at")]
+    foreign = _relations(conn, spec, names, owned)
+    if foreign:
+        raise CleanupError(
+            f"archive: job {spec.job_name!r}: in the way of its archive, and not created by Expiry for this job (no "
+            f"marker {owned_marker(spec.job_name)!r}): {', '.join(foreign)}; nothing was deleted"
+        )
     try:
         with conn.transaction():
             _own_schema(conn, spec)
-            create_archive(conn, spec)
+            create_archive(conn, spec, owned)
     except psycopg.errors.InsufficientPrivilege as error:
         raise CleanupError(f"archive: cannot create {spec.ident('_archive').as_string(conn)}: {error}") from error
 

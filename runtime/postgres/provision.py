@@ -10,8 +10,8 @@ from expiry.runtime.postgres.cleanup import CleanupError, PurgeSpec, provision, 
 from expiry.runtime.postgres.connection import connector
 
 TERRAFORM_KEY = "tf"
-# A change of these makes another job or table: the old one is removed first.
-IDENTITY = ("job_name", "table", "table_schema", "schema")
+# A change of these makes another job or table (pg_cron keys a job by name and role): the old one is removed first.
+IDENTITY = ("job_name", "table", "table_schema", "schema", "run_as")
 
 
 def _parse(payload: dict[str, Any]) -> tuple[PurgeSpec, Postgres]:
