@@ -23,6 +23,7 @@ ALARMS = (
     "heartbeat",
     "cleanup-errors",
     "mass-deletion-refused",
+    "breaker-disabled",
     "unindexed-expired",
     "ttl-disabled",
     "ttl-stalled",
@@ -312,6 +313,22 @@ def job_alarms(job: Job, s: Settings) -> list[AlarmSpec]:
                 "notBreaching",
                 "the breaker refused a run that would have deleted most of what it examined: "
                 "nothing was deleted; its log line says why",
+            )
+        )
+    if m.BREAKER_DISABLED in published:
+        specs.append(
+            _custom(
+                job,
+                "breaker-disabled",
+                m.BREAKER_DISABLED,
+                "Maximum",
+                run_period,
+                1,
+                1,
+                "GreaterThanOrEqualToThreshold",
+                "notBreaching",
+                "the job runs with its mass-deletion breaker off (breaker.allow_mass_deletion): nothing limits "
+                "what it deletes; remove the setting once the deletion it was set for is done",
             )
         )
     if m.UNINDEXED_EXPIRED in published:

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from expiry.components import validation as v
+from expiry.components.budget_ledger import budget_ledger
 from expiry.components.lambda_bundle import build_bundle
 from expiry.components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
 from expiry.components.schedule import check_expression, check_timezone, interval_seconds, rate_seconds
@@ -17,6 +18,7 @@ from expiry.runtime.jobs.config import (
     ENV_VAR,
     HANDLERS,
     JOB_NAME,
+    MAX_WINDOW_SECONDS,
     POSTGRES_KINDS,
     SWEEPING_KINDS,
     Job,
@@ -80,6 +82,10 @@ class S3CascadeArgs(TypedDict):
     (default: twice the schedule's interval, one day for cron()/at(); 0 turns it off)."""
     object_prefix: NotRequired[str]
     """Key prefix the function may touch (IAM); default: the whole bucket."""
+    owner_index: NotRequired[str]
+    """A global secondary index of the table whose hash key is `key_attribute` (KEYS_ONLY is enough):
+    how the ownership rule finds every item naming an object before it is deleted. Without one, each
+    check is a consistent Scan of the whole table (exact, billed for every item)."""
 
 
 class StuckUploadsArgs(TypedDict):
@@ -108,16 +114,22 @@ class OrphanedObjectsArgs(TypedDict):
 
 
 class BreakerArgs(TypedDict):
-    """The mass-deletion breaker: a run that would delete more than this deletes nothing and says why."""
+    """The mass-deletion breaker: a run that would delete more than this deletes nothing and says why.
+    The limits hold for the table within a window, whatever the number of runs, shards and retries:
+    each run reserves its deletions in the budget ledger first."""
 
     max_share: NotRequired[float]
-    """Largest share of what a pass examined that it may delete (default 0.5)."""
+    """Largest share of what the window's runs examined that they may delete (default 0.5)."""
     max_count: NotRequired[int]
-    """Most things a pass may delete (default: no limit)."""
+    """Most things the window's runs may delete (default: no limit)."""
     ignore_below: NotRequired[int]
-    """A pass deleting this many or fewer is never refused (default 10)."""
+    """A window deleting this many or fewer is never refused (default 10)."""
     allow_mass_deletion: NotRequired[bool]
-    """Let a refused plan go on (default false); set it for one deployment, then remove it."""
+    """Let a refused plan go on (default false); set it for one deployment, then remove it (alarmed:
+    breaker-disabled)."""
+    window_seconds: NotRequired[int]
+    """Length of a budget window, 60..604800 (default: the schedule's interval, so that each scheduled
+    run, with its fan-out and retries, has the budget one run had)."""
 
 
 class IndexLayoutArgs(TypedDict):
@@ -229,11 +241,17 @@ class ScheduledSweeperArgs(TypedDict):
     """Stop taking work this long before the timeout (default 15)."""
     breaker: NotRequired[BreakerArgs]
     """Mass-deletion breaker (sweep and orphaned-references jobs)."""
+    budget_table_name: NotRequired[pulumi.Input[str]]
+    """An existing budget ledger to reserve deletions in, e.g. another sweeper's `budget_table_name`
+    (default: the component creates one; sweep and orphaned-references jobs)."""
+    budget_table_arn: NotRequired[pulumi.Input[str]]
+    """ARN of that ledger (required with `budget_table_name`)."""
     plan_sample_size: NotRequired[int]
     """Keys of each kind of planned action listed in the run's summary (default 20)."""
     unindexed_check_items: NotRequired[int]
     """With an expiry index: items of a random Scan segment checked each run for expired items
-    without the shard attribute, reported as UnindexedExpired (default 0: off)."""
+    without the shard attribute, reported as UnindexedExpired and alarmed (default 10,000; 0 turns
+    the check off)."""
     delete_expired: NotRequired[bool]
     """Delete expired items and cascade (default true); false when TTL and a TtlStreamCascade own
     them and the sweep only marks kept objects and removes orphans."""
@@ -349,6 +367,8 @@ def job_settings(name: str, args: dict[str, Any], names: dict[str, str]) -> dict
         }
     if "purge" in args:
         raw["purge"] = dict(args["purge"])
+    if names.get("budget_table") and isinstance(raw.get("breaker", {}), dict):
+        raw["breaker"] = {**raw.get("breaker", {}), "budget_table": names["budget_table"]}
     if args.get("hooks_path"):
         raw["hook"] = True
     return raw
@@ -364,8 +384,18 @@ def _validated_job(name: str, args: dict[str, Any]) -> Job:
         v.fail(COMPONENT, "s3" if not isinstance(args.get("s3", {}), dict) else "references", "must be a mapping")
     if ("target_table_name" in refs) != ("target_table_arn" in refs):
         v.fail(COMPONENT, "references.target_table_arn", "target_table_name and target_table_arn go together")
+    ledger = _placeholder(args.get("budget_table_name"))
+    if ledger is not None:
+        v.text(COMPONENT, "budget_table_name", ledger)
+    if ("budget_table_name" in args) != ("budget_table_arn" in args):
+        v.fail(COMPONENT, "budget_table_arn", "budget_table_name and budget_table_arn go together")
+    if ledger is not None and args.get("kind") not in SWEEPING_KINDS:
+        v.fail(COMPONENT, "budget_table_name", f"only {' and '.join(SWEEPING_KINDS)} jobs reserve deletions")
+    if isinstance(args.get("breaker"), dict) and "budget_table" in args["breaker"]:
+        v.fail(COMPONENT, "breaker.budget_table", "is set by the component; give budget_table_name and _arn instead")
     names = {
         "table": _placeholder(args.get("table_name")),
+        "budget_table": ledger or (PLACEHOLDER if args.get("kind") in SWEEPING_KINDS else None),
         "bucket": _placeholder((args.get("s3") or {}).get("bucket")),
         "target_table": _placeholder(refs.get("target_table_name")),
         **{key: _placeholder((args.get("postgres") or {}).get(key)) for key in POSTGRES_NAMES},
@@ -425,6 +455,11 @@ class ScheduledSweeper(pulumi.ComponentResource):
     """The function's timeout."""
     dead_letter_queue_name: pulumi.Output[str]
     """Name of the schedule's dead-letter queue."""
+    budget_table_name: pulumi.Output[str | None]
+    """The budget ledger the job reserves its deletions in (sweep and orphaned-references jobs): pass it,
+    with `budget_table_arn`, to other sweepers to share it."""
+    budget_table_arn: pulumi.Output[str | None]
+    """ARN of the budget ledger."""
 
     def __init__(self, name: str, args: ScheduledSweeperArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         raw = v.known_fields(COMPONENT, args, ScheduledSweeperArgs)
@@ -445,7 +480,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
             v.fail(
                 COMPONENT, "job_name", f"must be 1..128 characters of A-Z a-z 0-9 _ . : -, got {raw.get('job_name')!r}"
             )
-        raw = _with_mark_ahead(raw)
+        raw = _with_budget_window(_with_mark_ahead(raw))
         job = _validated_job(name, raw)
         vpc = _vpc(raw)
         timezone = check_timezone(COMPONENT, "schedule_timezone", raw.get("schedule_timezone", "UTC"))
@@ -487,12 +522,17 @@ class ScheduledSweeper(pulumi.ComponentResource):
         self.log_group = log_group(name, retention, tags, child)
         self.role = lambda_role(name, tags, child)
         refs, postgres = raw.get("references") or {}, raw.get("postgres") or {}
+        ledger_name, ledger_arn = raw.get("budget_table_name"), raw.get("budget_table_arn")
+        if job.breaker.budget_table and ledger_name is None:
+            self.budget_table = budget_ledger(f"{name}-budget", tags, child)
+            ledger_name, ledger_arn = self.budget_table.name, self.budget_table.arn
         policy = pulumi.Output.all(
             raw.get("table_arn"),
             self.log_group.arn,
             (raw.get("s3") or {}).get("bucket"),
             refs.get("target_table_arn"),
             postgres.get("secret_arn"),
+            ledger_arn,
         ).apply(lambda a: json.dumps(function_policy(job, Arns(*a), object_prefix)))
         self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=self.role.id, policy=policy, opts=child)
         depends_on: list[pulumi.Resource] = [self.log_group, self.role_policy]
@@ -509,9 +549,12 @@ class ScheduledSweeper(pulumi.ComponentResource):
             (raw.get("s3") or {}).get("bucket"),
             refs.get("target_table_name"),
             *(postgres.get(key) for key in POSTGRES_NAMES),
+            ledger_name,
         ).apply(
             lambda a: _environment(
-                name, raw, dict(zip(("table", "bucket", "target_table", *POSTGRES_NAMES), a, strict=True))
+                name,
+                raw,
+                dict(zip(("table", "bucket", "target_table", *POSTGRES_NAMES, "budget_table"), a, strict=True)),
             )
         )
         self.function = aws.lambda_.Function(
@@ -598,6 +641,8 @@ class ScheduledSweeper(pulumi.ComponentResource):
         self.interval_seconds = pulumi.Output.from_input(interval_seconds(schedule))
         self.timeout_seconds = pulumi.Output.from_input(timeout)
         self.dead_letter_queue_name = self.dead_letter_queue.name
+        self.budget_table_name = pulumi.Output.from_input(ledger_name)
+        self.budget_table_arn = pulumi.Output.from_input(ledger_arn)
         self.register_outputs(
             {
                 "function_name": self.function_name,
@@ -613,6 +658,8 @@ class ScheduledSweeper(pulumi.ComponentResource):
                 "interval_seconds": self.interval_seconds,
                 "timeout_seconds": self.timeout_seconds,
                 "dead_letter_queue_name": self.dead_letter_queue_name,
+                "budget_table_name": self.budget_table_name,
+                "budget_table_arn": self.budget_table_arn,
             }
         )
 
@@ -625,6 +672,17 @@ def _with_mark_ahead(raw: dict[str, Any]) -> dict[str, Any]:
         return raw
     interval = rate_seconds(raw.get("schedule") or "") or 43200
     return {**raw, "s3": {**s3, "mark_ahead_seconds": 2 * interval}}
+
+
+def _with_budget_window(raw: dict[str, Any]) -> dict[str, Any]:
+    """A deleting job's budget window is the schedule's interval unless the args say otherwise: each
+    scheduled run, its fan-out and its retries share the budget one run had before."""
+    breaker = raw.get("breaker", {})
+    if raw.get("kind") not in SWEEPING_KINDS or not isinstance(breaker, dict) or "window_seconds" in breaker:
+        return raw
+    schedule = raw.get("schedule")
+    seconds = min(MAX_WINDOW_SECONDS, max(60, interval_seconds(schedule if isinstance(schedule, str) else "")))
+    return {**raw, "breaker": {**breaker, "window_seconds": seconds}}
 
 
 def _vpc(raw: dict[str, Any]) -> dict[str, Any] | None:

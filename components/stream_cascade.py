@@ -12,7 +12,7 @@ from expiry.components import validation as v
 from expiry.components.lambda_bundle import build_bundle
 from expiry.components.lambda_parts import lambda_role, log_group
 from expiry.components.scheduled_sweeper import ARCHITECTURES, LOG_RETENTION_DAYS, RUNTIMES, S3CascadeArgs
-from expiry.components.sweeper_policy import statement
+from expiry.components.sweeper_policy import list_prefix, owner_reads, statement
 from expiry.components.ttl_table import TtlTable
 from expiry.runtime.dynamodb.stream_cascade import TTL_DELETIONS_FILTER
 from expiry.runtime.jobs.config import ENV_VAR, HANDLERS, KIND_STREAM_CASCADE, Job, JobConfigError, parse_job
@@ -330,13 +330,19 @@ def _policy(
         statement("FailedBatches", ["sqs:SendMessage"], [queue_arn]),
     ]
     if job.s3 and bucket:
-        statements.append(statement("Table", ["dynamodb:GetItem"], [table_arn]))
+        # The ownership rule's reads before each deletion (GetItem: the expired item gone, not written anew).
+        table_actions, owner_statements = owner_reads(job, table_arn)
+        statements.append(statement("Table", sorted({"dynamodb:GetItem", *table_actions}), [table_arn]))
+        statements += owner_statements
         actions = ["s3:DeleteObject", "s3:GetObject"]
         if job.s3.keep_statuses and job.s3.keep_marker == "tag":
             actions += ["s3:GetObjectTagging", "s3:PutObjectTagging"]
+        elif job.s3.keep_marker == "tag":
+            actions.append("s3:GetObjectTagging")  # the ownership rule keeps a marked object
         if job.s3.upload_id_attribute:  # ListParts: a dry run counts only uploads that still exist
             actions += ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
         statements.append(statement("Objects", actions, [f"arn:{partition}:s3:::{bucket}/{object_prefix}*"]))
+        statements.append(list_prefix(f"arn:{partition}:s3:::{bucket}", object_prefix))  # HeadObject: 404, not 403
     if job.archive and archive_bucket:
         statements.append(
             statement("Archive", ["s3:PutObject"], [f"arn:{partition}:s3:::{archive_bucket}/{archive_prefix}*"])

@@ -11,10 +11,12 @@ also saves client CPU: botocore rebuilds its default User-Agent for every reques
 8-20 % of a DeleteItem's client CPU, the bound of a sweeper's deletions per second (README, "Benchmark")."""
 
 import platform
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -23,6 +25,7 @@ from botocore.exceptions import ClientError
 from expiry import __version__
 
 ClientFactory = Callable[[str], Any]
+T = TypeVar("T")
 DEFAULT_CALL_SECONDS = 60.0
 MAX_ATTEMPTS = 3
 MAX_READ_TIMEOUT = 60.0
@@ -78,3 +81,38 @@ def client(service: str, workers: int = 8, call_seconds: float = DEFAULT_CALL_SE
 def retried(error: ClientError) -> bool:
     """Whether botocore sent the request more than once (an earlier attempt may have succeeded)."""
     return bool(error.response.get("ResponseMetadata", {}).get("RetryAttempts"))
+
+
+THROTTLING = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "Throttling",
+        "TooManyRequestsException",
+    }
+)
+THROTTLE_ROUNDS = 6  # after botocore's own attempts: waits of 1, 2, 4, 8, 16, 32 s at most
+
+
+def throttled(error: BaseException) -> bool:
+    return isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in THROTTLING
+
+
+def with_backoff(
+    call: Callable[[], T],
+    should_stop: Callable[[], bool],
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``call()``, retried with exponential backoff and jitter while it is throttled (beyond botocore's
+    own attempts) and the run's time allows; other errors, and a throttle once time is up, raise."""
+    rounds = 0
+    while True:
+        try:
+            return call()
+        except ClientError as error:
+            if not throttled(error) or rounds == THROTTLE_ROUNDS or should_stop():
+                raise
+        sleep(random.uniform(0.5, 1.0) * 2.0**rounds)
+        rounds += 1

@@ -6,9 +6,12 @@ and `psql`, and a sweep run now, with the same library code as the Lambda handle
     expiry sweep --table upload-sessions-prod --s3-bucket uploads --s3-key-attribute s3Key   # plans, then asks
     expiry status --postgres "host=db dbname=app user=ops" --table attributes --expiry-column ttl_timestamp
     expiry sweep --job @upload-sweeper.json --dry-run     # the settings a Lambda runs with
+    expiry sweep --table upload-sessions-prod --plan-out plan.json    # a dry run that saves its plan
+    expiry sweep --table upload-sessions-prod --plan plan.json --yes  # carries out that plan, nothing else
 
 A sweep plans first, shows its target and what it would delete, and deletes only after a "y" on a
-terminal, or with --yes (scripts). Ctrl-C stops a run between two deletions and prints what was done.
+terminal, or with --yes (scripts); what it carries out is the plan it showed (or the saved plan), each
+item only while it is still as read. Ctrl-C stops a run between two deletions and prints what was done.
 Errors are one line on stderr: exit 2 for a wrong command or setting, 1 when AWS or PostgreSQL fails
 (every AWS call, retries included, ends within --call-timeout), 3 when the breaker refuses the plan,
 130 when interrupted.
@@ -31,6 +34,8 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from expiry.runtime.aws_clients import client_config
+from expiry.runtime.dynamodb import saved_plan
+from expiry.runtime.dynamodb.sweep import Plan
 from expiry.runtime.handlers.work import WORK
 from expiry.runtime.jobs.config import (
     KIND_SWEEP,
@@ -42,7 +47,7 @@ from expiry.runtime.jobs.config import (
     parse_job,
 )
 from expiry.runtime.jobs.run_control import Tally
-from expiry.runtime.jobs.runner import run_job
+from expiry.runtime.jobs.runner import Work, run_job
 
 PROG = "expiry"
 T = TypeVar("T")
@@ -100,6 +105,16 @@ def _parser() -> argparse.ArgumentParser:
         if name == "sweep":
             command.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
             command.add_argument("--yes", action="store_true", help="delete without asking (scripts)")
+            saved = command.add_mutually_exclusive_group()
+            saved.add_argument(
+                "--plan-out", metavar="FILE", help="a dry run that also writes its plan to FILE (JSON), for --plan"
+            )
+            saved.add_argument(
+                "--plan",
+                metavar="FILE",
+                help="carry out the plan saved in FILE and nothing else; refused whole if it was made for another "
+                "target or other settings; listed items changed since are skipped",
+            )
             command.add_argument(
                 "--allow-mass-deletion",
                 action="store_true",
@@ -202,7 +217,7 @@ def _with_overrides(raw: Any, args: argparse.Namespace, source: str) -> Job:
     if not isinstance(raw, dict):
         raise JobConfigError(f"{source}: must be an object, got {raw!r}")
     changes: dict[str, Any] = {}
-    if getattr(args, "dry_run", False):
+    if getattr(args, "dry_run", False) or getattr(args, "plan_out", None):
         changes["dry_run"] = True
     if getattr(args, "allow_mass_deletion", False):
         changes["breaker"] = {**(raw.get("breaker") or {}), "allow_mass_deletion": True}
@@ -294,11 +309,17 @@ class Progress:
 
 
 def _run(
-    job: Job, clients: Callable[[str], Any], err: TextIO, progress_total: int | None, switch: StopSwitch
+    job: Job,
+    clients: Callable[[str], Any],
+    err: TextIO,
+    progress_total: int | None,
+    switch: StopSwitch,
+    work: Work | None = None,
 ) -> dict[str, Any]:
-    """Run ``job`` as a Lambda would (its summary), stoppable by Ctrl-C; progress when a total is given."""
+    """Run ``job`` as a Lambda would (its summary), stoppable by Ctrl-C; progress when a total is given.
+    ``work`` is the job kind's work unless given."""
     tallies: list[Tally] = []
-    work = WORK[job.kind](clients)
+    work = work or WORK[job.kind](clients)
 
     def tracked(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
         tallies.append(tally)
@@ -513,20 +534,40 @@ def _dynamodb(
         return result
     job = _table_job(args, KIND_SWEEP, clients)
     target["table"] = job.table
-    err.write(f"target: {_target_text(target)}\n")
+    if job.s3:
+        target["bucket"] = job.s3.bucket
+    plan_target = {**target, "bucket": target.get("bucket")}
+    if (args.plan or args.plan_out) and job.kind != KIND_SWEEP:
+        raise UsageError(f"--plan, --plan-out: saved plans are for {KIND_SWEEP} jobs, not {job.kind}")
     switch = StopSwitch()
-    planned = _run(dataclasses.replace(job, dry_run=True), clients, err, None, switch)
+    given: Plan | None
+    if args.plan:  # the saved plan, checked against this command: nothing is planned again
+        given, made = saved_plan.load(args.plan, job, plan_target, time.time())
+        err.write(f"target: {_target_text(target)}\n")
+        planned: dict[str, Any] = {"dry_run": job.dry_run, "plan": {"counts": given.counts(), "refused": given.refused}}
+        err.write(f"planned: {_plan_text(planned['plan'])} (saved plan {args.plan}, made {iso(made)})\n")
+    else:
+        err.write(f"target: {_target_text(target)}\n")
+        planning = saved_plan.PlanRun(clients)
+        sweeping = planning if job.kind == KIND_SWEEP else None
+        planned = _run(dataclasses.replace(job, dry_run=True), clients, err, None, switch, sweeping)
+        err.write(f"planned: {_plan_text(planned.get('plan') or {})}\n")
+        given = planning.plan
+        if args.plan_out and given and not switch.stopped.is_set():
+            Path(args.plan_out).write_text(saved_plan.dumps(given, job, plan_target, planning.now))
+            planned["plan_file"] = args.plan_out
     plan = planned.get("plan") or {}
-    err.write(f"planned: {_plan_text(plan)}\n")
-    nothing = not any((plan.get("counts") or {}).get(key) for key in ("items_to_delete", "orphans_to_delete"))
-    if job.dry_run or plan.get("refused") or switch.stopped.is_set() or nothing:
-        return {"target": target, **planned}
+    counts = plan.get("counts") or {}
+    nothing = not any(counts.get(key) for key in ("items_to_delete", "orphans_to_delete", "orphan_uploads_to_abort"))
+    stopped = {"interrupted": True} if switch.stopped.is_set() else {}
+    if job.dry_run or plan.get("refused") or stopped or nothing:
+        return {"target": target, **planned, **stopped}
     if not args.yes and not _confirm(f"Delete as planned from {job.table}?", stdin, err):
         raise NotConfirmedError
-    counts = plan.get("counts") or {}
     total = counts.get("items_to_delete", 0) + counts.get("orphans_to_delete", 0)
     deleting.set()
-    done = _run(job, clients, err, total if progress else None, switch)
+    carrying_out = saved_plan.PlanRun(clients, given) if given else None  # the plan shown, not a new one
+    done = _run(job, clients, err, total if progress else None, switch, carrying_out)
     return {"target": target, **done} | ({"interrupted": True} if switch.stopped.is_set() else {})
 
 
@@ -539,8 +580,10 @@ def main(
         args = _parser().parse_args(argv)
         as_json = args.json
         progress = args.progress if getattr(args, "progress", None) is not None else err.isatty()
-        if args.command == "sweep" and not (args.dry_run or args.yes or stdin.isatty()):
+        if args.command == "sweep" and not (args.dry_run or args.plan_out or args.yes or stdin.isatty()):
             raise UsageError("sweep deletes data: run it with --dry-run first, then with --yes (or on a terminal)")
+        if args.postgres and (getattr(args, "plan", None) or getattr(args, "plan_out", None)):
+            raise UsageError("--plan, --plan-out: saved plans are for DynamoDB sweeps, not --postgres")
         if args.postgres:
             result = _postgres(args, err, progress and args.command == "sweep", stdin, deleting)
         else:

@@ -139,7 +139,7 @@ class _Reader:
         except re.error as error:
             raise SettingError(f"{self.key(name)}: is not a regular expression: {error}") from error
         if "id" not in compiled.groupindex:
-            raise SettingError(f"{self.key(name)}: needs a group named id, e.g. (?P<id>[^/.]+), got {value!r}")
+            raise SettingError(f"{self.key(name)}: needs a group named id, e.g. (?P<id>[^/]+), got {value!r}")
         if not value.startswith("^" + re.escape(prefix)) and not value.startswith("^" + prefix):
             raise SettingError(f"{self.key(name)}: must start with ^ and the object prefix {prefix!r}, got {value!r}")
         return value

@@ -7,15 +7,17 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from expiry.components.budget_ledger import budget_ledger
 from expiry.components.cleanup_alarms import CleanupAlarms, table_names, watched_job
 from expiry.components.pg_cron_cleanup import PgCronCleanup
 from expiry.components.scheduled_sweeper import ScheduledSweeper, table_target
 from expiry.components.stream_cascade import TtlStreamCascade, stream_target
 from expiry.components.ttl_table import TtlTable
+from expiry.runtime.jobs.config import SWEEPING_KINDS, UNINDEXED_CHECK_ITEMS
 from stack.settings import StackSettings
 
-# Items of one random Scan segment checked per run for expired items the expiry index cannot see.
-UNINDEXED_CHECK_ITEMS = 10_000
+# The upload table's index on the object key: the ownership rule's way to every session naming an object.
+UPLOADS_OWNER_INDEX = "key-owner-index"
 
 # ActingWeb's OAuth2 indexes (oauth2_server/token_manager.py, client_registry.py): entries under the
 # system actor whose `data` is the JSON-encoded actor id, each pointing at that actor's own item.
@@ -48,6 +50,7 @@ class Built:
     bucket: aws.s3.Bucket | None = None
     pg_cleanup: PgCronCleanup | None = None
     alarms: CleanupAlarms | None = None
+    budget_ledger: aws.dynamodb.Table | None = None
 
 
 def _table(
@@ -81,12 +84,23 @@ def _sweeper(s: StackSettings, built: Built, name: str, args: dict[str, Any]) ->
             "reserve_concurrency": s.reserve_concurrency,
             "tags": s.tags,
             **_rails(s, args),
+            **(_ledger(s, built) if args["kind"] in SWEEPING_KINDS else {}),
             **args,
         },
     )
     built.sweepers[name] = sweeper
     built.watched.append(watched_job(sweeper))
     return sweeper
+
+
+def _ledger(s: StackSettings, built: Built) -> dict[str, Any]:
+    """The one budget ledger the stack's deleting sweepers share (each table's budget is its own record)."""
+    if built.budget_ledger is None:
+        physical = f"expiry-deletion-budget-{s.environment}"
+        built.budget_ledger = budget_ledger(
+            "deletion-budget", s.tags, table_name=physical, deletion_protection=s.deletion_protection
+        )
+    return {"budget_table_name": built.budget_ledger.name, "budget_table_arn": built.budget_ledger.arn}
 
 
 def _rails(s: StackSettings, args: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +149,11 @@ def video_uploads(s: StackSettings, built: Built) -> None:
         {
             "hash_key": layout.session_id_attribute,
             "ttl_attribute": layout.ttl_attribute,
+            "attributes": {layout.object_key_attribute: "S"},
+            # The ownership rule's index: every session naming an object, found before it is deleted.
+            "global_indexes": [
+                {"name": UPLOADS_OWNER_INDEX, "hash_key": layout.object_key_attribute, "projection": "KEYS_ONLY"}
+            ],
             **({"stream_view_type": "OLD_IMAGE"} if stream else {}),
         },
         writers_set_shard=layout.writers_set_expiry_shard,
@@ -164,6 +183,7 @@ def video_uploads(s: StackSettings, built: Built) -> None:
         "keep_statuses": layout.kept_statuses,
         "keep_marker": layout.keep_marker,
         "object_prefix": layout.object_prefix,
+        "owner_index": UPLOADS_OWNER_INDEX,
     }
     if stream:
         archive = _archive_bucket(s, built) if layout.archive_expired else None

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pulumi
 import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -15,6 +17,20 @@ sys.path.insert(0, str(ROOT / "tests"))
 from aws import Aws, MotoServer, aws_backend  # noqa: E402
 from postgres import PostgresServer  # noqa: E402
 from pulumi_harness import Harness, RecordingMocks, RecordingMonitor  # noqa: E402
+
+# Property tests (tests/test_adversarial_*.py): the function-scoped fixtures they meet only set
+# environment variables, which hold across examples; examples run against moto_server, so no deadline.
+# Under CI every run replays the same examples (derandomize); HYPOTHESIS_PROFILE picks a profile by name.
+settings.register_profile(
+    "dev",
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=DirectoryBasedExampleDatabase(ROOT / ".pytest_cache" / "hypothesis"),
+)
+settings.register_profile("ci", settings.get_profile("dev"), derandomize=True, database=None, print_blob=True)
+# Hunting for new failures: skip the recorded @example cases (a failing one would end the search).
+settings.register_profile("explore", settings.get_profile("dev"), phases=[p for p in Phase if p != Phase.explicit])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from uploads_world import BUCKET, NOW, TABLE, create_table, put_session, session_ids
+from tests_support import emf_totals
+from uploads_world import BUCKET, NOW, TABLE, create_ledger, create_table, put_session, session_ids
 
 from expiry.components.lambda_bundle import build_bundle, default_build_dir
 from expiry.components.scheduled_sweeper import ScheduledSweeper
@@ -133,6 +134,7 @@ def test_shipped_sweep_handler_runs_against_moto_server(pulumi_mocks, tmp_path, 
     job_at_now = {**job, "ttl_attribute": "ttl"}
     with aws_backend("moto_server", moto_server) as aws:
         create_table(aws.dynamodb)
+        create_ledger(aws.dynamodb, job["breaker"]["budget_table"])
         aws.s3.create_bucket(Bucket=BUCKET)
         aws.s3.put_object(Bucket=BUCKET, Key="uploads/old/v.mp4", Body=b"x")
         put_session(aws.dynamodb, "old", 1_000_000_000, key="uploads/old/v.mp4")  # 2001: expired now
@@ -144,8 +146,8 @@ def test_shipped_sweep_handler_runs_against_moto_server(pulumi_mocks, tmp_path, 
         assert summary["counts"]["items_deleted"] == 1 and summary["counts"]["items_kept_by_hook"] == 1
         assert session_ids(aws.dynamodb) == {"held", "live"}
         assert aws.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
-        emf = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"_aws"')]
-        assert emf and emf[0]["ItemsDeleted"] == 1 and emf[0]["ObjectsDeleted"] == 1
+        emf = emf_totals([json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"_aws"')])
+        assert emf["ItemsDeleted"] == 1 and emf["ObjectsDeleted"] == 1
 
 
 @pytest.mark.parametrize("kind", ["ttl-monitor", "orphaned-references"])
@@ -167,6 +169,7 @@ def test_shipped_handlers_of_other_kinds_run(pulumi_mocks, tmp_path, monkeypatch
     with aws_backend("moto_server", moto_server) as aws:
         if kind == "orphaned-references":
             create_table(aws.dynamodb, range_key="ref")
+            create_ledger(aws.dynamodb, job["breaker"]["budget_table"])
             for ref, owner in (("r:1", "nobody"), ("r:2", "someone")):
                 aws.dynamodb.put_item(
                     TableName=TABLE,

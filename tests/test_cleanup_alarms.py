@@ -224,6 +224,8 @@ def test_every_alarm_is_defined_as_documented(pulumi_mocks):
         gte,
         "notBreaching",
     )
+    disabled = ("Expiry", "BreakerDisabled", sweeper, "Maximum", 21600, 1, 1, gte, "notBreaching")
+    check("upload-sweeper-breaker-disabled", *disabled)
     pg = {"Job": "attributes-pg-monitor", "Table": "attributes"}
     check(
         "attributes-pg-monitor-errors",

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from expiry.components.cleanup_alarms import CleanupAlarms, watched_job
 from expiry.components.scheduled_sweeper import ScheduledSweeper, table_target
 from expiry.components.ttl_table import TtlTable
 from expiry.runtime.jobs.config import parse_job
@@ -58,6 +59,7 @@ def test_children_and_defaults(pulumi_mocks):
     assert sorted((r.type.split(":")[1], r.name) for r in children) == sorted(
         [
             ("cloudwatch/logGroup", "video-logs"),
+            ("dynamodb/table", "video-budget"),
             ("iam/role", "video-role"),
             ("iam/rolePolicy", "video-policy"),
             ("lambda/function", "video-function"),
@@ -146,7 +148,7 @@ def test_sweep_policy_names_exact_arns(pulumi_mocks):
         ),
     )
     found = statements(pulumi_mocks, "video-policy")
-    assert set(found) == {"Logs", "Metrics", "Table", "Objects", "ListPrefix"}
+    assert set(found) == {"Logs", "Metrics", "Table", "Objects", "ListPrefix", "ListUploads", "DeletionBudget"}
     assert found["Table"]["Resource"] == [TABLE_ARN]
     assert found["Table"]["Action"] == [
         "dynamodb:BatchGetItem",
@@ -172,6 +174,11 @@ def test_sweep_policy_names_exact_arns(pulumi_mocks):
         "Resource": ["arn:aws:s3:::uploads-bucket"],
         "Condition": {"StringLike": {"s3:prefix": ["uploads/*"]}},
     }
+    # Orphaned uploads: ListBucketMultipartUploads has no s3:prefix condition key, so the whole bucket.
+    assert (found["ListUploads"]["Action"], found["ListUploads"]["Resource"]) == (
+        ["s3:ListBucketMultipartUploads"],
+        ["arn:aws:s3:::uploads-bucket"],
+    )
     assert found["Metrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Expiry"}}
     log_group = pulumi_mocks.one("aws:cloudwatch/logGroup:LogGroup")
     assert found["Logs"]["Resource"][1] == found["Logs"]["Resource"][0] + ":*"
@@ -185,11 +192,12 @@ def test_sweep_policy_names_exact_arns(pulumi_mocks):
 def test_expiry_index_is_queried_not_scanned(pulumi_mocks):
     def program():
         table = TtlTable("sessions", {"hash_key": "uploadSessionId", "ttl_attribute": "ttl", "expiry_index": True})
-        return ScheduledSweeper("video", {"kind": "sweep", "schedule": "rate(1 hour)", **table_target(table)})
+        args = {"kind": "sweep", "schedule": "rate(1 hour)", "unindexed_check_items": 0, **table_target(table)}
+        return ScheduledSweeper("video", args)
 
     pulumi_mocks.run(program)
     found = statements(pulumi_mocks, "video-policy")
-    table_arn = pulumi_mocks.one("aws:dynamodb/table:Table").urn and found["Table"]["Resource"][0]
+    table_arn = pulumi_mocks.one("aws:dynamodb/table:Table", "sessions-table").urn and found["Table"]["Resource"][0]
     assert found["ExpiryIndex"] == {
         "Sid": "ExpiryIndex",
         "Effect": "Allow",
@@ -200,6 +208,23 @@ def test_expiry_index_is_queried_not_scanned(pulumi_mocks):
     job = parse_job(json.loads(pulumi_mocks.one(FUNCTION).inputs["environment"]["variables"]["EXPIRY_JOB"]))
     assert job.expiry_index is not None and job.expiry_index.shards == 10
     assert job.table == "sessions-table-physical"
+
+
+def test_with_an_expiry_index_items_without_a_shard_are_checked_by_default(pulumi_mocks):
+    """Issue 18, finding 10: with `expiry_index: true` as README shows it, items written without the
+    shard attribute were neither swept nor reported."""
+
+    def program():
+        table = TtlTable("sessions", {"hash_key": "uploadSessionId", "ttl_attribute": "ttl", "expiry_index": True})
+        sweeper = ScheduledSweeper("video", {"kind": "sweep", "schedule": "rate(1 hour)", **table_target(table)})
+        CleanupAlarms("alarms", {"jobs": [watched_job(sweeper)]})
+
+    pulumi_mocks.run(program)
+    job = parse_job(json.loads(pulumi_mocks.one(FUNCTION).inputs["environment"]["variables"]["EXPIRY_JOB"]))
+    assert job.unindexed_check_items == 10_000
+    assert "dynamodb:Scan" in statements(pulumi_mocks, "video-policy")["Table"]["Action"]
+    alarms = [r.name for r in pulumi_mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")]
+    assert any("unindexed-expired" in name for name in alarms), alarms
 
 
 def test_monitor_is_read_only(pulumi_mocks):

@@ -6,7 +6,7 @@ from uploads_world import ALLOW, INDEX_SETTINGS, NOW, SHARDS, create_table, put_
 from expiry.runtime.dynamodb.ttl import expiry_shard
 from expiry.runtime.handlers.work import sweep_work
 from expiry.runtime.jobs.config import JobConfigError
-from expiry.runtime.jobs.runner import as_invoked
+from expiry.runtime.jobs.payload import as_invoked
 
 IDS = [f"session-{n}" for n in range(40)]
 

@@ -54,7 +54,7 @@ def test_prod_as_shipped_asks_for_the_database_password_by_name(pulumi_mocks):
 def test_dev_stack(pulumi_mocks):
     run_program(pulumi_mocks, stack_config("dev"))
     found = counts(pulumi_mocks)
-    assert found["expiry:index:TtlTable"] == 5 and found[TABLE] == 5
+    assert found["expiry:index:TtlTable"] == 5 and found[TABLE] == 6  # and the sweepers' budget ledger
     assert found["expiry:index:ScheduledSweeper"] == 3 and found["expiry:index:TtlStreamCascade"] == 1
     assert found[FUNCTION] == 4
     assert found["expiry:index:CleanupAlarms"] == 1 and found["aws:s3/bucket:Bucket"] == 1
@@ -66,14 +66,20 @@ def test_dev_stack(pulumi_mocks):
         "active-jobs-dev",
         "interruptions-dev",
         "actingweb_dev_attributes",
+        "expiry-deletion-budget-dev",
     }
+    deleting = [job for job in jobs(pulumi_mocks).values() if job.kind in ("sweep", "orphaned-references")]
+    assert len(deleting) == 2 and {job.breaker.budget_table for job in deleting} == {"expiry-deletion-budget-dev"}
     checkpoints = tables["collections-checkpoints-dev"]
     assert (checkpoints["hashKey"], checkpoints["rangeKey"]) == ("thread_id", "checkpoint_id")
     # No seed application writes the expiry shard, so by default no table has an expiry index.
     assert {g["name"] for g in checkpoints["globalSecondaryIndexes"]} == {"user_id-last_activity-index"}
     assert tables["upload-sessions-dev"]["ttl"]["attributeName"] == "ttl"
     assert tables["upload-sessions-dev"]["hashKey"] == "uploadSessionId"
-    assert not tables["upload-sessions-dev"].get("globalSecondaryIndexes")
+    # The ownership rule's index on the object key: the only index of the upload sessions.
+    (owner_index,) = tables["upload-sessions-dev"]["globalSecondaryIndexes"]
+    assert owner_index["name"] == "key-owner-index" and owner_index["projectionType"] == "KEYS_ONLY"
+    assert owner_index["keySchemas"] == [{"keyType": "HASH", "attributeName": "key"}]
     assert tables["active-jobs-dev"]["ttl"]["attributeName"] == "expiresAt"
     assert tables["actingweb_dev_attributes"]["ttl"]["attributeName"] == "ttl_timestamp"
     assert all(t["deletionProtectionEnabled"] is False for t in tables.values())

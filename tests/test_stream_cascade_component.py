@@ -70,11 +70,16 @@ def test_the_mapping_sees_only_ttl_deletions_and_reports_partial_failures(pulumi
 
 
 def test_policy_names_exact_resources(pulumi_mocks):
-    build(pulumi_mocks)
+    build(pulumi_mocks, s3={**S3_SETTINGS, "object_prefix": "uploads/", "owner_index": "key-owner-index"})
     policy = json.loads(pulumi_mocks.one(POLICY).inputs["policy"])
     found = {s["Sid"]: s for s in policy["Statement"]}
-    assert set(found) == {"Logs", "Metrics", "Stream", "ListStreams", "FailedBatches", "Table", "Objects", "Archive"}
-    assert found["Table"]["Action"] == ["dynamodb:GetItem"]  # reads one item per record, never scans
+    assert set(found) == {
+        *("Logs", "Metrics", "Stream", "ListStreams", "FailedBatches", "Table", "OwnerIndex", "Objects"),
+        *("ListPrefix", "Archive"),
+    }
+    assert found["Table"]["Action"] == ["dynamodb:GetItem"]  # with an owner index, it never scans
+    assert found["OwnerIndex"]["Resource"] == [found["Table"]["Resource"][0] + "/index/key-owner-index"]
+    assert found["ListPrefix"]["Condition"] == {"StringLike": {"s3:prefix": ["uploads/*"]}}  # HeadObject: 404
     assert found["Objects"]["Resource"] == [f"arn:aws:s3:::{BUCKET}/uploads/*"]
     assert "s3:PutObjectTagging" in found["Objects"]["Action"] and "s3:DeleteObject" in found["Objects"]["Action"]
     assert found["Archive"] == {

@@ -204,7 +204,7 @@ def test_stuck_upload_that_moved_on_is_left_alone(world):
 ORPHANS = {
     "prefix": "uploads/",
     "older_than_seconds": 86400,
-    "id_pattern": r"^uploads/\d{4}-\d{2}-\d{2}/(?P<id>[^/.]+)\.[^/]+$",
+    "id_pattern": r"^uploads/\d{4}-\d{2}-\d{2}/(?P<id>[^/]+)\.[^/.]+$",
 }
 
 

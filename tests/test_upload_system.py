@@ -7,6 +7,7 @@ import json
 import pytest
 from aws import make_client
 from upload_system import NOW, World, create_table, deploy, invoke
+from uploads_world import create_ledger
 
 from expiry.runtime.jobs import metrics
 
@@ -23,6 +24,7 @@ def endpoint(moto_server):
 def world_for(deployed, endpoint) -> World:
     dynamodb, s3 = make_client("dynamodb", endpoint), make_client("s3", endpoint)
     create_table(dynamodb, deployed.table_inputs)
+    create_ledger(dynamodb, deployed.job["breaker"]["budget_table"])  # the sweepers' shared budget ledger
     s3.create_bucket(Bucket=deployed.bucket)
     return World(dynamodb, s3, deployed.table, deployed.bucket)
 
@@ -151,7 +153,7 @@ def test_a_wrong_key_pattern_trips_the_breaker_and_deletes_nothing(pulumi_mocks,
         monkeypatch,
         uploadsCascade="sweep",
         dryRun=False,
-        uploadsKeyPattern=r"^uploads/(?P<id>[^/]+)/",
+        uploadsKeyPattern=r"^uploads/(?P<id>[^/]+)/.+",
     )
     world = world_for(deployed, endpoint)
     populate(world)

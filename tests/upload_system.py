@@ -17,6 +17,7 @@ from typing import Any
 
 import pulumi
 from stack_config import ROOT, stack_config
+from tests_support import emf_totals
 
 AHEAD = 3 * 86400
 NOW = int(time.time()) + AHEAD  # the sweeper's clock
@@ -209,7 +210,7 @@ class Invocation:
 
     @property
     def emf(self) -> dict[str, Any]:
-        return next(line for line in self.lines if "_aws" in line)
+        return emf_totals(self.lines)
 
     def errors(self, action: str) -> list[dict[str, Any]]:
         return [line for line in self.lines if line.get("event") == "cleanup_error" and line.get("action") == action]

@@ -8,6 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tests_support import emf_totals
+
+from expiry.runtime.dynamodb.deletion_budget import LEDGER_KEY
 from expiry.runtime.dynamodb.ttl import expiry_shard
 from expiry.runtime.jobs.config import Job, parse_job
 from expiry.runtime.jobs.runner import Work, run_job
@@ -16,6 +19,7 @@ NOW = int(time.time()) + 3 * 86400  # the sweep's clock: three days ahead, so S3
 TABLE = "upload-sessions"
 BUCKET = "uploads"
 SHARDS = 4
+OWNER_INDEX = "key-owner-index"
 
 
 def create_table(
@@ -24,19 +28,29 @@ def create_table(
     name: str = TABLE,
     hash_key: str = "uploadSessionId",
     range_key: str | None = None,
+    owner_index: bool = False,
 ) -> None:
     keys = [{"AttributeName": hash_key, "KeyType": "HASH"}]
     attributes = [{"AttributeName": hash_key, "AttributeType": "S"}]
     if range_key:
         keys.append({"AttributeName": range_key, "KeyType": "RANGE"})
         attributes.append({"AttributeName": range_key, "AttributeType": "S"})
-    extra: dict[str, Any] = {}
+    indexes: list[dict[str, Any]] = []
+    if owner_index:
+        attributes.append({"AttributeName": "key", "AttributeType": "S"})
+        indexes.append(
+            {
+                "IndexName": OWNER_INDEX,
+                "KeySchema": [{"AttributeName": "key", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        )
     if expiry_index:
         attributes += [
             {"AttributeName": "expiry_shard", "AttributeType": "S"},
             {"AttributeName": "ttl", "AttributeType": "N"},
         ]
-        extra["GlobalSecondaryIndexes"] = [
+        indexes += [
             {
                 "IndexName": "expiry-index",
                 "KeySchema": [
@@ -46,6 +60,7 @@ def create_table(
                 "Projection": {"ProjectionType": "KEYS_ONLY"},
             }
         ]
+    extra = {"GlobalSecondaryIndexes": indexes} if indexes else {}
     dynamodb.create_table(
         TableName=name, KeySchema=keys, AttributeDefinitions=attributes, BillingMode="PAY_PER_REQUEST", **extra
     )
@@ -78,6 +93,16 @@ def put_session(
     if created is not None:
         item["createdAt"] = {"N": str(created)} if isinstance(created, int) else {"S": created}
     dynamodb.put_item(TableName=table, Item=item)
+
+
+def create_ledger(dynamodb: Any, name: str) -> None:
+    """The breaker's budget ledger, keyed as ScheduledSweeper creates it."""
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": LEDGER_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": LEDGER_KEY, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
 
 def session_ids(dynamodb: Any, table: str = TABLE) -> set[str]:
@@ -128,13 +153,15 @@ class Run:
 
     @property
     def emf(self) -> dict[str, Any]:
-        (document,) = [line for line in self.lines if "_aws" in line]
-        return document
+        return emf_totals(self.lines)
 
 
-def run(job: Job, work: Work, stop_after: int | None = None, event: Any = None) -> Run:
+def run(
+    job: Job, work: Work, stop_after: int | None = None, event: Any = None, stream_lines: list[Any] | None = None
+) -> Run:
     """Run a job as its handler does, with the sweep's clock and, optionally, a Lambda clock that
-    runs out after ``stop_after`` checks of it (each check takes an equal share of the time)."""
+    runs out after ``stop_after`` checks of it (each check takes an equal share of the time).
+    ``stream_lines`` receives the lines it printed, also when it fails."""
     stream = io.StringIO()
     checks = {"n": 0}
 
@@ -145,5 +172,10 @@ def run(job: Job, work: Work, stop_after: int | None = None, event: Any = None) 
                 return 900_000
             return max(0, 900_000 - 900_000 * checks["n"] // max(1, stop_after))
 
-    summary = run_job(job, work, Context(), clock=lambda: NOW, stream=stream, event=event)
-    return Run(summary, [json.loads(line) for line in stream.getvalue().splitlines()])
+    try:
+        summary = run_job(job, work, Context(), clock=lambda: NOW, stream=stream, event=event)
+    finally:
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        if stream_lines is not None:
+            stream_lines += lines
+    return Run(summary, lines)

@@ -10,11 +10,12 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from expiry.runtime.aws_clients import retried
+from expiry.runtime.aws_clients import retried, with_backoff
 from expiry.runtime.jobs.config import Job
 from expiry.runtime.jobs.run_control import Tally
 
@@ -31,11 +32,12 @@ def _ttl_condition(job: Job, now: float) -> tuple[dict[str, str], dict[str, Any]
 def pages(
     call: Callable[..., Item], kwargs: Item, tally: Tally, should_stop: Callable[[], bool], page_size: int | None
 ) -> Iterator[Item]:
-    """Items of every page of a Query or Scan, stopping between pages when asked to."""
+    """Items of every page of a Query or Scan, stopping between pages when asked to; a throttled
+    page is read again after a backoff while the run's time allows."""
     if page_size:
         kwargs = {**kwargs, "Limit": page_size}
     while True:
-        page = call(**kwargs)
+        page = with_backoff(partial(call, **kwargs), should_stop)
         tally.add("items_read", page.get("ScannedCount", 0))
         tally.add("read_calls")
         yield from page.get("Items", [])
@@ -177,7 +179,9 @@ def unchanged(image: Item, attributes: tuple[str, ...]) -> Item:
     return condition
 
 
-def delete_as_read(dynamodb: Any, job: Job, image: Item, attributes: tuple[str, ...]) -> str:
+def delete_as_read(
+    dynamodb: Any, job: Job, image: Item, attributes: tuple[str, ...], should_stop: Callable[[], bool] = lambda: False
+) -> str:
     """Delete the item only while ``attributes`` are as read in ``image``.
 
     DELETED: this call deleted it, including when a first attempt deleted it and its reply was lost
@@ -185,11 +189,14 @@ def delete_as_read(dynamodb: Any, job: Job, image: Item, attributes: tuple[str, 
     writer). CHANGED: it was renewed or changed since it was read, and was left alone.
     """
     try:
-        dynamodb.delete_item(
-            TableName=job.table,
-            Key=key_of(job, image),
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            **unchanged(image, attributes),
+        with_backoff(
+            lambda: dynamodb.delete_item(
+                TableName=job.table,
+                Key=key_of(job, image),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **unchanged(image, attributes),
+            ),
+            should_stop,
         )
     except ClientError as error:
         if error.response["Error"]["Code"] != "ConditionalCheckFailedException":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from expiry.runtime.dynamodb.deletion_budget import INDEX_ENTRIES, Claim, reserve
 from expiry.runtime.dynamodb.expired_items import CHANGED, DELETED, delete_as_read, key_of, pages
 from expiry.runtime.dynamodb.items import chunks, plain, text_value
 from expiry.runtime.dynamodb.ttl import ttl_value
@@ -86,6 +87,10 @@ class IndexSweeper:
     def run(self) -> dict[str, Any]:
         with ThreadPoolExecutor(max_workers=self.job.workers) as pool:
             plan = self.plan(pool)
+            budget = None
+            if not plan.refused:
+                claim = Claim(INDEX_ENTRIES, len(plan.orphans), plan.checked)
+                plan.refused, budget = reserve(self.dynamodb, self.job, [claim], self.now)
             report_refusals(self.tally, plan.refused)
             if not self.job.dry_run and not plan.refused:
                 list(pool.map(self.delete, plan.orphans))
@@ -97,7 +102,8 @@ class IndexSweeper:
                 "counts": {"entries_checked": plan.checked, "orphans_to_delete": len(plan.orphans)},
                 "refused": plan.refused,
                 "sample": {"orphans_to_delete": sample},
-            }
+            },
+            **({"budget": budget} if budget else {}),
         }
 
     def plan(self, pool: ThreadPoolExecutor) -> Plan:

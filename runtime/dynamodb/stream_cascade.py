@@ -3,10 +3,12 @@
 DynamoDB delivers every item TTL deletes on the table's stream as a REMOVE record by the service
 principal dynamodb.amazonaws.com, with the item's last image. This reads no table items to find
 work and deletes none (TTL did); for each such record it archives the image (optional), marks the
-object of an item in a kept status, or aborts the item's multipart upload and deletes its object.
-An object whose key an item holds again (the key was written anew) is kept. Every step is
-idempotent, so a retried batch repeats nothing harmful; a record that fails is reported by its
-sequence number (partial batch response) and Lambda retries from it."""
+object of an item in a kept status, or aborts the item's multipart upload and deletes its object,
+but only as the ownership rule allows (runtime/ownership.py): an object that any item names (the
+expired one written anew, or another item sharing the key) or that is marked kept stays. Every step
+is idempotent and each archived image has its own object, so a retried batch repeats nothing
+harmful; a record that fails is reported by its sequence number (partial batch response) and Lambda
+retries from it."""
 
 import datetime as dt
 import gzip
@@ -19,6 +21,7 @@ from typing import Any
 from expiry.runtime.dynamodb.items import plain, text_value
 from expiry.runtime.jobs.config import Job
 from expiry.runtime.jobs.run_control import Tally
+from expiry.runtime.ownership import NAMED, Ownership
 from expiry.runtime.s3 import objects
 
 Record = dict[str, Any]
@@ -34,14 +37,12 @@ def is_ttl_deletion(record: Record) -> bool:
     return record.get("eventName") == "REMOVE" and record.get("userIdentity") == TTL_PRINCIPAL
 
 
-def archive_key(prefix: str, records: list[Record]) -> str:
-    """One object per batch, named by its records (sequence numbers and event ids): a retried batch
-    writes the same key again instead of a second copy."""
-    first, last = records[0], records[-1]
-    when = dt.datetime.fromtimestamp(float(first["dynamodb"]["ApproximateCreationDateTime"]), tz=dt.UTC)
-    ids = hashlib.sha256("\n".join(r.get("eventID", "") for r in records).encode()).hexdigest()[:12]
-    sequence = f"{first['dynamodb']['SequenceNumber']}-{last['dynamodb']['SequenceNumber']}"
-    return f"{prefix}dt={when:%Y-%m-%d}/{sequence}-{ids}.jsonl.gz"
+def archive_key(prefix: str, record: Record) -> str:
+    """One object per expired item, named by its record (sequence number and event id): a retried
+    batch, whatever records it starts from, writes the same keys again instead of second copies."""
+    when = dt.datetime.fromtimestamp(float(record["dynamodb"]["ApproximateCreationDateTime"]), tz=dt.UTC)
+    event_id = hashlib.sha256(record.get("eventID", "").encode()).hexdigest()[:12]
+    return f"{prefix}dt={when:%Y-%m-%d}/{record['dynamodb']['SequenceNumber']}-{event_id}.jsonl.gz"
 
 
 def archive_lines(records: list[Record]) -> bytes:
@@ -66,6 +67,7 @@ class StreamCascade:
 
     def __init__(self, job: Job, dynamodb: Any, s3: Any, tally: Tally, should_stop: Callable[[], bool]) -> None:
         self.job, self.dynamodb, self.s3, self.tally, self.should_stop = job, dynamodb, s3, tally, should_stop
+        self.ownership = Ownership(job, dynamodb, s3, tally, should_stop) if job.s3 else None
 
     def run(self, records: list[Record]) -> dict[str, Any]:
         """Handle ``records``; the sequence numbers to retry from (the earliest failure, if any)."""
@@ -94,14 +96,19 @@ class StreamCascade:
         if self.job.dry_run:
             self.tally.add("items_to_archive", len(records))
             return
-        self.s3.put_object(
-            Bucket=archive.bucket,
-            Key=archive_key(archive.prefix, records),
-            Body=archive_lines(records),
-            ContentType="application/x-ndjson",
-            ContentEncoding="gzip",
-        )
-        self.tally.add("items_archived", len(records))
+
+        def put(record: Record) -> None:
+            self.s3.put_object(
+                Bucket=archive.bucket,
+                Key=archive_key(archive.prefix, record),
+                Body=archive_lines([record]),
+                ContentType="application/x-ndjson",
+                ContentEncoding="gzip",
+            )
+            self.tally.add("items_archived")
+
+        with ThreadPoolExecutor(max_workers=self.job.workers) as pool:
+            list(pool.map(put, records))  # the first failure raises: the batch is retried
 
     def cascade(self, record: Record) -> bool:
         """Clean or keep what one expired item pointed at; False when it failed (logged)."""
@@ -116,19 +123,22 @@ class StreamCascade:
 
     def _cascade(self, old: dict[str, Any]) -> None:
         s3 = self.job.s3
-        assert s3 is not None
+        assert s3 is not None and self.ownership is not None
         key = text_value(old, s3.key_attribute)
         if not key:
             return
         if text_value(old, s3.status_attribute) in s3.keep_statuses:
             if s3.keep_marker == "tag" and objects.object_exists(self.s3, s3.bucket, key):
-                if self.job.dry_run:
-                    self.tally.add("objects_to_mark")
+                if self.job.dry_run:  # what the real run would count: only an object not marked yet
+                    self.tally.add("objects_to_mark", not objects.is_marked_kept(self.s3, s3.bucket, key))
                 elif objects.mark_kept(self.s3, s3.bucket, key):
                     self.tally.add("objects_marked_kept")
             return
-        if self._held_again(old, key):
-            self.tally.add("items_skipped")  # the item was written anew with the same object: keep it
+        released = [{name: old[name] for name in self.job.key_attributes}]
+        if reason := self.ownership.refusal(key, released):
+            # An item names it (ItemsSkipped: the expired item written anew, or another sharing the key),
+            # or it carries the keep mark.
+            self.tally.add("items_skipped" if reason == NAMED else "objects_kept_marked")
             return
         upload_id = text_value(old, s3.upload_id_attribute)
         exists = objects.object_exists(self.s3, s3.bucket, key)
@@ -146,17 +156,3 @@ class StreamCascade:
         s3 = self.job.s3
         assert s3 is not None and upload_id
         return objects.upload_has_parts(self.s3, s3.bucket, key, upload_id) is not None
-
-    def _held_again(self, old: dict[str, Any], key: str) -> bool:
-        """Whether an item with the same primary key exists now and still points at ``key``."""
-        s3 = self.job.s3
-        assert s3 is not None
-        item_key = {name: old[name] for name in self.job.key_attributes}
-        current = self.dynamodb.get_item(
-            TableName=self.job.table,
-            Key=item_key,
-            ConsistentRead=True,
-            ProjectionExpression="#k",
-            ExpressionAttributeNames={"#k": s3.key_attribute},
-        ).get("Item")
-        return current is not None and text_value(current, s3.key_attribute) == key

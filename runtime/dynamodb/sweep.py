@@ -18,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from expiry.runtime.dynamodb.deletion_budget import ITEMS, ORPHANED_OBJECTS, Claim, reserve
 from expiry.runtime.dynamodb.expired_items import (
     CHANGED,
     DELETED,
@@ -30,9 +31,10 @@ from expiry.runtime.dynamodb.expired_items import (
 )
 from expiry.runtime.dynamodb.items import BATCH_GET, chunks, existing_ids, plain, text_value
 from expiry.runtime.dynamodb.ttl import is_expired
-from expiry.runtime.jobs.breaker import refusal, report_refusals
+from expiry.runtime.jobs.breaker import refusal, report_refusals, scope
 from expiry.runtime.jobs.config import HOOK_MODULE, Job
 from expiry.runtime.jobs.run_control import Tally
+from expiry.runtime.ownership import Ownership
 from expiry.runtime.s3 import objects
 
 Item = dict[str, Any]
@@ -64,6 +66,7 @@ class Decision:
 class Plan:
     decisions: list[Decision] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    orphan_uploads: list[tuple[str, str]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
@@ -75,6 +78,7 @@ class Plan:
             "objects_to_delete": sum(x.delete_object for x in d),
             "objects_to_mark": sum(x.mark_object for x in d),
             "orphans_to_delete": len(self.orphans),
+            "orphan_uploads_to_abort": len(self.orphan_uploads),
         }
 
 
@@ -97,6 +101,7 @@ class Sweeper:
         self.acting_stop = should_stop
         self.planning_over = planning_over or should_stop
         self.item_count: int | None = None
+        self.ownership = Ownership(job, dynamodb, s3, tally, lambda: self.should_stop()) if job.s3 else None
         s3_settings, stuck = job.s3, job.stuck_uploads
         self.read_attributes = tuple(
             dict.fromkeys(
@@ -112,20 +117,35 @@ class Sweeper:
             )
         )
 
-    def run(self) -> dict[str, Any]:
-        """Plan, check the breaker, and (unless a dry run) do the plan; the plan's report."""
+    def run(self, plan: Plan | None = None) -> dict[str, Any]:
+        """Plan (or take ``plan``, made earlier for this job: nothing is planned again), check the
+        breaker, and (unless a dry run) do the plan; the plan's report."""
         with ThreadPoolExecutor(max_workers=self.job.workers) as pool:
             self.pool = pool
-            self.should_stop = self.planning_over  # planning stops halfway, keeping time to act
-            plan = self.plan()
-            self.should_stop = self.acting_stop
+            if plan is None:
+                self.should_stop = self.planning_over  # planning stops halfway, keeping time to act
+                plan = self.plan()
+                self.should_stop = self.acting_stop
             unindexed = count_unindexed_expired(self.dynamodb, self.job, self.now, self.tally, self._item_count)
+            budget = None
+            if not plan.refused and scope(self.job.breaker) == "per-table":
+                plan.refused, budget = reserve(self.dynamodb, self.job, self._claims(plan), self.now)
             report_refusals(self.tally, plan.refused)
             if not self.job.dry_run and not plan.refused:
                 self.carry_out(plan)
         if self.tally.counts["not_reached"] or self.should_stop():
             self.tally.add("stopped_early")
-        return {"plan": self.report(plan), "unindexed_expired": unindexed}
+        return {"plan": self.report(plan), "unindexed_expired": unindexed, "budget": budget}
+
+    def _claims(self, plan: Plan) -> list[Claim]:
+        """What the plan deletes of the table's budgets (items; orphaned objects) and what it examined."""
+        items = sum(d.delete for d in plan.decisions)
+        orphans = len(plan.orphans) + len(plan.orphan_uploads)  # objects and uploads no item names
+        candidates = self.tally.counts["orphan_candidates"] + self.tally.counts["orphan_upload_candidates"]
+        return [
+            Claim(ITEMS, items, max(self.tally.counts["items_read"], self._item_count()) if items else 0),
+            Claim(ORPHANED_OBJECTS, orphans, max(candidates, orphans)),
+        ]
 
     def _each(self, items: Iterable[Any], action: Callable[[Any], Any]) -> list[Any]:
         """``action`` on items concurrently, results in order; a failure is counted and logged,
@@ -237,7 +257,18 @@ class Sweeper:
         if key:
             decision.object_key = key
             decision.delete_object = objects.object_exists(self.s3, s3.bucket, key)
+        if key and (decision.abort_upload or decision.delete_object):
+            self._owned_by_this_item(decision, key)
         return decision
+
+    def _owned_by_this_item(self, decision: Decision, key: str) -> None:
+        """The ownership rule at planning: the object and upload go only if no other item names the
+        key and the object is not marked kept (checked again once the item is deleted)."""
+        assert self.ownership is not None
+        reason = self.ownership.refusal(key, released=[key_of(self.job, decision.image)], confirm=False)
+        if reason:
+            self.tally.add(f"objects_kept_{reason}")
+            decision.abort_upload, decision.delete_object = None, False
 
     def _keep_object(self, decision: Decision) -> Decision:
         """Keep the item's object, and mark it if it is not marked yet."""
@@ -280,7 +311,9 @@ class Sweeper:
             return Decision(image, object_key=key)
         if parts:
             return Decision(image, mark_partial=True, object_key=key)
-        return Decision(image, delete=True, abort_upload=upload_id, object_key=key)
+        decision = Decision(image, delete=True, abort_upload=upload_id, object_key=key)
+        self._owned_by_this_item(decision, key)
+        return decision
 
     def plan_orphans(self, plan: Plan) -> None:
         """Objects whose owner is gone and that no pass kept or marked. Refused when the owner rule
@@ -296,9 +329,12 @@ class Sweeper:
             self.s3, s3.bucket, orphans, self.now, self.tally, lambda key: key in decided
         )
         owners_found = examined = 0
+        assert self.ownership is not None
         for batch in chunks(candidates, BATCH_GET):
             owners = existing_ids(self.dynamodb, self.job, {o.owner_id for o in batch}, self.tally)
-            ownerless = [o.key for o in batch if o.owner_id not in owners]
+            unnamed = [o.key for o in batch if o.owner_id not in owners]
+            named = self.ownership.named_among(unnamed)  # the rule: by the attribute that names an object
+            ownerless = [key for key in unnamed if key not in named]
             owners_found += len(batch) - len(ownerless)
             examined += len(batch)
             marked = self._each(ownerless, self._marked)
@@ -307,12 +343,34 @@ class Sweeper:
             if self.should_stop():
                 return
         self.tally.add("orphan_candidates", examined)
+        self.plan_orphan_uploads(plan, decided)
         if plan.orphans and not owners_found and not self.job.breaker.allow_mass_deletion:
             plan.refused.append(
                 f"orphaned_objects.id_pattern found no owner for any of the {examined} objects it checked; "
                 "nothing was deleted; check the pattern against the bucket's keys"
             )
         elif reason := refusal(self.job.breaker, "orphaned objects", len(plan.orphans), examined):
+            plan.refused.append(reason)
+
+    def plan_orphan_uploads(self, plan: Plan, decided: set[str]) -> None:
+        """Multipart uploads under the prefix, older than the grace, on keys no item names: left by a
+        session deleted before its cascade ran (a crash), they would wait for the lifecycle rule."""
+        orphans, s3 = self.job.orphaned_objects, self.job.s3
+        assert orphans and s3 and self.ownership
+        if not s3.upload_id_attribute:
+            return
+        uploads = objects.orphan_upload_candidates(self.s3, s3.bucket, orphans, self.now, self.tally, decided)
+        examined = 0
+        for batch in chunks(uploads, BATCH_GET):
+            owners = existing_ids(self.dynamodb, self.job, {u.owner_id for u in batch}, self.tally)
+            unnamed = [u for u in batch if u.owner_id not in owners]
+            named = self.ownership.named_among([u.key for u in unnamed])
+            plan.orphan_uploads += [(u.key, u.upload_id) for u in unnamed if u.key not in named]
+            examined += len(batch)
+            if self.should_stop():
+                break
+        self.tally.add("orphan_upload_candidates", examined)
+        if reason := refusal(self.job.breaker, "orphaned uploads", len(plan.orphan_uploads), examined):
             plan.refused.append(reason)
 
     def _marked(self, key: str) -> bool:
@@ -348,11 +406,37 @@ class Sweeper:
                 self.tally.add("not_reached", len(plan.orphans) - start)
                 return
             assert s3 is not None
-            batch = plan.orphans[start : start + objects.DELETE_BATCH]
+            batch = self._still_orphaned(plan.orphans[start : start + objects.DELETE_BATCH])
+            if not batch:
+                continue
             try:
                 self.tally.add("orphans_deleted", objects.delete_objects(self.s3, s3.bucket, batch, self.tally))
             except Exception as error:  # noqa: BLE001 - the batch is reported, the run goes on
                 self.tally.error("delete_orphans", error, objects=len(batch))
+        self._each(plan.orphan_uploads, self._abort_orphan_upload)
+
+    def _still_orphaned(self, keys: list[str]) -> list[str]:
+        """The rule again at delete time: the orphans no item has come to name and none marked since
+        (an orphan whose check failed or was not reached is kept)."""
+        verdicts = self._each(keys, self._orphan_may_go)
+        return [key for key, may_go in zip(keys, verdicts, strict=False) if may_go is True]  # unreached: kept
+
+    def _orphan_may_go(self, key: str) -> bool:
+        assert self.ownership is not None
+        if self.ownership.refusal(key):
+            self.tally.add("objects_kept_at_delete")
+            return False
+        return True
+
+    def _abort_orphan_upload(self, upload: tuple[str, str]) -> None:
+        key, upload_id = upload
+        s3 = self.job.s3
+        assert s3 is not None and self.ownership is not None
+        if self.ownership.named(key):
+            self.tally.add("objects_kept_at_delete")
+            return
+        if objects.abort_upload(self.s3, s3.bucket, key, upload_id):
+            self.tally.add("uploads_aborted")
 
     def apply(self, decision: Decision) -> None:
         s3 = self.job.s3
@@ -365,12 +449,16 @@ class Sweeper:
             return
         if not decision.delete:
             return
-        outcome = delete_as_read(self.dynamodb, self.job, decision.image, self.read_attributes)
+        outcome = delete_as_read(self.dynamodb, self.job, decision.image, self.read_attributes, self.should_stop)
         if outcome == CHANGED:
             self.tally.add("items_skipped")
             return
         self.tally.add("items_deleted" if outcome == DELETED else "items_gone")
-        if not s3 or not decision.object_key:
+        if not s3 or not decision.object_key or not (decision.abort_upload or decision.delete_object):
+            return
+        assert self.ownership is not None
+        if self.ownership.refusal(decision.object_key, released=[key_of(self.job, decision.image)]):
+            self.tally.add("objects_kept_at_delete")  # named again, or marked, since the plan
             return
         if decision.abort_upload and objects.abort_upload(
             self.s3, s3.bucket, decision.object_key, decision.abort_upload
@@ -424,5 +512,6 @@ class Sweeper:
                 "objects_to_delete": sample(x.object_key for x in d if x.delete_object),
                 "objects_to_mark": sample(x.object_key for x in d if x.mark_object),
                 "orphans_to_delete": sample(plan.orphans),
+                "orphan_uploads_to_abort": sample(key for key, _ in plan.orphan_uploads),
             },
         }

@@ -53,7 +53,8 @@ def sweep_work(clients: ClientFactory) -> Work:
         planning_over = should_stop.planning_over if isinstance(should_stop, Deadline) else should_stop
         sweeper = Sweeper(job, clients("dynamodb"), s3, now, should_stop, tally, load_hook(job), planning_over)
         report = sweeper.run()
-        return {"plan": report["plan"], m.UNINDEXED_EXPIRED: report["unindexed_expired"]}
+        budget = {"budget": report["budget"]} if report["budget"] else {}  # the breaker's window, with a ledger
+        return {"plan": report["plan"], m.UNINDEXED_EXPIRED: report["unindexed_expired"], **budget}
 
     return work
 

@@ -53,6 +53,10 @@ MAX_WORKERS = 64
 # busy (about 1 ms of botocore CPU per call); see README, ScheduledSweeper's Benchmark.
 SWEEPING_WORKERS = 64
 SWEEPING_KINDS = (KIND_SWEEP, KIND_ORPHANED_REFERENCES)  # jobs making one DynamoDB call per deletion
+# With an expiry index, items of one random Scan segment checked per run for expired items the index
+# cannot see (written without the shard attribute): on unless a job turns it off with 0.
+UNINDEXED_CHECK_ITEMS = 10_000
+MAX_WINDOW_SECONDS = 7 * 86400  # a breaker's window: CloudWatch's longest alarm window, a weekly schedule
 
 
 class JobConfigError(ValueError):
@@ -97,6 +101,9 @@ class S3Cascade:
     keep_statuses: tuple[str, ...]
     keep_marker: str = "tag"
     mark_ahead_seconds: int = 0
+    owner_index: str | None = None
+    """A global secondary index whose hash key is ``key_attribute``: how the ownership rule finds the
+    items that name an object (without one, a consistent Scan filtered on the key attribute)."""
 
 
 @dataclass(frozen=True)
@@ -113,12 +120,18 @@ class StuckUploads:
 @dataclass(frozen=True)
 class Breaker:
     """Refuses a run that would delete more than ``max_share`` of what it examined or more than
-    ``max_count`` things; runs deleting ``ignore_below`` things or fewer are never refused."""
+    ``max_count`` things; runs deleting ``ignore_below`` things or fewer are never refused.
+
+    With ``budget_table`` (a ledger, runtime.dynamodb.deletion_budget) the limits hold for the whole
+    table within a window of ``window_seconds``, however many runs, shards and retries share it;
+    without one, each run is judged alone."""
 
     max_share: float = 0.5
     max_count: int | None = None
     ignore_below: int = 10
     allow_mass_deletion: bool = False
+    budget_table: str | None = None
+    window_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -128,8 +141,9 @@ class OrphanedObjects:
     id_pattern: re.Pattern[str]
 
     def owner(self, key: str) -> str | None:
-        """The owner id the rule reads from an object key (group `id`, else the first); None if none."""
-        match = self.id_pattern.search(key)
+        """The owner id the rule reads from a whole object key (group `id`, else the first); None when
+        the pattern does not match the whole key (anchored: a key it half-matches is never an orphan)."""
+        match = self.id_pattern.fullmatch(key)
         if not match:
             return None
         return match.group("id") if "id" in self.id_pattern.groupindex else match.group(1)
@@ -303,6 +317,7 @@ def _s3(r: _Reader | None) -> S3Cascade | None:
             "keep_statuses",
             "keep_marker",
             "mark_ahead_seconds",
+            "owner_index",
         }
     )
     keep = r.texts("keep_statuses")
@@ -320,6 +335,7 @@ def _s3(r: _Reader | None) -> S3Cascade | None:
         keep_statuses=keep,
         keep_marker=marker,
         mark_ahead_seconds=r.integer("mark_ahead_seconds", 0, 0, 366 * 86400),
+        owner_index=r.text("owner_index", required=False),
     )
 
 
@@ -341,13 +357,18 @@ def _stuck(r: _Reader | None, ttl_attribute: str) -> StuckUploads | None:
 def _breaker(r: _Reader | None) -> Breaker:
     if r is None:
         return Breaker()
-    r.check_known({"max_share", "max_count", "ignore_below", "allow_mass_deletion"})
+    r.check_known({"max_share", "max_count", "ignore_below", "allow_mass_deletion", "budget_table", "window_seconds"})
     max_count = r.raw.get("max_count")
+    budget_table = r.text("budget_table", required=False)
+    if "window_seconds" in r.raw and budget_table is None:
+        r.fail("window_seconds", "needs budget_table (without a ledger, each run is judged alone)")
     return Breaker(
         max_share=r.number("max_share", 0.5, 0.0, 1.0),
         max_count=None if max_count is None else r.integer("max_count", 0, 0, 100_000_000),
         ignore_below=r.integer("ignore_below", 10, 0, 1_000_000),
         allow_mass_deletion=r.boolean("allow_mass_deletion", False),
+        budget_table=budget_table,
+        window_seconds=r.integer("window_seconds", 3600, 60, MAX_WINDOW_SECONDS),
     )
 
 
@@ -555,7 +576,12 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         delete_expired=r.boolean("delete_expired", True),
         breaker=_breaker(r.section("breaker")),
         plan_sample_size=r.integer("plan_sample_size", 20, 0, 1000),
-        unindexed_check_items=r.integer("unindexed_check_items", 0, 0, 10_000_000),
+        unindexed_check_items=r.integer(
+            "unindexed_check_items",
+            UNINDEXED_CHECK_ITEMS if r.raw.get("expiry_index") is not None else 0,
+            0,
+            10_000_000,
+        ),
         postgres=_postgres(r.section("postgres")),
         purge=_purge(r.section("purge")),
         archive=_archive(r.section("archive")),
@@ -577,6 +603,8 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         r.fail("orphaned_objects", "needs a table keyed by its hash key alone (the id taken from the object key)")
     if kind == KIND_STREAM_CASCADE and job.s3 is None and job.archive is None:
         r.fail("s3", "a stream-cascade job needs s3 (the cascade), archive, or both")
+    if job.breaker.budget_table and kind not in SWEEPING_KINDS:
+        r.fail("breaker.budget_table", f"only {' and '.join(SWEEPING_KINDS)} jobs reserve deletions in a ledger")
     if kind == KIND_ORPHANED_REFERENCES and job.references is None:
         r.fail("references", "is required for an orphaned-references job")
     if kind == KIND_ORPHANED_REFERENCES and len(job.key_attributes) != 2:

@@ -31,6 +31,8 @@ PG_CRON_FAILED_RUNS = "PgCronFailedRuns"
 PG_CRON_LAST_SUCCESS_AGE_SECONDS = "PgCronLastSuccessAgeSeconds"
 # A run that would delete more than its breaker allows deletes nothing and reports 1 here.
 MASS_DELETION_REFUSED = "MassDeletionRefused"
+# 1 for each run of a job whose breaker is off (breaker.allow_mass_deletion): nothing limits its deletions.
+BREAKER_DISABLED = "BreakerDisabled"
 # Expired items an expiry index cannot see (no shard attribute): the sweep never finds them.
 UNINDEXED_EXPIRED = "UnindexedExpired"
 # Objects of kept items marked so that no later pass takes them for orphans.
@@ -59,6 +61,7 @@ UNITS: dict[str, str] = {
     PG_CRON_FAILED_RUNS: "Count",
     PG_CRON_LAST_SUCCESS_AGE_SECONDS: "Seconds",
     MASS_DELETION_REFUSED: "Count",
+    BREAKER_DISABLED: "Count",
     UNINDEXED_EXPIRED: "Count",
     OBJECTS_MARKED_KEPT: "Count",
     ITEMS_ARCHIVED: "Count",

@@ -38,17 +38,39 @@ class Deadline:
         return self.context.get_remaining_time_in_millis() <= halfway
 
 
-class Tally:
-    """Thread-safe counters of a run, plus the errors it logged."""
+# Counters of effects (things deleted, aborted, marked, archived): each effect's metrics are published
+# as soon as it is counted, so a run that dies midway has already reported everything it did.
+EFFECTS = frozenset(
+    {
+        "items_deleted",
+        "items_marked",
+        "objects_deleted",
+        "uploads_aborted",
+        "orphans_deleted",
+        "objects_marked_kept",
+        "items_archived",
+    }
+)
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+
+class Tally:
+    """Thread-safe counters of a run, plus the errors it logged. ``on_effect`` is called after each
+    effect is counted."""
+
+    def __init__(self, stream: TextIO | None = None, on_effect: Callable[[], None] | None = None) -> None:
         self.counts: Counter[str] = Counter()
-        self.stream = stream
+        self.stream, self.on_effect = stream, on_effect
         self._lock = threading.Lock()
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self.counts[name] += amount
+        if amount and name in EFFECTS and self.on_effect:
+            self.on_effect()
+
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.counts)
 
     def error(self, action: str, error: BaseException, **where: Any) -> None:
         """Count an error and log one JSON line for it; the run goes on."""

@@ -1,12 +1,14 @@
 """Runs one job the way every handler does: a clock, a deadline, metrics in EMF, one summary line,
 and on failure a failure metric followed by the exception (so Lambda's Errors metric counts it)."""
 
-import dataclasses
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from expiry.runtime.jobs import metrics as m
+from expiry.runtime.jobs.breaker import scope
 from expiry.runtime.jobs.config import (
     KIND_ORPHANED_REFERENCES,
     KIND_PG_MONITOR,
@@ -15,9 +17,8 @@ from expiry.runtime.jobs.config import (
     KIND_SWEEP,
     KIND_TTL_MONITOR,
     Job,
-    JobConfigError,
-    shard_subset,
 )
+from expiry.runtime.jobs.payload import as_invoked
 from expiry.runtime.jobs.run_control import Clock, Deadline, LambdaContext, Tally, elapsed_ms, log_line
 
 # Counter of a run -> metric of the contract.
@@ -51,11 +52,18 @@ JOB_METRICS = {
         m.ORPHANS_DELETED,
         m.OBJECTS_MARKED_KEPT,
         m.MASS_DELETION_REFUSED,
+        m.BREAKER_DISABLED,
         m.UNINDEXED_EXPIRED,
         m.CLEANUP_ERRORS,
     ),
-    KIND_ORPHANED_REFERENCES: (m.ITEMS_SKIPPED, m.ORPHANS_DELETED, m.MASS_DELETION_REFUSED, m.CLEANUP_ERRORS),
-    KIND_PG_PURGE: (m.ROWS_PURGED, m.MASS_DELETION_REFUSED),
+    KIND_ORPHANED_REFERENCES: (
+        m.ITEMS_SKIPPED,
+        m.ORPHANS_DELETED,
+        m.MASS_DELETION_REFUSED,
+        m.BREAKER_DISABLED,
+        m.CLEANUP_ERRORS,
+    ),
+    KIND_PG_PURGE: (m.ROWS_PURGED, m.MASS_DELETION_REFUSED, m.BREAKER_DISABLED),
     KIND_STREAM_CASCADE: (
         m.OBJECTS_DELETED,
         m.UPLOADS_ABORTED,
@@ -84,29 +92,33 @@ def published_metrics(kind: str) -> tuple[str, ...]:
 Work = Callable[[Job, float, Callable[[], bool], Tally], dict[str, Any]]
 
 
-def as_invoked(job: Job, event: Any) -> Job:
-    """The job as an invocation payload asks for it, which can only make it safer or smaller:
-    ``{"dryRun": true}`` forces a dry run, and nothing in a payload turns a configured dry run off;
-    ``{"shards": [n, ...]}`` narrows an expiry-index job to some of its shards (one invocation per
-    shard or group of shards, fanned out by Step Functions or concurrent invocations)."""
-    if not isinstance(event, Mapping):
-        return job
-    if "dryRun" in event:
-        value = event["dryRun"]
-        if not isinstance(value, bool):
-            raise JobConfigError(f"invocation payload: dryRun: must be true or false, got {value!r}")
-        job = dataclasses.replace(job, dry_run=True) if value else job
-    if "shards" in event:
-        index = job.expiry_index
-        allowed = index.shard_numbers() if index else ()
-        subset = shard_subset(event["shards"], allowed)
-        if index is None or subset is None:
-            raise JobConfigError(
-                f"invocation payload: shards: must be a non-empty list of this job's expiry-index shards "
-                f"{list(allowed)}, got {event['shards']!r}"
-            )
-        job = dataclasses.replace(job, expiry_index=dataclasses.replace(index, only_shards=subset))
-    return job
+class EffectReporter:
+    """A run's counter metrics, each published once: an effect's as soon as it is counted (one EMF
+    line per committed deletion, abort, mark or archive), and the rest at the run's end or failure.
+    Summed, the metrics of a run that died midway and of its rerun equal their effects; a process
+    killed outright loses only the effects whose reply it had not yet counted."""
+
+    def __init__(self, job: Job, stream: TextIO | None) -> None:
+        self.job, self.stream = job, stream
+        self.tally = Tally(stream, self.publish_effects)
+        self._reported: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def unreported(self) -> dict[str, float]:
+        """The job's counter metrics since the last call, now counted as reported."""
+        with self._lock:
+            counts = self.tally.snapshot()
+            values: dict[str, float] = {}
+            for counter, metric in COUNTER_METRICS.items():
+                if metric in JOB_METRICS[self.job.kind]:
+                    values[metric] = counts[counter] - self._reported[counter]
+                    self._reported[counter] = counts[counter]
+            return values
+
+    def publish_effects(self) -> None:
+        values = {metric: value for metric, value in self.unreported().items() if value}
+        if values:
+            m.emit(self.job.namespace, self.job.name, self.job.table, values, self.stream)
 
 
 def run_job(
@@ -120,16 +132,18 @@ def run_job(
     """Run ``work`` as ``event`` asks and report it; re-raise its failure after emitting SweepFailed."""
     started = time.monotonic()
     deadline = Deadline(context, job.safety_margin_seconds)
-    tally = Tally(stream)
-    base = {"job": job.name, "kind": job.kind, "table": job.table, "dry_run": job.dry_run}
+    reporter = EffectReporter(job, stream)
+    tally = reporter.tally
+    base: dict[str, Any] = {"job": job.name, "kind": job.kind, "table": job.table, "dry_run": job.dry_run}
+    if m.BREAKER_DISABLED in JOB_METRICS[job.kind]:
+        base["breaker"] = scope(job.breaker)  # off, per-table (one budget in a ledger) or per-run
     try:
         job = as_invoked(job, event)
         base["dry_run"] = job.dry_run
         details = work(job, clock(), deadline, tally)
     except Exception as error:
-        m.emit(
-            job.namespace, job.name, job.table, {m.SWEEP_FAILED: 1, m.SWEEP_DURATION_MS: elapsed_ms(started)}, stream
-        )
+        failed = {m.SWEEP_FAILED: 1, m.SWEEP_DURATION_MS: elapsed_ms(started), **reporter.unreported()}
+        m.emit(job.namespace, job.name, job.table, failed, stream)
         log_line({"level": "ERROR", "event": "cleanup_failed", **base, "error": repr(error)}, stream)
         raise
     stopped_early = bool(tally.counts["stopped_early"] or tally.counts["stopped_early_reads"])
@@ -139,13 +153,9 @@ def run_job(
         m.SWEEP_DURATION_MS: elapsed_ms(started),
         m.STOPPED_EARLY: int(stopped_early),
     }
-    values.update(
-        {
-            metric: tally.counts[counter]
-            for counter, metric in COUNTER_METRICS.items()
-            if metric in JOB_METRICS[job.kind]
-        }
-    )
+    values.update(reporter.unreported())
+    if m.BREAKER_DISABLED in JOB_METRICS[job.kind]:
+        values[m.BREAKER_DISABLED] = int(job.breaker.allow_mass_deletion)
     values.update({name: details.pop(name) for name in list(details) if name in m.UNITS})
     m.emit(job.namespace, job.name, job.table, values, stream)
     summary = {

@@ -16,18 +16,30 @@ from expiry.runtime.jobs.run_control import Tally
 DELETE_BATCH = 1000
 KEEP_TAG = {"Key": "expiry-kept", "Value": "true"}
 MISSING = ("404", "NoSuchKey", "NotFound")
+DENIED = ("403", "AccessDenied", "Forbidden")
 
 
 def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
+def listed(s3: Any, bucket: str, key: str) -> bool:
+    """Whether ``key`` exists, by listing it (what a prefix-scoped s3:ListBucket always allows)."""
+    page = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    return any(obj["Key"] == key for obj in page.get("Contents", []))
+
+
 def object_exists(s3: Any, bucket: str, key: str) -> bool:
+    """HeadObject; S3 answers a missing key with 403 instead of 404 unless the caller may list the
+    bucket, and whether a prefix-scoped grant counts there is not documented: a 403 is settled by
+    listing the key."""
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
         if error_code(error) in MISSING:
             return False
+        if error_code(error) in DENIED:
+            return listed(s3, bucket, key)
         raise
     return True
 
@@ -38,6 +50,8 @@ def is_marked_kept(s3: Any, bucket: str, key: str) -> bool:
         tags = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
     except ClientError as error:
         if error_code(error) in MISSING:
+            return False
+        if error_code(error) in DENIED and not listed(s3, bucket, key):
             return False
         raise
     return KEEP_TAG in tags
@@ -121,3 +135,28 @@ def delete_objects(s3: Any, bucket: str, keys: list[str], tally: Tally) -> int:
     for error in errors:
         tally.error("delete_orphan", RuntimeError(error.get("Code")), key=error.get("Key"))
     return len(keys) - len(errors)
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    key: str
+    upload_id: str
+    owner_id: str
+
+
+def orphan_upload_candidates(
+    s3: Any, bucket: str, settings: OrphanedObjects, now: float, tally: Tally, decided: set[str]
+) -> Iterator[PendingUpload]:
+    """Multipart uploads under the prefix, started longer than the grace ago, on keys no decision of
+    the run covers, whose key the owner rule parses (others are counted and left alone)."""
+    paginator = s3.get_paginator("list_multipart_uploads")
+    for page in paginator.paginate(Bucket=bucket, Prefix=settings.prefix):
+        for upload in page.get("Uploads", []):
+            tally.add("uploads_listed")
+            if now - upload["Initiated"].timestamp() < settings.older_than_seconds or upload["Key"] in decided:
+                continue
+            owner = settings.owner(upload["Key"])
+            if not owner:
+                tally.add("uploads_unparsed")
+                continue
+            yield PendingUpload(upload["Key"], upload["UploadId"], owner)
