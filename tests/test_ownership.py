@@ -248,3 +248,21 @@ def test_the_index_still_showing_the_deleted_item_does_not_keep_its_object(aws_i
     result = run(sweep_job(s3=settings), sweep_work(lambda s: {"dynamodb": dynamodb, "s3": world.s3}[s]))
     assert result.counts["items_deleted"] == 1 and result.counts["objects_deleted"] == 1
     assert object_keys(world.s3) == set()
+
+
+@pytest.mark.parametrize("order", ["kept-last", "kept-first"])
+def test_a_batch_with_a_finished_and_a_stale_session_of_one_object_keeps_and_marks_it(world, order):
+    """Both sessions are gone by the time the batch runs: no item names the object any more. The kept
+    record is handled first, so the finished video is marked before the other record is judged."""
+    key = video(world, "finished")
+    put_session(world.dynamodb, "finished", NOW - 60, key=key, status="uploaded")
+    put_session(world.dynamodb, "stale", NOW - 60, key=key, status="created")
+    names = ["stale", "finished"] if order == "kept-last" else ["finished", "stale"]
+    records = [expire(world, name) for name in names]
+    planned = cascade(world, records, dry_run=True)["counts"]
+    done = cascade(world, records)["counts"]
+    assert object_keys(world.s3) == {key}
+    tags = world.s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]
+    assert {"Key": "expiry-kept", "Value": "true"} in tags
+    assert planned["objects_to_mark"] == done["objects_marked_kept"] == 1
+    assert planned.get("objects_to_delete", 0) == done.get("objects_deleted", 0) == 0

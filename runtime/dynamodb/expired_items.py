@@ -208,20 +208,22 @@ def delete_as_read(
 
 
 def count_unindexed_expired(dynamodb: Any, job: Job, now: float, tally: Tally, item_count: Callable[[], int]) -> int:
-    """Expired items without the shard attribute, which the expiry index never returns: counted in
-    one randomly chosen Scan segment of about ``unindexed_check_items`` items (a sample each run;
-    ``item_count`` is the table's ItemCount, which sizes the segments)."""
+    """Expired items the expiry index never returns to this job: without the shard attribute, or with
+    a value that is none of the index's shards ("7" of 4 shards, a Number): counted in one randomly
+    chosen Scan segment of about ``unindexed_check_items`` items (a sample each run; ``item_count``
+    is the table's ItemCount, which sizes the segments)."""
     index = job.expiry_index
     if not index or not job.unindexed_check_items:
         return 0
     segments = max(1, min(1_000_000, math.ceil(item_count() / job.unindexed_check_items)))
     names, values = _ttl_condition(job, now)
+    shards = {f":s{n}": {"S": str(n)} for n in range(index.shards)}  # all of them, whatever this job reads
     kwargs: Item = {
         "TableName": job.table,
         "Select": "COUNT",
-        "FilterExpression": "#ttl < :now AND attribute_not_exists(#shard)",
+        "FilterExpression": f"#ttl < :now AND (attribute_not_exists(#shard) OR NOT #shard IN ({', '.join(shards)}))",
         "ExpressionAttributeNames": {**names, "#shard": index.shard_attribute},
-        "ExpressionAttributeValues": values,
+        "ExpressionAttributeValues": {**values, **shards},
     }
     if segments > 1:
         kwargs |= {"Segment": random.randrange(segments), "TotalSegments": segments}

@@ -14,6 +14,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -68,6 +69,19 @@ class StreamCascade:
     def __init__(self, job: Job, dynamodb: Any, s3: Any, tally: Tally, should_stop: Callable[[], bool]) -> None:
         self.job, self.dynamodb, self.s3, self.tally, self.should_stop = job, dynamodb, s3, tally, should_stop
         self.ownership = Ownership(job, dynamodb, s3, tally, should_stop) if job.s3 else None
+        self.decided: set[str] = set()  # objects a record of this batch has taken a decision on
+        self._lock = threading.Lock()
+
+    def _kept(self, old: dict[str, Any]) -> bool:
+        s3 = self.job.s3
+        return bool(s3 and text_value(old, s3.status_attribute) in s3.keep_statuses)
+
+    def _first_decision(self, key: str) -> bool:
+        """One decision per object per batch: True for the first record naming ``key``."""
+        with self._lock:
+            first = key not in self.decided
+            self.decided.add(key)
+            return first
 
     def run(self, records: list[Record]) -> dict[str, Any]:
         """Handle ``records``; the sequence numbers to retry from (the earliest failure, if any)."""
@@ -84,9 +98,13 @@ class StreamCascade:
             self.archive(expired)  # before any cascade: a failed archive fails the batch, which is retried
         failed: list[str] = []
         if expired and self.job.s3:
+            # Records of kept items first: their objects are marked before a record of another item
+            # naming the same object (both gone in this batch) could take it for unowned.
+            kept = [r for r in expired if self._kept(r["dynamodb"]["OldImage"])]
+            ordered = kept + [r for r in expired if not self._kept(r["dynamodb"]["OldImage"])]
             with ThreadPoolExecutor(max_workers=self.job.workers) as pool:
-                outcomes = list(pool.map(self.cascade, expired))
-            failed = [r["dynamodb"]["SequenceNumber"] for r, ok in zip(expired, outcomes, strict=True) if not ok]
+                outcomes = list(pool.map(self.cascade, kept)) + list(pool.map(self.cascade, ordered[len(kept) :]))
+            failed = [r["dynamodb"]["SequenceNumber"] for r, ok in zip(ordered, outcomes, strict=True) if not ok]
         first_failure = min(failed, key=int) if failed else None
         return {"batch_item_failures": [{"itemIdentifier": first_failure}] if first_failure else []}
 
@@ -127,7 +145,10 @@ class StreamCascade:
         key = text_value(old, s3.key_attribute)
         if not key:
             return
-        if text_value(old, s3.status_attribute) in s3.keep_statuses:
+        if not self._first_decision(key):
+            self.tally.add("objects_decided_in_batch")  # another record of the batch names it: its call
+            return
+        if self._kept(old):
             if s3.keep_marker == "tag" and objects.object_exists(self.s3, s3.bucket, key):
                 if self.job.dry_run:  # what the real run would count: only an object not marked yet
                     self.tally.add("objects_to_mark", not objects.is_marked_kept(self.s3, s3.bucket, key))
