@@ -1,4 +1,6 @@
-# The two commands a newcomer runs: `make test` and `make up`. Both set themselves up.
+# The two commands a newcomer runs: `make test` and `make up`. Both set themselves up: `make test`
+# with everything (requirements-dev.txt), `make up` and `make preview` with only what deploying needs
+# (requirements.txt), after checking for the Pulumi CLI and AWS credentials.
 PYTHON ?= python3
 PULUMI ?= pulumi
 STACK ?= dev
@@ -6,7 +8,7 @@ VENV := venv
 BIN := $(VENV)/bin
 STATE := $(CURDIR)/.pulumi-state
 
-.PHONY: setup system-packages test lint typecheck format benchmark up clean
+.PHONY: setup system-packages test lint typecheck format benchmark up preview deploy-prerequisites clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -14,15 +16,30 @@ setup: system-packages $(VENV)/.installed
 system-packages:
 	@./scripts/install-system-packages.sh postgresql-15 postgresql-15-cron
 
+# The venv both installs start from.
+define new-venv
+@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	|| { echo "Expiry needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1)"; exit 1; }
+@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || ./scripts/install-system-packages.sh python3-venv
+$(PYTHON) -m venv $(VENV)
+$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+endef
+
+# Everything: deploying, testing, linting. It also satisfies what `make up` needs.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-		|| { echo "Expiry needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1)"; exit 1; }
-	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || ./scripts/install-system-packages.sh python3-venv
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(new-venv)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	# The project itself, so that Pulumi's dynamic-provider process can import expiry.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(VENV)/.deploy-installed $@
+
+# Only what deploying needs. Under `make up` or `make preview`, the prerequisites are checked first.
+$(VENV)/.deploy-installed: requirements.txt pyproject.toml | $(if $(filter up preview,$(MAKECMDGOALS)),deploy-prerequisites)
+	$(new-venv)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# The project itself (its build backend fetched by pip unless the venv already has setuptools).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		$$($(BIN)/python -c 'import setuptools' 2>/dev/null && echo --no-build-isolation) -e .
 	touch $@
 
 test: setup
@@ -45,16 +62,24 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# `pulumi up` of one stack (STACK=dev by default) with a local file state backend in
-# .pulumi-state/, so no Pulumi Cloud account is needed.
-up: $(VENV)/.installed
+# `pulumi up` (or `pulumi preview`) of one stack (STACK=dev by default) with a local file state
+# backend in .pulumi-state/, so no Pulumi Cloud account is needed.
+DEPLOY_GOAL = $(firstword $(filter up preview,$(MAKECMDGOALS)) up)
+NO_CREDENTIALS = echo "make $(DEPLOY_GOAL) needs AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+
+# Before anything is installed: the Pulumi CLI, and AWS credentials as far as the standard library
+# can tell (scripts/aws-credentials-present.py).
+deploy-prerequisites:
 	@command -v $(PULUMI) >/dev/null 2>&1 \
-		|| { echo "make up needs the Pulumi CLI on PATH: https://www.pulumi.com/docs/iac/download-install/"; exit 1; }
+		|| { echo "make $(DEPLOY_GOAL) needs the Pulumi CLI on PATH: https://www.pulumi.com/docs/iac/download-install/"; exit 1; }
+	@$(PYTHON) scripts/aws-credentials-present.py || { $(NO_CREDENTIALS); exit 1; }
+
+up preview: deploy-prerequisites $(VENV)/.deploy-installed
 	@$(BIN)/python -c 'import boto3, sys; sys.exit(boto3.Session().get_credentials() is None)' \
-		|| { echo "make up needs AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"; exit 1; }
+		|| { $(NO_CREDENTIALS); exit 1; }
 	mkdir -p $(STATE)
 	PULUMI_BACKEND_URL=file://$(STATE) $(PULUMI) stack select --create $(STACK)
-	PULUMI_BACKEND_URL=file://$(STATE) $(PULUMI) up --stack $(STACK)
+	PULUMI_BACKEND_URL=file://$(STATE) $(PULUMI) $@ --stack $(STACK)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

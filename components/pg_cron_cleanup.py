@@ -97,6 +97,9 @@ class PgCronCleanupArgs(TypedDict):
     """VPC mode: its security groups."""
     architecture: NotRequired[str]
     """VPC mode: arm64 (default) or x86_64."""
+    psycopg_layer_arn: NotRequired[pulumi.Input[str]]
+    """VPC mode: a prebuilt psycopg layer for that architecture and python3.13 (default: one built from
+    PyPI's wheels while the program runs)."""
 
 
 def purge_spec(name: str, args: dict[str, Any]) -> PurgeSpec:
@@ -153,6 +156,10 @@ class PgCronCleanup(pulumi.ComponentResource):
         _check_connection(raw, vpc_mode)
         architecture = v.one_of(COMPONENT, "architecture", raw.get("architecture", "arm64"), ("arm64", "x86_64"))
         v.tags(COMPONENT, "tags", raw.get("tags"))
+        if raw.get("psycopg_layer_arn") is not None:
+            if not vpc_mode:
+                v.fail(COMPONENT, "psycopg_layer_arn", "is used in VPC mode only (secret_arn, subnet_ids, ...)")
+            v.layer_arn(COMPONENT, "psycopg_layer_arn", raw["psycopg_layer_arn"])
         bundle = build_bundle(None, COMPONENT) if vpc_mode else None
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 
@@ -219,7 +226,10 @@ class PgCronCleanup(pulumi.ComponentResource):
             f"{name}-provisioner-policy", role=self.role.id, policy=policy, opts=child
         )
         self.vpc_access = vpc_access(f"{name}-provisioner", self.role, child)
-        self.psycopg_layer = psycopg_layer(name, architecture, PROVISIONER_RUNTIME, bundle.path.parent, child)
+        layer = raw.get("psycopg_layer_arn")
+        if layer is None:
+            self.psycopg_layer = psycopg_layer(name, architecture, PROVISIONER_RUNTIME, bundle.path.parent, child)
+            layer = self.psycopg_layer.arn
         self.provisioner = aws.lambda_.Function(
             f"{name}-provisioner",
             runtime=PROVISIONER_RUNTIME,
@@ -230,7 +240,7 @@ class PgCronCleanup(pulumi.ComponentResource):
             source_code_hash=bundle.sha256_base64,
             timeout=300,
             memory_size=256,
-            layers=[self.psycopg_layer.arn],
+            layers=[layer],
             vpc_config=aws.lambda_.FunctionVpcConfigArgs(
                 subnet_ids=raw["subnet_ids"], security_group_ids=raw["security_group_ids"]
             ),

@@ -290,6 +290,9 @@ class ScheduledSweeperArgs(TypedDict):
     """Lambda runtime (default python3.13)."""
     architecture: NotRequired[str]
     """arm64 (default) or x86_64."""
+    psycopg_layer_arn: NotRequired[pulumi.Input[str]]
+    """PostgreSQL jobs: a prebuilt psycopg layer for the function's architecture and runtime (default:
+    one built from PyPI's wheels while the program runs)."""
     log_retention_days: NotRequired[int]
     """Retention of the function's log group (default 30)."""
     reserve_concurrency: NotRequired[bool]
@@ -502,6 +505,10 @@ class ScheduledSweeper(pulumi.ComponentResource):
             v.fail(COMPONENT, "log_retention_days", f"must be one of {LOG_RETENTION_DAYS}, got {retention!r}")
         reserve = v.boolean(COMPONENT, "reserve_concurrency", raw.get("reserve_concurrency", True))
         v.tags(COMPONENT, "tags", raw.get("tags"))
+        if raw.get("psycopg_layer_arn") is not None and job.kind not in POSTGRES_KINDS:
+            v.fail(COMPONENT, "psycopg_layer_arn", f"only PostgreSQL jobs use psycopg, not {job.kind}")
+        if raw.get("psycopg_layer_arn") is not None:
+            v.layer_arn(COMPONENT, "psycopg_layer_arn", raw["psycopg_layer_arn"])
         if raw.get("s3") and job.kind != "sweep":
             v.fail(COMPONENT, "s3", f"only sweep jobs clean S3, not {job.kind}")
         object_prefix = (raw.get("s3") or {}).get("object_prefix", "")
@@ -540,21 +547,28 @@ class ScheduledSweeper(pulumi.ComponentResource):
             self.vpc_access = vpc_access(name, self.role, child)
             depends_on.append(self.vpc_access)
         layers = None
-        if job.kind in POSTGRES_KINDS:
+        if job.kind in POSTGRES_KINDS and raw.get("psycopg_layer_arn") is not None:
+            layers = [raw["psycopg_layer_arn"]]
+        elif job.kind in POSTGRES_KINDS:
             self.psycopg_layer = psycopg_layer(name, architecture, lambda_runtime, bundle.path.parent, child)
             layers = [self.psycopg_layer.arn]
 
-        settings = pulumi.Output.all(
-            raw["table_name"],
-            (raw.get("s3") or {}).get("bucket"),
-            refs.get("target_table_name"),
-            *(postgres.get(key) for key in POSTGRES_NAMES),
-            ledger_name,
-        ).apply(
+        sources = dict(
+            zip(
+                ("table", "bucket", "target_table", *POSTGRES_NAMES, "budget_table"),
+                (
+                    raw["table_name"],
+                    (raw.get("s3") or {}).get("bucket"),
+                    refs.get("target_table_name"),
+                    *(postgres.get(key) for key in POSTGRES_NAMES),
+                    ledger_name,
+                ),
+                strict=True,
+            )
+        )
+        settings = pulumi.Output.all(*sources.values()).apply(
             lambda a: _environment(
-                name,
-                raw,
-                dict(zip(("table", "bucket", "target_table", *POSTGRES_NAMES, "budget_table"), a, strict=True)),
+                name, raw, dict(zip(sources, a, strict=True)), v.unresolved(COMPONENT, name, sources, a)
             )
         )
         self.function = aws.lambda_.Function(
@@ -698,6 +712,8 @@ def _vpc(raw: dict[str, Any]) -> dict[str, Any] | None:
     return {"subnet_ids": subnets, "security_group_ids": groups}
 
 
-def _environment(name: str, raw: dict[str, Any], names: dict[str, Any]) -> str:
-    """The EXPIRY_JOB value, checked again with the real names once they are known."""
-    return json.dumps(checked_settings(name, raw, names)[1], separators=(",", ":"))
+def _environment(name: str, raw: dict[str, Any], names: dict[str, Any], unknown: set[str]) -> str:
+    """The EXPIRY_JOB value, checked again with the real names once they are known; a name that
+    resolved to None (``unknown``) is checked as a placeholder and left null."""
+    checked_settings(name, raw, names | dict.fromkeys(unknown, PLACEHOLDER))
+    return json.dumps(job_settings(name, raw, names), separators=(",", ":"))

@@ -127,6 +127,14 @@ def _placeholder(value: Any) -> Any:
     return PLACEHOLDER if isinstance(value, pulumi.Output) else value
 
 
+def _environment(name: str, raw: dict[str, Any], names: list[Any], unknown: set[str]) -> str:
+    """The EXPIRY_JOB value, checked with the resolved names; one that resolved to None (``unknown``:
+    table, s3.bucket, archive_bucket) is checked as a placeholder and left null."""
+    keys = ("table", "s3.bucket", "archive_bucket")
+    checked_job(name, raw, *(PLACEHOLDER if key in unknown else value for key, value in zip(keys, names, strict=True)))
+    return json.dumps(job_settings(name, raw, *names), separators=(",", ":"))
+
+
 class TtlStreamCascade(pulumi.ComponentResource):
     """TTL deletes; this cleans what the deleted items pointed at, from the table's stream."""
 
@@ -197,8 +205,13 @@ class TtlStreamCascade(pulumi.ComponentResource):
             self.failure_queue.arn,
         ).apply(lambda a: json.dumps(_policy(job, *a, object_prefix=object_prefix, archive_prefix=archive_prefix)))
         self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=self.role.id, policy=policy, opts=child)
-        environment = pulumi.Output.all(raw["table_name"], s3.get("bucket"), raw.get("archive_bucket")).apply(
-            lambda a: checked_job(name, raw, *a)[1]
+        sources = {
+            "table": raw["table_name"],
+            "s3.bucket": s3.get("bucket"),
+            "archive_bucket": raw.get("archive_bucket"),
+        }
+        environment = pulumi.Output.all(*sources.values()).apply(
+            lambda a: _environment(name, raw, a, v.unresolved(COMPONENT, name, sources, a))
         )
         self.function = aws.lambda_.Function(
             f"{name}-function",
@@ -305,8 +318,8 @@ class TtlStreamCascade(pulumi.ComponentResource):
 
 def _policy(
     job: Job,
-    table_arn: str,
-    stream_arn: str,
+    table_arn: str | None,
+    stream_arn: str | None,
     log_group_arn: str,
     bucket: str | None,
     archive_bucket: str | None,
@@ -316,20 +329,24 @@ def _policy(
     archive_prefix: str,
 ) -> dict[str, Any]:
     """The function's role: its stream, the table (to see an item written anew), the objects under
-    the prefix, the archive prefix, the failure queue, its log group and its metric namespace."""
-    partition = table_arn.split(":")[1] if table_arn.startswith("arn:") else "aws"
+    the prefix, the archive prefix, the failure queue, its log group and its metric namespace. An ARN
+    still unknown (None, as under mocks that return only inputs) leaves out the statements naming it."""
+    partition = table_arn.split(":")[1] if table_arn and table_arn.startswith("arn:") else "aws"
     statements = [
         statement("Logs", ["logs:CreateLogStream", "logs:PutLogEvents"], [log_group_arn, f"{log_group_arn}:*"]),
         statement(
             "Metrics", ["cloudwatch:PutMetricData"], ["*"], {"StringEquals": {"cloudwatch:namespace": job.namespace}}
         ),
-        statement(
-            "Stream", ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"], [stream_arn]
-        ),
-        statement("ListStreams", ["dynamodb:ListStreams"], [f"{table_arn}/stream/*"]),
-        statement("FailedBatches", ["sqs:SendMessage"], [queue_arn]),
     ]
-    if job.s3 and bucket:
+    if stream_arn and table_arn:
+        statements += [
+            statement(
+                "Stream", ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"], [stream_arn]
+            ),
+            statement("ListStreams", ["dynamodb:ListStreams"], [f"{table_arn}/stream/*"]),
+        ]
+    statements.append(statement("FailedBatches", ["sqs:SendMessage"], [queue_arn]))
+    if job.s3 and bucket and table_arn:
         # The ownership rule's reads before each deletion (GetItem: the expired item gone, not written anew).
         table_actions, owner_statements = owner_reads(job, table_arn)
         statements.append(statement("Table", sorted({"dynamodb:GetItem", *table_actions}), [table_arn]))

@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 import pulumi
 
 AWS_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+LAYER_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]{1,140}:\d+$")
 # One address: a local part, @, and a domain with a dot; no spaces, commas or second @.
 EMAIL = re.compile(r"^[^@\s,;<>]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
@@ -71,6 +72,14 @@ def email(component: str, field: str, value: Any) -> str:
     return value
 
 
+def layer_arn(component: str, field: str, value: Any) -> Any:
+    """Check a Lambda layer version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION); an Output
+    is checked by AWS instead."""
+    if not isinstance(value, pulumi.Output) and not (isinstance(value, str) and LAYER_ARN.match(value)):
+        fail(component, field, f"must be a layer version ARN (arn:aws:lambda:...:layer:NAME:VERSION), got {value!r}")
+    return value
+
+
 def tags(component: str, field: str, value: Any) -> Any:
     """Check AWS tags: a mapping of 1..128-character keys (not aws:...) to values of at most 256
     characters. An Output, or an Output value, is checked by AWS instead."""
@@ -94,3 +103,16 @@ def known_fields(component: str, args: Any, args_type: type) -> dict[str, Any]:
     if unknown:
         fail(component, "args", f"unknown fields {unknown}")
     return dict(args)
+
+
+def unresolved(component: str, name: str, sources: dict[str, Any], values: Iterable[Any]) -> set[str]:
+    """The keys of ``sources`` whose Output resolved to None: unknown (as under unit-test mocks that
+    return only a resource's inputs), so checked as placeholders, with a warning; a plain None is not."""
+    missing = {
+        key
+        for (key, source), value in zip(sources.items(), values, strict=True)
+        if value is None and isinstance(source, pulumi.Output)
+    }
+    for key in sorted(missing):
+        pulumi.log.warn(f"{component} {name}: {key} resolved to None, checked as unknown (mocks: see expiry.testing)")
+    return missing

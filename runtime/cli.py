@@ -1,6 +1,7 @@
 """The operator CLI, `expiry` (or `python -m expiry`): the checks the maintenance guide does by hand with `aws`
 and `psql`, and a sweep run now, with the same library code as the Lambda handlers.
 
+    expiry sweep --function upload-sweeper-prod --dry-run   # exactly the job the deployed Lambda runs
     expiry status --table collections-checkpoints-prod
     expiry sweep --table upload-sessions-prod --dry-run
     expiry sweep --table upload-sessions-prod --s3-bucket uploads --s3-key-attribute s3Key   # plans, then asks
@@ -12,9 +13,8 @@ and `psql`, and a sweep run now, with the same library code as the Lambda handle
 A sweep plans first, shows its target and what it would delete, and deletes only after a "y" on a
 terminal, or with --yes (scripts); what it carries out is the plan it showed (or the saved plan), each
 item only while it is still as read. Ctrl-C stops a run between two deletions and prints what was done.
-Errors are one line on stderr: exit 2 for a wrong command or setting, 1 when AWS or PostgreSQL fails
-(every AWS call, retries included, ends within --call-timeout), 3 when the breaker refuses the plan,
-130 when interrupted.
+Errors are one line on stderr; the exit codes are EXIT_CODES (every AWS call, retries included, ends
+within --call-timeout).
 """
 
 import argparse
@@ -22,22 +22,25 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar, cast
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from expiry.runtime.aws_clients import client_config
 from expiry.runtime.dynamodb import saved_plan
 from expiry.runtime.dynamodb.sweep import Plan
 from expiry.runtime.handlers.work import WORK
 from expiry.runtime.jobs.config import (
+    ENV_VAR,
     KIND_SWEEP,
     KIND_TTL_MONITOR,
     SWEEPING_KINDS,
@@ -53,7 +56,32 @@ PROG = "expiry"
 T = TypeVar("T")
 NO_LIMIT_MS = 10**12
 CLI_CALL_SECONDS = 30.0
-INTERRUPTED = 130
+FAILED, USAGE, REFUSED, NOT_CONFIRMED, INTERRUPTED = 1, 2, 3, 4, 130
+EXIT_CODES = f"""exit codes:
+  0    done (a dry run included)
+  {FAILED}    AWS, PostgreSQL or the system failed
+  {USAGE}    wrong command line, setting or plan file
+  {REFUSED}    the breaker refused the plan; nothing was deleted
+  {NOT_CONFIRMED}    not confirmed at the prompt; nothing was deleted
+  {INTERRUPTED}  interrupted (Ctrl-C)"""
+EXAMPLES = """examples:
+  expiry status --table upload-sessions-prod --profile prod
+  expiry sweep --function upload-sweeper-prod --dry-run    # the deployed Lambda's job, exactly
+  expiry sweep --function upload-sweeper-prod              # plans, shows the target, then asks
+  expiry sweep --table upload-sessions-prod --plan-out plan.json
+  expiry sweep --table upload-sessions-prod --plan plan.json --yes
+  expiry sweep --postgres "$DSN" --table attributes --expiry-column ttl_timestamp --dry-run"""
+FUNCTION_FIXES = (  # what would change the deployed job: refused with --function
+    "job",
+    "table",
+    "ttl_attribute",
+    "s3_bucket",
+    "s3_key_attribute",
+    "s3_upload_id_attribute",
+    "max_items",
+    "allow_mass_deletion",
+    "postgres",
+)
 INTERRUPTED_WHILE_DELETING = (
     "interrupted while deleting, before the run's summary: some deletions may be done; "
     "run status (or sweep --dry-run) to see what is left"
@@ -69,22 +97,38 @@ class NotConfirmedError(Exception):
     """The person at the terminal did not answer yes; nothing was deleted."""
 
 
+class RefusedError(Exception):
+    """The breaker refused the run; nothing was deleted."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    texts: dict[str, Any] = {
+        "epilog": f"{EXAMPLES}\n\n{EXIT_CODES}",
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+    parser = _Parser(prog=PROG, description=" ".join(__doc__.split("\n\n")[0].split()), **texts)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('expiry')}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, text in (
         ("status", "TTL status, expired backlog, oldest expiry, last runs"),
         ("sweep", "run a cleanup now (--dry-run first, then --yes)"),
     ):
-        command = commands.add_parser(name, help=text)
+        command = commands.add_parser(name, help=text, description=text, **texts)
         target = command.add_argument_group("target")
         target.add_argument("--table", help="DynamoDB table, or the PostgreSQL table with --postgres")
         target.add_argument("--job", help="the job's settings as JSON, or @file (what EXPIRY_JOB holds)")
+        target.add_argument(
+            "--function",
+            metavar="NAME",
+            help="a deployed job's Lambda: run exactly its job (its EXPIRY_JOB); "
+            "options that would change what it deletes are refused",
+        )
+        target.add_argument("--profile", help="AWS profile (default: your AWS configuration's)")
         target.add_argument("--ttl-attribute", help="TTL attribute (default: the table's TTL setting)")
         target.add_argument("--endpoint-url", help="any AWS-compatible endpoint (moto_server, LocalStack)")
         target.add_argument("--region", help="AWS region (default: your AWS configuration's)")
@@ -121,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
                 help="go on when the breaker refuses a run that deletes most of what it examined",
             )
             command.add_argument("--max-items", type=int, help="most items this run handles")
-            command.add_argument("--workers", type=int, help="concurrent deletions (default 8)")
+            command.add_argument("--workers", type=int, help="concurrent deletions (default: the job's)")
             command.add_argument("--batch-size", type=int, default=5000, help="PostgreSQL rows per batch")
             command.add_argument("--max-runtime-seconds", type=int, default=300)
             command.add_argument("--s3-bucket", help="S3 cascade: the bucket")
@@ -136,11 +180,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _clients(args: argparse.Namespace) -> tuple[Callable[[str], Any], dict[str, Any]]:
-    """Clients of the command's target, and the target (region, endpoint) as shown to the operator."""
+def _clients(args: argparse.Namespace) -> tuple[Callable[[str], Any], Callable[[], dict[str, Any]]]:
+    """Clients of the command's target, and a function of the target (region, account, endpoint) as shown to the
+    operator, called once the job is known: a job refused before then makes no AWS call."""
     if not 1 <= args.call_timeout <= 900:
         raise UsageError(f"--call-timeout: must be 1..900 seconds, got {args.call_timeout:g}")
-    session = boto3.Session(region_name=args.region)
+    try:
+        session = boto3.Session(region_name=args.region, profile_name=args.profile)
+    except ProfileNotFound as error:
+        raise UsageError(f"--profile: {error}") from error
     cache: dict[str, Any] = {}
     config = client_config(32, args.call_timeout)
 
@@ -149,23 +197,35 @@ def _clients(args: argparse.Namespace) -> tuple[Callable[[str], Any], dict[str, 
             cache[service] = session.client(service, endpoint_url=args.endpoint_url, config=config)
         return cache[service]
 
-    target = {"region": session.region_name, "endpoint": args.endpoint_url or "AWS"}
+    def target() -> dict[str, Any]:
+        try:
+            account = client("sts").get_caller_identity()["Account"]
+        except (ClientError, BotoCoreError):
+            account = "unknown"
+        endpoint = args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+        return {"region": session.region_name, "account": account, "endpoint": endpoint}
+
     return client, target
 
 
 def _table_job(args: argparse.Namespace, kind: str, clients: Callable[[str], Any]) -> Job:
-    """A job for --table, its keys read from DescribeTable and its TTL attribute from DescribeTimeToLive."""
-    if args.job:
-        text = Path(args.job[1:]).read_text() if args.job.startswith("@") else args.job
-        given = loads_object(text, "--job")
+    """The job of --function or --job; else one for --table, its keys read from DescribeTable and its TTL
+    attribute from DescribeTimeToLive."""
+    if args.function or args.job:
+        source = f"--function {args.function}" if args.function else "--job"
+        if args.function:
+            text = _deployed_job(clients("lambda"), args.function)
+        else:
+            text = Path(args.job[1:]).read_text() if args.job.startswith("@") else args.job
+        given = loads_object(text, source)
         if kind == KIND_SWEEP and isinstance(given, dict) and given.get("kind") not in SWEEPING_KINDS:
             raise JobConfigError(
-                f"--job: kind: sweep runs {' and '.join(SWEEPING_KINDS)} jobs, got {given.get('kind')!r}"
+                f"{source}: kind: sweep runs {' and '.join(SWEEPING_KINDS)} jobs, got {given.get('kind')!r}"
                 " (status reads a ttl-monitor job's table; --postgres runs PostgreSQL purges)"
             )
         if kind == KIND_TTL_MONITOR and isinstance(given, dict):  # status of the job's table
             given = {key: given[key] for key in STATUS_SETTINGS if key in given} | {"kind": kind}
-        return _with_overrides(given, args, "--job")
+        return _with_overrides(given, args, source)
     if not args.table:
         raise UsageError("give --table (or --job)")
     dynamodb = clients("dynamodb")
@@ -190,6 +250,25 @@ def _table_job(args: argparse.Namespace, kind: str, clients: Callable[[str], Any
         if args.s3_upload_id_attribute:
             raw["s3"]["upload_id_attribute"] = args.s3_upload_id_attribute
     return _with_overrides(raw, args, "options")
+
+
+def _deployed_job(lambda_client: Any, function: str) -> str:
+    """The job settings (EXPIRY_JOB) in the environment of the Lambda function ``function``."""
+    config = lambda_client.get_function_configuration(FunctionName=function)
+    text = (config.get("Environment") or {}).get("Variables", {}).get(ENV_VAR)
+    if not text:
+        raise UsageError(f"--function {function}: has no {ENV_VAR} in its environment: not an Expiry job")
+    return cast(str, text)
+
+
+def _refuse_changes_to_the_deployed_job(args: argparse.Namespace) -> None:
+    """--function runs the deployed job as it is: options that would change what it deletes are refused."""
+    given = [f"--{name.replace('_', '-')}" for name in FUNCTION_FIXES if getattr(args, name, None)]
+    if args.function and given:
+        raise UsageError(
+            f"--function runs the deployed job as it is: {', '.join(given)} would change what it deletes "
+            "(give the settings with --job for another job)"
+        )
 
 
 class TtlOffError(Exception):
@@ -382,7 +461,7 @@ def _postgres(
             return {"target": target, "dry_run": True, **asdict(planned)}
         err.write(f"target: {_target_text(target)}\nplanned: {planned.expired_rows} expired rows to delete\n")
         if planned.refused:
-            raise UsageError(planned.refused)
+            raise RefusedError(planned.refused)
         if not args.yes and not _confirm(f"Delete {planned.expired_rows} rows from {target['table']}?", stdin, err):
             raise NotConfirmedError
         deleted = [0]
@@ -403,7 +482,7 @@ def _postgres(
         else:
             result = _interruptible(purge, switch, err)
         if result.plan.refused:
-            raise UsageError(result.plan.refused)
+            raise RefusedError(result.plan.refused)
         summary = {
             "target": target,
             "rows_deleted": result.rows_deleted,
@@ -522,18 +601,20 @@ def _first_line(error: BaseException) -> str:
 def _dynamodb(
     args: argparse.Namespace, progress: bool, err: TextIO, stdin: TextIO, deleting: threading.Event
 ) -> dict[str, Any]:
-    clients, target = _clients(args)
+    clients, shown = _clients(args)
     if args.command == "status":
         try:
             job = _table_job(args, KIND_TTL_MONITOR, clients)
         except TtlOffError as off:
-            return {"target": {**target, "table": off.table["TableName"]}, **_ttl_off_status(off.table)}
-        result = {"target": {**target, "table": job.table}, **_run(job, clients, err, None, StopSwitch())}
+            return {"target": {**shown(), "table": off.table["TableName"]}, **_ttl_off_status(off.table)}
+        result = {"target": {**shown(), "table": job.table}, **_run(job, clients, err, None, StopSwitch())}
         if args.log_group:
             result["last_runs"] = last_runs(clients("logs"), args.log_group)
         return result
     job = _table_job(args, KIND_SWEEP, clients)
-    target["table"] = job.table
+    if job.dry_run and args.yes and not args.plan_out and not args.dry_run:
+        err.write(f"{PROG}: job {job.name} is a dry run (dry_run: true): --yes deletes nothing\n")
+    target = {**shown(), "table": job.table}
     if job.s3:
         target["bucket"] = job.s3.bucket
     plan_target = {**target, "bucket": target.get("bucket")}
@@ -582,6 +663,7 @@ def main(
         progress = args.progress if getattr(args, "progress", None) is not None else err.isatty()
         if args.command == "sweep" and not (args.dry_run or args.plan_out or args.yes or stdin.isatty()):
             raise UsageError("sweep deletes data: run it with --dry-run first, then with --yes (or on a terminal)")
+        _refuse_changes_to_the_deployed_job(args)
         if args.postgres and (getattr(args, "plan", None) or getattr(args, "plan_out", None)):
             raise UsageError("--plan, --plan-out: saved plans are for DynamoDB sweeps, not --postgres")
         if args.postgres:
@@ -589,23 +671,25 @@ def main(
         else:
             result = _dynamodb(args, progress, err, stdin, deleting)
         _print(result, args.json, out)
-        refused = (result.get("plan") or {}).get("refused")
+        refused = (result.get("plan") or {}).get("refused") or result.get("refused")  # DynamoDB's, PostgreSQL's
         if refused:
-            err.write(f"{PROG}: error: {refused[0]}\n")
-            return 3
+            err.write(f"{PROG}: error: {refused if isinstance(refused, str) else refused[0]}\n")
+            return REFUSED
         return INTERRUPTED if result.get("interrupted") else 0
     except NotConfirmedError:
-        return _fail("not confirmed; nothing was deleted", 1, as_json, out, err)
+        return _fail("not confirmed; nothing was deleted", NOT_CONFIRMED, as_json, out, err)
+    except RefusedError as error:
+        return _fail(str(error), REFUSED, as_json, out, err)
     except KeyboardInterrupt:
         if deleting.is_set():
             return _fail(INTERRUPTED_WHILE_DELETING, INTERRUPTED, as_json, out, err)
         return _fail("interrupted; nothing was deleted", INTERRUPTED, as_json, out, err)
     except (UsageError, ValueError) as error:  # a wrong command line, or a wrong setting (JobConfigError too)
-        return _fail(str(error), 2, as_json, out, err)
+        return _fail(str(error), USAGE, as_json, out, err)
     except (ClientError, BotoCoreError) as error:
-        return _fail(f"AWS: {error}", 1, as_json, out, err)
+        return _fail(f"AWS: {error}", FAILED, as_json, out, err)
     except Exception as error:  # noqa: BLE001 - psycopg and OS errors: one line, no traceback
-        return _fail(f"{type(error).__name__}: {_first_line(error)}", 1, as_json, out, err)
+        return _fail(f"{type(error).__name__}: {_first_line(error)}", FAILED, as_json, out, err)
 
 
 def _fail(message: str, code: int, as_json: bool, out: TextIO, err: TextIO) -> int:

@@ -1,26 +1,38 @@
 """The operator CLI (`expiry`, also `python -m expiry`) as an operator runs it: a subprocess against moto_server
 over HTTP and against the test PostgreSQL, with its output, exit codes and error lines."""
 
+import io
 import json
 import os
 import subprocess
 import sys
 import time
+import zipfile
+from pathlib import Path
 
+import boto3
 import pytest
 from postgres import expiring_table
+from tests_support import free_port
 from uploads_world import BUCKET, TABLE, create_table, object_keys, put_session, session_ids
 
+from expiry import __version__ as expiry_version
+from expiry.runtime.cli import EXIT_CODES, FAILED, INTERRUPTED, NOT_CONFIRMED, REFUSED, USAGE
+
 NOW = int(time.time())
+ACCOUNT = "123456789012"  # moto's
 
 
-def cli(*args: str, endpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, endpoint: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess; ``env`` changes its environment (an empty value removes a variable)."""
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
+        **(env or {}),
     }
+    env = {name: value for name, value in env.items() if value}
     command = [sys.executable, "-m", "expiry", *args]
     if endpoint:
         command += ["--endpoint-url", endpoint]
@@ -78,7 +90,7 @@ def test_dry_run_then_sweep_with_cascade_and_progress(uploads):
     assert refused.returncode == 3 and len(session_ids(aws.dynamodb)) == 31 and len(object_keys(aws.s3)) == 30
     real = cli("sweep", "--table", TABLE, "--yes", "--allow-mass-deletion", "--progress", *cascade, endpoint=url)
     assert real.returncode == 0, real.stderr
-    assert f"target: region us-east-1  endpoint {url}  table {TABLE}" in real.stderr
+    assert f"target: region us-east-1  account {ACCOUNT}  endpoint {url}  table {TABLE}" in real.stderr
     assert "planned: 30 items to delete, 30 objects to delete" in real.stderr
     assert "deleted 30/30 (100.0%)" in real.stderr  # the progress line's last state
     assert "counts" in real.stdout and '"items_deleted": 30' in real.stdout
@@ -140,10 +152,10 @@ def test_postgres_status_and_sweep(pg_table):
     assert (found["expired_rows"], found["live_rows"], found["permanent_rows"]) == (40, 1, 1)
     assert found["oldest_expired_age_seconds"] >= 140 and found["expiry_column_indexed"] is False
     dry = cli("sweep", *target, "--dry-run", "--json")
-    assert dry.returncode == 0 and json.loads(dry.stdout)["expired_rows"] == 40
+    assert dry.returncode == 3 and json.loads(dry.stdout)["expired_rows"] == 40  # refused by the breaker
     assert json.loads(dry.stdout)["refused"].startswith("mass-deletion breaker: 40 of 42 rows examined")
     refused = cli("sweep", *target, "--yes", "--json")
-    assert refused.returncode == 2 and "nothing was deleted" in refused.stderr
+    assert refused.returncode == 3 and "nothing was deleted" in refused.stderr
     swept = cli("sweep", *target, "--yes", "--allow-mass-deletion", "--batch-size", "15", "--json", "--progress")
     assert swept.returncode == 0, swept.stderr
     summary = json.loads(swept.stdout)
@@ -206,3 +218,142 @@ def test_status_shows_the_last_runs_from_the_log_group(uploads):
     assert result.returncode == 0, result.stderr
     runs = json.loads(result.stdout)["last_runs"]
     assert [r["counts"]["items_deleted"] for r in runs] == [99, 6, 5, 4, 3]  # newest first, five of them
+
+
+DEPLOYED_JOB = {
+    "kind": "sweep",
+    "name": "upload-sweeper",
+    "table": TABLE,
+    "key_attributes": ["uploadSessionId"],
+    "ttl_attribute": "ttl",
+    "s3": {
+        "bucket": BUCKET,
+        "key_attribute": "key",
+        "status_attribute": "status",
+        "keep_statuses": ["uploaded"],
+    },
+}
+
+
+def deploy(aws, name: str, variables: dict[str, str]) -> None:
+    """A Lambda function in moto_server whose environment holds ``variables``."""
+    iam, functions = aws.client("iam"), aws.client("lambda")
+    role = iam.create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("handler.py", "def handler(event, context):\n    return None\n")
+    functions.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": archive.getvalue()},
+        Environment={"Variables": variables},
+    )
+
+
+@pytest.fixture
+def deployed(moto_server):
+    """The upload layout with an expired `uploaded` session (its video stays), two expired `created` ones
+    and live ones; the sweeper Lambda's job keeps the videos of `uploaded` sessions."""
+    from aws import aws_backend
+
+    with aws_backend("moto_server", moto_server) as aws:
+        create_table(aws.dynamodb)
+        aws.s3.create_bucket(Bucket=BUCKET)
+        for session, status in (("done", "uploaded"), ("gone-1", "created"), ("gone-2", "created")):
+            aws.s3.put_object(Bucket=BUCKET, Key=f"uploads/{session}.mp4", Body=b"x")
+            put_session(aws.dynamodb, session, NOW - 3600, key=f"uploads/{session}.mp4", status=status)
+        for i in range(8):
+            put_session(aws.dynamodb, f"live-{i}", NOW + 3600)
+        deploy(aws, "upload-sweeper-prod", {"EXPIRY_JOB": json.dumps(DEPLOYED_JOB)})
+        yield aws, moto_server.url
+
+
+def test_sweep_on_function_runs_the_deployed_job_and_keeps_what_it_keeps(deployed):
+    aws, url = deployed
+    dry = cli("sweep", "--function", "upload-sweeper-prod", "--dry-run", "--json", endpoint=url)
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)["plan"]["counts"]
+    assert (planned["items_to_delete"], planned["objects_to_delete"]) == (3, 2)  # not the `uploaded` video
+    result = cli("sweep", "--function", "upload-sweeper-prod", "--yes", "--json", endpoint=url)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["job"] == "upload-sweeper"
+    assert session_ids(aws.dynamodb) == {f"live-{i}" for i in range(8)}
+    assert object_keys(aws.s3) == {"uploads/done.mp4"}  # the deployed job keeps it; --s3-bucket would not
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("--table", TABLE), 2, "--function runs the deployed job as it is: --table would change what it deletes"),
+        (("--allow-mass-deletion", "--max-items", "1"), 2, ": --max-items, --allow-mass-deletion would change"),
+        (("--s3-bucket", BUCKET, "--s3-key-attribute", "key"), 2, ": --s3-bucket, --s3-key-attribute would"),
+        (("--function", "no-such-function"), 1, "expiry: error: AWS: An error occurred (ResourceNotFoundException)"),
+        (("--function", "plain"), 2, "expiry: error: --function plain: has no EXPIRY_JOB in its environment"),
+        (("--function", "monitor"), 2, "--function monitor: kind: sweep runs sweep and "),
+    ],
+)
+def test_sweep_on_function_refuses_what_would_change_the_deployed_job(deployed, args, code, message):
+    aws, url = deployed
+    deploy(aws, "plain", {"OTHER": "1"})
+    deploy(aws, "monitor", {"EXPIRY_JOB": json.dumps({**DEPLOYED_JOB, "kind": "ttl-monitor"})})
+    result = cli("sweep", "--function", "upload-sweeper-prod", *args, "--yes", endpoint=url)
+    assert result.returncode == code
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert len(session_ids(aws.dynamodb)) == 11 and len(object_keys(aws.s3)) == 3  # nothing was deleted
+
+
+def test_yes_on_a_dry_run_job_says_it_deletes_nothing(uploads):
+    aws, url = uploads
+    job = {"kind": "sweep", "name": "quiet", "table": TABLE, "key_attributes": ["uploadSessionId"]}
+    job |= {"ttl_attribute": "ttl", "dry_run": True, "breaker": {"allow_mass_deletion": True}}
+    result = cli("sweep", "--job", json.dumps(job), "--yes", "--json", endpoint=url)
+    assert result.returncode == 0, result.stderr
+    assert "expiry: job quiet is a dry run (dry_run: true): --yes deletes nothing" in result.stderr
+    assert json.loads(result.stdout)["dry_run"] is True and len(session_ids(aws.dynamodb)) == 31
+
+
+def test_the_target_shows_the_account_and_the_endpoint_from_the_environment(uploads):
+    _, url = uploads
+    env = {"AWS_ENDPOINT_URL": url}
+    shown = cli("sweep", "--table", TABLE, "--dry-run", env=env)
+    assert f"target: region us-east-1  account {ACCOUNT}  endpoint {url}  table {TABLE}" in shown.stderr
+    no_sts = {**env, "AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
+    unknown = cli("sweep", "--table", TABLE, "--dry-run", "--call-timeout", "2", env=no_sts)
+    assert f"target: region us-east-1  account unknown  endpoint {url}  table {TABLE}" in unknown.stderr
+
+
+def test_version_profile_and_help(uploads, tmp_path):
+    _, url = uploads
+    version = cli("--version")
+    assert (version.returncode, version.stdout) == (0, f"expiry {expiry_version}\n")
+    config = tmp_path / "config"
+    config.write_text("[profile ops]\nregion = eu-west-2\naws_access_key_id = x\naws_secret_access_key = y\n")
+    boto3.client("dynamodb", region_name="eu-west-2", endpoint_url=url).create_table(
+        TableName="in-london",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    env = {"AWS_CONFIG_FILE": str(config), "AWS_DEFAULT_REGION": "", "AWS_ACCESS_KEY_ID": "", "AWS_SESSION_TOKEN": ""}
+    status = cli("status", "--profile", "ops", "--table", "in-london", "--json", endpoint=url, env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["target"]["region"] == "eu-west-2"
+    missing = cli("status", "--profile", "nope", "--table", TABLE, endpoint=url)
+    assert missing.returncode == 2
+    assert missing.stderr == "expiry: error: --profile: The config profile (nope) could not be found\n"
+    helped = cli("sweep", "--help")
+    assert "expiry sweep --function upload-sweeper-prod --dry-run" in helped.stdout
+
+
+def test_the_exit_codes_are_one_table_in_help_and_readme():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = EXIT_CODES.splitlines()[1:]
+    assert [int(row.split()[0]) for row in rows] == [0, FAILED, USAGE, REFUSED, NOT_CONFIRMED, INTERRUPTED]
+    assert len({FAILED, USAGE, REFUSED, NOT_CONFIRMED, INTERRUPTED}) == 5
+    for row in rows:
+        code, meaning = row.split(maxsplit=1)
+        assert f"| {code} | {meaning} |" in readme, row
+    assert EXIT_CODES in cli("status", "--help").stdout

@@ -115,6 +115,7 @@ def test_a_saved_plan_deletes_only_what_it_lists_that_is_still_as_read(world, tm
     assert (saved["format"], saved["version"], saved["refused"], saved["orphans"]) == ("expiry-sweep-plan", 1, [], [])
     assert saved["target"] == {
         "region": "us-east-1",
+        "account": "123456789012",
         "endpoint": world.endpoint or "AWS",
         "table": TABLE,
         "bucket": BUCKET,
@@ -150,7 +151,7 @@ def test_a_saved_plan_on_a_terminal_shows_its_counts_and_asks(world, tmp_path):
     path = tmp_path / "plan.json"
     assert sweep(world, "--plan-out", str(path))[0] == 0
     code, _, err = sweep(world, "--plan", str(path), stdin=Terminal("n", lambda: None))
-    assert code == 1 and "not confirmed; nothing was deleted" in err
+    assert code == 4 and "not confirmed; nothing was deleted" in err
     assert f"planned: 10 items to delete, 10 objects to delete (saved plan {path}, made " in err
     assert untouched(world)
 

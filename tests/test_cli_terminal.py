@@ -154,7 +154,7 @@ def sessions(aws, count: int) -> None:
     put_session(aws.dynamodb, "live", NOW + 3600)
 
 
-@pytest.mark.parametrize(("reply", "code", "left"), [("n", 1, 31), ("y", 0, 1)])
+@pytest.mark.parametrize(("reply", "code", "left"), [("n", 4, 31), ("y", 0, 1)])
 def test_sweep_on_a_terminal_shows_target_and_count_then_asks(world, reply, code, left):
     aws, server = world
     sessions(aws, 30)
@@ -168,7 +168,7 @@ def test_sweep_on_a_terminal_shows_target_and_count_then_asks(world, reply, code
     args = ["sweep", "--table", TABLE, "--allow-mass-deletion", "--json", "--endpoint-url", server.url]
     exit_code, terminal, out = on_terminal(args, react)
     assert exit_code == code, terminal
-    assert f"target: region us-east-1  endpoint {server.url}  table {TABLE}" in terminal
+    assert f"target: region us-east-1  account 123456789012  endpoint {server.url}  table {TABLE}" in terminal
     assert "planned: 30 items to delete" in terminal
     assert f"Delete as planned from {TABLE}? [y/N]" in terminal
     assert len(session_ids(aws.dynamodb)) == left
@@ -177,7 +177,7 @@ def test_sweep_on_a_terminal_shows_target_and_count_then_asks(world, reply, code
         assert json.loads(out)["counts"]["items_deleted"] == 30
     else:
         assert "expiry: error: not confirmed; nothing was deleted" in terminal
-        assert json.loads(out) == {"error": "not confirmed; nothing was deleted", "exit_code": 1}
+        assert json.loads(out) == {"error": "not confirmed; nothing was deleted", "exit_code": 4}
 
 
 def test_ctrl_c_stops_cleanly_and_prints_what_was_done(world):
@@ -222,7 +222,12 @@ def test_status_of_a_table_with_ttl_off_reports_it(world):
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert (status["ttl_status"], status["ttl_enabled"], status["ttl_attribute"]) == ("DISABLED", False, None)
-    assert status["target"] == {"region": "us-east-1", "endpoint": server.url, "table": "no-ttl"}
+    assert status["target"] == {
+        "region": "us-east-1",
+        "account": "123456789012",
+        "endpoint": server.url,
+        "table": "no-ttl",
+    }
     assert status["table_size"] == "0 B" and "TTL is off" in status["diagnosis"]
 
 
@@ -298,7 +303,7 @@ def rows_left(postgres, database: str) -> int:
         return conn.execute("SELECT count(*) FROM attributes").fetchone()[0]
 
 
-@pytest.mark.parametrize(("reply", "code", "left"), [("n", 1, 42), ("y", 0, 2)])
+@pytest.mark.parametrize(("reply", "code", "left"), [("n", 4, 42), ("y", 0, 2)])
 def test_postgres_sweep_on_a_terminal_shows_target_and_count_then_asks(postgres, reply, code, left):
     database, target = pg_table(postgres, expired=40, delete_ms=1)
     answered: list[str] = []
@@ -318,7 +323,7 @@ def test_postgres_sweep_on_a_terminal_shows_target_and_count_then_asks(postgres,
         assert "rows deleted 40/40 (100.0%)" in terminal
         assert json.loads(out)["rows_deleted"] == 40
     else:
-        assert json.loads(out) == {"error": "not confirmed; nothing was deleted", "exit_code": 1}
+        assert json.loads(out) == {"error": "not confirmed; nothing was deleted", "exit_code": 4}
 
 
 def test_postgres_ctrl_c_stops_after_the_batch_in_flight_and_counts_what_was_deleted(postgres):
