@@ -10,7 +10,7 @@ from expiry.components import alarm_rules as rules
 from expiry.components import validation as v
 from expiry.components.pg_cron_cleanup import PgCronCleanup
 from expiry.components.schedule import interval_seconds
-from expiry.components.scheduled_sweeper import ScheduledSweeper
+from expiry.components.scheduled_sweeper import KINDS, ScheduledSweeper
 from expiry.components.ttl_table import TtlTable
 from expiry.runtime.jobs import metrics as m
 
@@ -117,7 +117,7 @@ def watched_jobs(raw: Any) -> list[rules.Job]:
             COMPONENT,
             f"{field}.kind",
             item.get("kind"),
-            ("ttl-monitor", "sweep", "orphaned-references", "pg-purge", "pg-monitor"),
+            KINDS,
         )
         if item.get("table_name") is None:
             v.fail(COMPONENT, f"{field}.table_name", "is required")

@@ -7,6 +7,7 @@ fields that take a ScheduledSweeper's outputs. Inputs arrive as other languages 
 handed to the components in the shape Python callers use: whole floats (10.0) as ints, known outputs
 as plain values where a component needs the value at construction."""
 
+import inspect
 import json
 import re
 import sys
@@ -24,7 +25,7 @@ from expiry import __version__
 from expiry.components import validation as v
 from expiry.components.cleanup_alarms import CleanupAlarms
 from expiry.components.pg_cron_cleanup import VPC_INPUTS, PgCronCleanup
-from expiry.components.scheduled_sweeper import ARCHITECTURES, RUNTIMES, ScheduledSweeper
+from expiry.components.scheduled_sweeper import ARCHITECTURES, KINDS, RUNTIMES, ScheduledSweeper
 from expiry.components.stream_cascade import TtlStreamCascade
 from expiry.components.ttl_table import (
     BILLING_MODES,
@@ -34,9 +35,25 @@ from expiry.components.ttl_table import (
     TABLE_CLASSES,
     TtlTable,
 )
-from expiry.runtime.jobs.config import HANDLERS, KEEP_MARKERS, OWNER_FORMATS
+from expiry.runtime.jobs.config import KEEP_MARKERS, OWNER_FORMATS
 
 PACKAGE = "expiry"
+# Package metadata, as pyproject.toml states it; the project names no repository URL or publisher.
+PACKAGE_METADATA = {
+    "description": "Pulumi components that give data an end of life on AWS and PostgreSQL",
+    "license": "Apache-2.0",
+    "keywords": [
+        "pulumi",
+        "aws",
+        "dynamodb",
+        "ttl",
+        "lambda",
+        "postgresql",
+        "pg_cron",
+        "category/utility",
+        "kind/component",
+    ],
+}
 COMPONENTS: list[type[pulumi.ComponentResource]] = [
     TtlTable,
     ScheduledSweeper,
@@ -47,7 +64,7 @@ COMPONENTS: list[type[pulumi.ComponentResource]] = [
 
 # enum name -> (description, allowed values)
 ENUMS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "JobKind": ("What a cleanup job does.", tuple(HANDLERS)),
+    "JobKind": ("What a scheduled cleanup job does (a stream cascade is TtlStreamCascade).", KINDS),
     "LambdaRuntime": ("Python runtime of a Lambda function.", RUNTIMES),
     "Architecture": ("Instruction set of a Lambda function.", ARCHITECTURES),
     "KeepMarker": ("How a kept object is remembered once its item is gone.", KEEP_MARKERS),
@@ -94,8 +111,23 @@ def _enum_value_name(value: str) -> str:
     return name
 
 
+def clean_descriptions(node: Any) -> None:
+    """Every description in the schema without its docstring's indentation and trailing spaces."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                node[key] = "\n".join(line.rstrip() for line in inspect.cleandoc(value).splitlines())
+            else:
+                clean_descriptions(value)
+    elif isinstance(node, list):
+        for item in node:
+            clean_descriptions(item)
+
+
 def refine_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The analyzer's schema with enums, secrets and sweeper-output inputs added."""
+    """The analyzer's schema with package metadata, enums, secrets and sweeper-output inputs added,
+    descriptions cleaned."""
+    schema.update(PACKAGE_METADATA)
     types = schema.setdefault("types", {})
     for name, (description, values) in ENUMS.items():
         types[f"{PACKAGE}:index:{name}"] = {
@@ -113,6 +145,7 @@ def refine_schema(schema: dict[str, Any]) -> dict[str, Any]:
         owners[owner][prop]["secret"] = True
     for prop in SWEEPER_OUTPUTS:
         owners["WatchedJobArgs"][prop].pop("plain", None)
+    clean_descriptions(schema)
     return schema
 
 

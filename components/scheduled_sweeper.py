@@ -18,6 +18,7 @@ from expiry.runtime.jobs.config import (
     ENV_VAR,
     HANDLERS,
     JOB_NAME,
+    KIND_STREAM_CASCADE,
     MAX_WINDOW_SECONDS,
     POSTGRES_KINDS,
     SWEEPING_KINDS,
@@ -56,6 +57,8 @@ LOG_RETENTION_DAYS = (
 )
 RUNTIMES = ("python3.11", "python3.12", "python3.13")
 ARCHITECTURES = ("arm64", "x86_64")
+# The kinds a ScheduledSweeper runs: a stream-cascade job runs on the table's stream (TtlStreamCascade).
+KINDS = tuple(kind for kind in HANDLERS if kind != KIND_STREAM_CASCADE)
 POSTGRES_NAMES = ("host", "database", "secret_arn")
 SWEEPING_MEMORY_MB = FULL_VCPU_MB  # one vCPU: a sweep's speed is bounded by botocore's CPU per call
 PLACEHOLDER = "x" * 96  # stands in for a name only known after deployment when sizing the environment
@@ -466,6 +469,9 @@ class ScheduledSweeper(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ScheduledSweeperArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         raw = v.known_fields(COMPONENT, args, ScheduledSweeperArgs)
+        if raw.get("kind") == KIND_STREAM_CASCADE:
+            v.fail(COMPONENT, "kind", "stream-cascade jobs run on the table's stream: use TtlStreamCascade")
+        v.one_of(COMPONENT, "kind", raw.get("kind"), KINDS)
         dynamodb_job = raw.get("kind") not in POSTGRES_KINDS
         for field in ("table_name", "table_arn") if dynamodb_job else ("table_name",):
             if raw.get(field) is None:

@@ -10,11 +10,11 @@ and `psql`, and a sweep run now, with the same library code as the Lambda handle
     expiry sweep --table upload-sessions-prod --plan-out plan.json    # a dry run that saves its plan
     expiry sweep --table upload-sessions-prod --plan plan.json --yes  # carries out that plan, nothing else
 
-A sweep plans first, shows its target and what it would delete, and deletes only after a "y" on a
-terminal, or with --yes (scripts); what it carries out is the plan it showed (or the saved plan), each
-item only while it is still as read. Ctrl-C stops a run between two deletions and prints what was done.
-Errors are one line on stderr; the exit codes are EXIT_CODES (every AWS call, retries included, ends
-within --call-timeout).
+A sweep plans first, shows its target and what it would delete (counts, and the keys of the plan's sample),
+and deletes only once "yes" or the table's name is typed in full on a terminal, or with --yes (scripts); what
+it carries out is the plan it showed (or the saved plan), each item only while it is still as read. Ctrl-C
+stops a run between two deletions and prints what was done. Errors are one line on stderr; the exit codes are
+EXIT_CODES (every AWS call, retries included, ends within --call-timeout).
 """
 
 import argparse
@@ -37,7 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from expiry.runtime.aws_clients import client_config
 from expiry.runtime.dynamodb import saved_plan
-from expiry.runtime.dynamodb.sweep import Plan
+from expiry.runtime.dynamodb.sweep import Plan, report
 from expiry.runtime.handlers.work import WORK
 from expiry.runtime.jobs.config import (
     ENV_VAR,
@@ -419,10 +419,11 @@ def _run(
         return _interruptible(run, switch, err)
 
 
-def _confirm(question: str, stdin: TextIO, err: TextIO) -> bool:
-    err.write(f"{question} [y/N] ")
+def _confirm(question: str, table: str, stdin: TextIO, err: TextIO) -> bool:
+    """Whether the answer to ``question`` is "yes" or ``table``, typed in full (as terraform asks)."""
+    err.write(f"{question} Type yes or {table} to delete: ")
     err.flush()
-    return stdin.readline().strip().lower() in ("y", "yes")
+    return stdin.readline().strip() in ("yes", table)
 
 
 def _postgres(
@@ -448,10 +449,11 @@ def _postgres(
         max_runtime_seconds=getattr(args, "max_runtime_seconds", 300),
         allow_mass_deletion=getattr(args, "allow_mass_deletion", False),
     )
+    table = f"{spec.table_schema}.{spec.table}"
     target = {
         "host": where.get("host", "(libpq default)"),
         "database": where.get("dbname", "(libpq default)"),
-        "table": f"{spec.table_schema}.{spec.table}",
+        "table": table,
     }
     with psycopg.connect(args.postgres, autocommit=True, connect_timeout=15) as conn:
         if args.command == "status":
@@ -462,7 +464,7 @@ def _postgres(
         err.write(f"target: {_target_text(target)}\nplanned: {planned.expired_rows} expired rows to delete\n")
         if planned.refused:
             raise RefusedError(planned.refused)
-        if not args.yes and not _confirm(f"Delete {planned.expired_rows} rows from {target['table']}?", stdin, err):
+        if not args.yes and not _confirm(f"Delete {planned.expired_rows} rows from {table}?", table, stdin, err):
             raise NotConfirmedError
         deleted = [0]
         switch = StopSwitch()
@@ -587,10 +589,25 @@ def _target_text(target: dict[str, Any]) -> str:
 
 def _plan_text(plan: dict[str, Any]) -> str:
     counts = plan.get("counts") or {}
-    planned = ", ".join(
-        f"{value} {key.replace('_to_', ' to ').replace('_', ' ')}" for key, value in counts.items() if value
-    )
+    planned = ", ".join(f"{value} {_list_name(key)}" for key, value in counts.items() if value)
     return planned or "nothing to do"
+
+
+def _list_name(key: str) -> str:
+    """A plan list's name as shown: items_to_delete as "items to delete"."""
+    return key.replace("_to_", " to ").replace("_", " ")
+
+
+def _keys_text(plan: dict[str, Any]) -> str:
+    """The keys of the plan's sample, list by list, each list's count shown ("and N more" past the sample)."""
+    lines = []
+    for name, keys in (plan.get("sample") or {}).items():
+        count = (plan.get("counts") or {}).get(name, 0)
+        if count:
+            lines.append(f"{_list_name(name)} ({count}):")
+            lines += [f"  {key if isinstance(key, str) else json.dumps(key, default=str)}" for key in keys]
+            lines += [f"  and {count - len(keys)} more"] if count > len(keys) else []
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _first_line(error: BaseException) -> str:
@@ -625,7 +642,7 @@ def _dynamodb(
     if args.plan:  # the saved plan, checked against this command: nothing is planned again
         given, made = saved_plan.load(args.plan, job, plan_target, time.time())
         err.write(f"target: {_target_text(target)}\n")
-        planned: dict[str, Any] = {"dry_run": job.dry_run, "plan": {"counts": given.counts(), "refused": given.refused}}
+        planned: dict[str, Any] = {"dry_run": job.dry_run, "plan": report(job, given)}
         err.write(f"planned: {_plan_text(planned['plan'])} (saved plan {args.plan}, made {iso(made)})\n")
     else:
         err.write(f"target: {_target_text(target)}\n")
@@ -643,8 +660,10 @@ def _dynamodb(
     stopped = {"interrupted": True} if switch.stopped.is_set() else {}
     if job.dry_run or plan.get("refused") or stopped or nothing:
         return {"target": target, **planned, **stopped}
-    if not args.yes and not _confirm(f"Delete as planned from {job.table}?", stdin, err):
-        raise NotConfirmedError
+    if not args.yes:
+        err.write(_keys_text(plan))
+        if not _confirm(f"Delete as planned from {job.table}?", job.table, stdin, err):
+            raise NotConfirmedError
     total = counts.get("items_to_delete", 0) + counts.get("orphans_to_delete", 0)
     deleting.set()
     carrying_out = saved_plan.PlanRun(clients, given) if given else None  # the plan shown, not a new one

@@ -95,7 +95,7 @@ def untouched(aws) -> bool:
 
 
 def test_the_prompt_deletes_the_plan_it_showed_not_a_new_one(world):
-    code, summary, err = sweep(world, "--allow-mass-deletion", stdin=Terminal("y", meanwhile(world)))
+    code, summary, err = sweep(world, "--allow-mass-deletion", stdin=Terminal("yes", meanwhile(world)))
     assert code == 0, err
     assert "planned: 10 items to delete, 10 objects to delete" in err
     assert summary["plan"]["counts"]["items_to_delete"] == PLANNED  # the plan carried out is the one shown
@@ -147,13 +147,27 @@ def test_a_saved_plan_deletes_only_what_it_lists_that_is_still_as_read(world, tm
     assert object_keys(world.s3) == {key(s) for s in SURVIVORS - {"live"}}
 
 
-def test_a_saved_plan_on_a_terminal_shows_its_counts_and_asks(world, tmp_path):
+def test_a_saved_plan_on_a_terminal_shows_its_counts_and_keys_and_asks(world, tmp_path):
     path = tmp_path / "plan.json"
     assert sweep(world, "--plan-out", str(path))[0] == 0
-    code, _, err = sweep(world, "--plan", str(path), stdin=Terminal("n", lambda: None))
-    assert code == 4 and "not confirmed; nothing was deleted" in err
+    code, _, err = sweep(world, "--plan", str(path), stdin=Terminal("y", lambda: None))
+    assert code == 4 and "not confirmed; nothing was deleted" in err  # only "yes" or the table's name, in full
     assert f"planned: 10 items to delete, 10 objects to delete (saved plan {path}, made " in err
+    assert '\nitems to delete (10):\n  {"uploadSessionId": "old-0"}\n' in err  # the keys of the saved plan
+    assert f"\nobjects to delete (10):\n  {key('old-0')}\n" in err and "more" not in err
+    assert f"Delete as planned from {TABLE}? Type yes or {TABLE} to delete: " in err
     assert untouched(world)
+
+
+@pytest.mark.parametrize("reply", ["yes", TABLE, " yes ", "y", "YES", "", "other-table", f"{TABLE}s"])
+def test_the_prompt_takes_yes_or_the_tables_name_typed_in_full(world_in_process, reply):
+    code, summary, err = sweep(world_in_process, "--allow-mass-deletion", stdin=Terminal(reply, lambda: None))
+    if reply.strip() in ("yes", TABLE):
+        assert code == 0, err
+        assert summary["counts"]["items_deleted"] == PLANNED and session_ids(world_in_process.dynamodb) == {"live"}
+    else:
+        assert code == 4 and summary == {"error": "not confirmed; nothing was deleted", "exit_code": 4}
+        assert untouched(world_in_process)
 
 
 def edit(field: str, change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:

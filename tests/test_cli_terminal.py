@@ -154,14 +154,14 @@ def sessions(aws, count: int) -> None:
     put_session(aws.dynamodb, "live", NOW + 3600)
 
 
-@pytest.mark.parametrize(("reply", "code", "left"), [("n", 4, 31), ("y", 0, 1)])
-def test_sweep_on_a_terminal_shows_target_and_count_then_asks(world, reply, code, left):
+@pytest.mark.parametrize(("reply", "code", "left"), [("y", 4, 31), ("yes", 0, 1), (TABLE, 0, 1)])
+def test_sweep_on_a_terminal_shows_target_count_and_keys_then_asks(world, reply, code, left):
     aws, server = world
     sessions(aws, 30)
     answered: list[str] = []
 
     def react(text: str, type_: Callable[[str], None], proc: subprocess.Popen[bytes]) -> None:
-        if "[y/N]" in text and not answered:
+        if "to delete: " in text and not answered:
             answered.append(reply)
             type_(f"{reply}\n")
 
@@ -170,9 +170,12 @@ def test_sweep_on_a_terminal_shows_target_and_count_then_asks(world, reply, code
     assert exit_code == code, terminal
     assert f"target: region us-east-1  account 123456789012  endpoint {server.url}  table {TABLE}" in terminal
     assert "planned: 30 items to delete" in terminal
-    assert f"Delete as planned from {TABLE}? [y/N]" in terminal
+    shown = re.findall(r'^  \{"uploadSessionId": "(old-\d+)"\}\r?$', terminal, re.MULTILINE)
+    assert len(shown) == 20 and len(set(shown)) == 20  # the plan's sample (plan_sample_size) of the keys
+    assert "items to delete (30):" in terminal and "  and 10 more" in terminal
+    assert f"Delete as planned from {TABLE}? Type yes or {TABLE} to delete: " in terminal
     assert len(session_ids(aws.dynamodb)) == left
-    if reply == "y":
+    if code == 0:
         assert "deleted 30/30 (100.0%)" in terminal  # progress on a terminal: done of total
         assert json.loads(out)["counts"]["items_deleted"] == 30
     else:
@@ -303,13 +306,13 @@ def rows_left(postgres, database: str) -> int:
         return conn.execute("SELECT count(*) FROM attributes").fetchone()[0]
 
 
-@pytest.mark.parametrize(("reply", "code", "left"), [("n", 4, 42), ("y", 0, 2)])
+@pytest.mark.parametrize(("reply", "code", "left"), [("y", 4, 42), ("public.attributes", 0, 2)])
 def test_postgres_sweep_on_a_terminal_shows_target_and_count_then_asks(postgres, reply, code, left):
     database, target = pg_table(postgres, expired=40, delete_ms=1)
     answered: list[str] = []
 
     def react(text: str, type_: Callable[[str], None], proc: subprocess.Popen[bytes]) -> None:
-        if "[y/N]" in text and not answered:
+        if "to delete: " in text and not answered:
             answered.append(reply)
             type_(f"{reply}\n")
 
@@ -317,9 +320,9 @@ def test_postgres_sweep_on_a_terminal_shows_target_and_count_then_asks(postgres,
     assert exit_code == code, terminal
     assert f"database {database}" in terminal and "table public.attributes" in terminal
     assert "planned: 40 expired rows to delete" in terminal
-    assert "Delete 40 rows from public.attributes? [y/N]" in terminal
+    assert "Delete 40 rows from public.attributes? Type yes or public.attributes to delete: " in terminal
     assert rows_left(postgres, database) == left
-    if reply == "y":
+    if code == 0:
         assert "rows deleted 40/40 (100.0%)" in terminal
         assert json.loads(out)["rows_deleted"] == 40
     else:

@@ -3,14 +3,18 @@ starts it, its schema read over gRPC (GetSchema), each component constructed thr
 with inputs as another language's SDK sends them: integers as floats, unknowns at preview, secrets,
 outputs of one component passed to another."""
 
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import yaml
 from fake_engine import Plugin, call_hook, output, secret, unknown
 from pulumi.runtime.proto import resource_pb2
+
+from expiry import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "provider"
@@ -294,3 +298,157 @@ def test_pg_cron_cleanup_from_other_languages_in_vpc_mode(monitor: Plugin):
     assert monitor.monitor.of_type("pulumi-python:dynamic/expiry:PgCronJob") == []
     (invocation,) = monitor.monitor.of_type("aws:lambda/invocation:Invocation")
     assert '"batch_size": 1000' in invocation.inputs["input"] and '"port": 5432' in invocation.inputs["input"]
+
+
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db"
+LAYER_ARN = "arn:aws:lambda:us-east-1:123456789012:layer:psycopg:1"
+SWEEPER = {
+    "kind": "ttl-monitor",
+    "schedule": "rate(1 hour)",
+    "tableName": "t1",
+    "tableArn": TABLE_ARN,
+    "keyAttributes": ["id"],
+}
+SWEEPER_KINDS = {
+    "sweep": {"s3": {"bucket": "b", "keyAttribute": "key"}},
+    "orphaned-references": {
+        "keyAttributes": ["id", "sk"],
+        "references": {
+            "hashValue": "tokens",
+            "ownerAttribute": "data",
+            "indexes": [{"rangePrefix": "idx:", "target": ["{owner}", "t:{token}"]}],
+        },
+    },
+    "pg-purge": {
+        "postgres": {"host": "db", "database": "app", "secretArn": SECRET_ARN},
+        "purge": {"expiryColumn": "ttl"},
+        "psycopgLayerArn": LAYER_ARN,
+    },
+    "pg-monitor": {
+        "postgres": {"host": "db", "database": "app", "secretArn": SECRET_ARN},
+        "purge": {"expiryColumn": "ttl"},
+        "psycopgLayerArn": LAYER_ARN,
+    },
+}
+CASCADE = {
+    "tableName": "sessions",
+    "tableArn": TABLE_ARN,
+    "streamArn": f"{TABLE_ARN}/stream/2026-01-01T00:00:00.000",
+    "keyAttributes": ["id"],
+}
+PG_VPC = {
+    "table": "attributes",
+    "expiryColumn": "ttl",
+    "host": "db",
+    "database": "app",
+    "secretArn": SECRET_ARN,
+    "subnetIds": ["subnet-a"],
+    "securityGroupIds": ["sg-a"],
+    "psycopgLayerArn": LAYER_ARN,
+}
+WATCHED = {"jobName": "j", "tableName": "t", "intervalSeconds": 3600.0, "timeoutSeconds": 60.0}
+# (owner, property) of every enum the schema offers -> the component and inputs that use a value of it
+ENUM_USES: dict[tuple[str, str], Callable[[str], tuple[str, dict[str, Any]]]] = {
+    ("ScheduledSweeper", "kind"): lambda value: (
+        "ScheduledSweeper",
+        {**SWEEPER, "kind": value, **SWEEPER_KINDS.get(value, {})},
+    ),
+    ("ScheduledSweeper", "runtime"): lambda value: ("ScheduledSweeper", {**SWEEPER, "runtime": value}),
+    ("ScheduledSweeper", "architecture"): lambda value: ("ScheduledSweeper", {**SWEEPER, "architecture": value}),
+    ("ReferencesArgs", "ownerFormat"): lambda value: (
+        "ScheduledSweeper",
+        {
+            **SWEEPER,
+            **SWEEPER_KINDS["orphaned-references"],
+            "kind": "orphaned-references",
+            "references": {**SWEEPER_KINDS["orphaned-references"]["references"], "ownerFormat": value},
+        },
+    ),
+    ("S3CascadeArgs", "keepMarker"): lambda value: (
+        "TtlStreamCascade",
+        {**CASCADE, "s3": {"bucket": "b", "keyAttribute": "key", "keepMarker": value}},
+    ),
+    ("PgCronCleanup", "architecture"): lambda value: ("PgCronCleanup", {**PG_VPC, "architecture": value}),
+    ("TtlTable", "billingMode"): lambda value: (
+        "TtlTable",
+        {"hashKey": "id", "billingMode": value}
+        | ({"readCapacity": 5.0, "writeCapacity": 5.0} if value == "PROVISIONED" else {}),
+    ),
+    ("TtlTable", "tableClass"): lambda value: ("TtlTable", {"hashKey": "id", "tableClass": value}),
+    ("TtlTable", "streamViewType"): lambda value: ("TtlTable", {"hashKey": "id", "streamViewType": value}),
+    ("TtlTable", "hashKeyType"): lambda value: ("TtlTable", {"hashKey": "id", "hashKeyType": value}),
+    ("TtlTable", "rangeKeyType"): lambda value: (
+        "TtlTable",
+        {"hashKey": "id", "rangeKey": "sk", "rangeKeyType": value},
+    ),
+    ("GlobalIndexArgs", "projection"): lambda value: (
+        "TtlTable",
+        {
+            "hashKey": "id",
+            "attributes": {"owner": "S"},
+            "globalIndexes": [
+                {"name": "by-owner", "hashKey": "owner", "projection": value}
+                | ({"nonKeyAttributes": ["status"]} if value == "INCLUDE" else {})
+            ],
+        },
+    ),
+    ("WatchedJobArgs", "kind"): lambda value: ("CleanupAlarms", {"jobs": [{**WATCHED, "kind": value}]}),
+}
+
+
+def test_every_enum_value_the_schema_offers_is_accepted_where_it_is_offered(monitor: Plugin):
+    schema = monitor.schema()
+    enums = {f"#/types/{token}": spec["enum"] for token, spec in schema["types"].items() if "enum" in spec}
+    owners = {token.split(":")[-1]: spec["inputProperties"] for token, spec in schema["resources"].items()}
+    owners |= {token.split(":")[-1]: spec.get("properties", {}) for token, spec in schema["types"].items()}
+    offered = {
+        (owner, name): [entry["value"] for entry in enums[prop["$ref"]]]
+        for owner, props in owners.items()
+        for name, prop in props.items()
+        if prop.get("$ref") in enums
+    }
+    assert set(offered) == set(ENUM_USES)
+    refused = []
+    for use, values in offered.items():
+        for value in values:
+            component, inputs = ENUM_USES[use](value)
+            try:
+                monitor.construct(component, "enum", inputs)
+            except grpc.RpcError as error:
+                refused.append(f"{use} {value!r}: {error.details()}")
+            monitor.monitor.registered.clear()
+    assert refused == []
+
+
+def descriptions(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                yield path, value
+            else:
+                yield from descriptions(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for position, item in enumerate(node):
+            yield from descriptions(item, f"{path}[{position}]")
+
+
+def test_descriptions_are_clean_text_without_docstring_indentation(plugin: Plugin):
+    found = list(descriptions(plugin.schema()))
+    assert len(found) > 100
+    unclean = [
+        (path, text)
+        for path, text in found
+        if not text.split("\n")[0].strip() or any(line != line.strip() for line in text.split("\n"))
+    ]
+    assert unclean == []
+
+
+def test_schema_states_the_package_as_pyproject_does(plugin: Plugin):
+    schema = plugin.schema()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert schema["description"] == project["description"]
+    assert schema["license"] == project["license"] == "Apache-2.0"
+    assert "Apache License\n                           Version 2.0" in (ROOT / "LICENSE").read_text()
+    assert set(project["keywords"]) <= set(schema["keywords"])
+    assert {"category/utility", "kind/component"} <= set(schema["keywords"])
+    assert schema["version"] == __version__

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from moto import mock_aws
 
+from expiry import __version__
 from expiry.components.provider_host import ExpiryProvider
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,3 +151,13 @@ def test_the_readme_test_count_is_within_15_percent_of_pytest_s():
     assert abs(int(found.group(1)) - int(stated.group(1))) <= 0.15 * int(stated.group(1)), (
         f"README says about {stated.group(1)} tests, pytest collects {found.group(1)}: update README"
     )
+
+
+def test_the_plugin_install_line_pins_no_release_and_names_the_declared_version():
+    """No release tag is published: `pulumi package add` takes a checkout, and the version is expiry's."""
+    commands = [
+        line.split("#")[0] for _, code in blocks("sh") for line in code.splitlines() if "pulumi package add" in line
+    ]
+    assert commands and all("@" not in command for command in commands), commands
+    section = (ROOT / "README.md").read_text().split("### From TypeScript, Go, C#, Java or YAML", 1)[1]
+    assert f"declares version {__version__}" in section.split("\n## ", 1)[0]

@@ -300,6 +300,7 @@ BAD = [
     ({"stuck_uploads": {"status": "created"}}, "ScheduledSweeper: stuck_uploads: needs the s3 section"),
     ({"kind": "ttl-monitor", "s3": S3}, "ScheduledSweeper: unknown settings ['s3']"),
     ({"kind": "purge"}, "ScheduledSweeper: kind: must be one of ttl-monitor, sweep, orphaned-references"),
+    ({"kind": "stream-cascade", "s3": S3}, "ScheduledSweeper: kind: stream-cascade jobs run on the table's stream"),
     (
         {"s3": {**S3, "keep_statuses": [f"status-{i:04}-with-a-long-descriptive-name" for i in range(120)]}},
         "ScheduledSweeper: environment: the job's settings take",

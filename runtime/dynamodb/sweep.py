@@ -135,7 +135,7 @@ class Sweeper:
                 self.carry_out(plan)
         if self.tally.counts["not_reached"] or self.should_stop():
             self.tally.add("stopped_early")
-        return {"plan": self.report(plan), "unindexed_expired": unindexed, "budget": budget}
+        return {"plan": report(self.job, plan), "unindexed_expired": unindexed, "budget": budget}
 
     def _claims(self, plan: Plan) -> list[Claim]:
         """What the plan deletes of the table's budgets (items; orphaned objects) and what it examined."""
@@ -492,26 +492,25 @@ class Sweeper:
             raise
         self.tally.add("items_marked")
 
-    # Reporting ------------------------------------------------------------------------------
 
-    def report(self, plan: Plan) -> dict[str, Any]:
-        """The plan's counts and a sample (``plan_sample_size``) of what each list holds."""
-        cap = self.job.plan_sample_size
+def report(job: Job, plan: Plan) -> dict[str, Any]:
+    """The plan's counts and a sample (``plan_sample_size``) of what each list holds."""
+    cap = job.plan_sample_size
 
-        def sample(values: Iterable[Any]) -> list[Any]:
-            return list(islice(values, cap))
+    def sample(values: Iterable[Any]) -> list[Any]:
+        return list(islice(values, cap))
 
-        d = plan.decisions
-        return {
-            "counts": plan.counts(),
-            "refused": plan.refused,
-            "sample": {
-                "items_to_delete": sample(plain(key_of(self.job, x.image)) for x in d if x.delete),
-                "items_to_mark": sample(plain(key_of(self.job, x.image)) for x in d if x.mark_partial),
-                "uploads_to_abort": sample(x.object_key for x in d if x.abort_upload),
-                "objects_to_delete": sample(x.object_key for x in d if x.delete_object),
-                "objects_to_mark": sample(x.object_key for x in d if x.mark_object),
-                "orphans_to_delete": sample(plan.orphans),
-                "orphan_uploads_to_abort": sample(key for key, _ in plan.orphan_uploads),
-            },
-        }
+    d = plan.decisions
+    return {
+        "counts": plan.counts(),
+        "refused": plan.refused,
+        "sample": {
+            "items_to_delete": sample(plain(key_of(job, x.image)) for x in d if x.delete),
+            "items_to_mark": sample(plain(key_of(job, x.image)) for x in d if x.mark_partial),
+            "uploads_to_abort": sample(x.object_key for x in d if x.abort_upload),
+            "objects_to_delete": sample(x.object_key for x in d if x.delete_object),
+            "objects_to_mark": sample(x.object_key for x in d if x.mark_object),
+            "orphans_to_delete": sample(plan.orphans),
+            "orphan_uploads_to_abort": sample(key for key, _ in plan.orphan_uploads),
+        },
+    }
