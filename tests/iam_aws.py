@@ -25,7 +25,7 @@ from aws import make_client
 from pulumi_harness import ACCOUNT, REGION, plain_inputs
 from stack_config import ROOT, stack_config
 from tests_support import free_port
-from upload_system import AHEAD, RUN_HANDLER, Invocation
+from upload_system import AHEAD, RUN_HANDLER, Invocation, create_table
 
 IAM_MOTO = Path(__file__).with_name("iam_moto.py")
 FUNCTION = "aws:lambda/function:Function"
@@ -210,34 +210,9 @@ def deploy_stack(harness: Any, tmp_path: Path, monkeypatch: Any, stack: str = "d
 
 
 def create_tables(dynamodb: Any, stack: Stack) -> None:
-    """Each table as the program declared it: keys, global indexes, TTL."""
+    """Each table as the program declared it: keys, global indexes, stream, TTL."""
     for inputs in stack.tables.values():
-        keys = [{"AttributeName": inputs["hashKey"], "KeyType": "HASH"}]
-        if inputs.get("rangeKey"):
-            keys.append({"AttributeName": inputs["rangeKey"], "KeyType": "RANGE"})
-        extra: dict[str, Any] = {}
-        if inputs.get("globalSecondaryIndexes"):
-            extra["GlobalSecondaryIndexes"] = [
-                {
-                    "IndexName": index["name"],
-                    "KeySchema": [
-                        {"AttributeName": k["attributeName"], "KeyType": k["keyType"]} for k in index["keySchemas"]
-                    ],
-                    "Projection": {"ProjectionType": index.get("projectionType", "ALL")},
-                }
-                for index in inputs["globalSecondaryIndexes"]
-            ]
-        if inputs.get("streamEnabled"):
-            extra["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": inputs["streamViewType"]}
-        dynamodb.create_table(
-            TableName=inputs["name"],
-            KeySchema=keys,
-            AttributeDefinitions=[
-                {"AttributeName": a["name"], "AttributeType": a["type"]} for a in inputs["attributes"]
-            ],
-            BillingMode="PAY_PER_REQUEST",
-            **extra,
-        )
+        create_table(dynamodb, inputs)
         if inputs.get("ttl", {}).get("enabled"):
             dynamodb.update_time_to_live(
                 TableName=inputs["name"],

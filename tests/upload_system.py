@@ -101,7 +101,7 @@ def deploy(harness: Any, tmp_path: Path, monkeypatch: Any, stack: str = "dev", *
 
 
 def create_table(dynamodb: Any, inputs: dict[str, Any]) -> None:
-    """The table as the stack program declared it (keys, attributes, global indexes)."""
+    """The table as the stack program declared it (keys, attributes, global indexes, stream)."""
     keys = [{"AttributeName": inputs["hashKey"], "KeyType": "HASH"}]
     if inputs.get("rangeKey"):
         keys.append({"AttributeName": inputs["rangeKey"], "KeyType": "RANGE"})
@@ -117,6 +117,8 @@ def create_table(dynamodb: Any, inputs: dict[str, Any]) -> None:
             }
             for index in inputs["globalSecondaryIndexes"]
         ]
+    if inputs.get("streamEnabled"):
+        extra["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": inputs["streamViewType"]}
     dynamodb.create_table(
         TableName=inputs["name"],
         KeySchema=keys,
