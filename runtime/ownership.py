@@ -47,11 +47,6 @@ class Ownership:
         self.job, self.settings, self.dynamodb, self.s3 = job, job.s3, dynamodb, s3
         self.tally, self.should_stop = tally, should_stop
 
-    @property
-    def method(self) -> str:
-        """How holders are found: ``owner-index`` or ``scan``."""
-        return "owner-index" if self.settings.owner_index else "scan"
-
     def _key(self, item: Item) -> tuple[tuple[str, str], ...]:
         return tuple((name, repr(item[name])) for name in self.job.key_attributes)
 
