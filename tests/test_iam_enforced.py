@@ -14,7 +14,7 @@ import pytest
 from aws import make_client
 from botocore.exceptions import ClientError
 from iam_aws import IamServer, Stack, bind_role, create_tables, denied, deploy_stack, invoke, without_actions
-from upload_system import NOW, Invocation, World
+from upload_system import NOW, Invocation, World, ttl_deletes
 
 from expiry.runtime.dynamodb.ttl import expiry_shard
 from expiry.runtime.jobs import metrics
@@ -154,25 +154,6 @@ class Seeds:
                 put(SYSTEM, index, f"live{i}{n}", "actor-1", NOW + DAY + 7200)
             put(SYSTEM, index, f"gone{i}", "actor-2", NOW + DAY + 7200)  # actor-2 was deleted
         put("actor-1", "_properties", "email", "a@example.com", None)
-
-
-def ttl_deletes(world: World, session_ids: set[str]) -> list[dict[str, Any]]:
-    """TTL's deletion of these sessions, as REMOVE records by its service principal with old images."""
-    records = []
-    for number, session_id in enumerate(sorted(session_ids), start=1):
-        old = world.dynamodb.delete_item(
-            TableName=world.table, Key={"uploadSessionId": {"S": session_id}}, ReturnValues="ALL_OLD"
-        )["Attributes"]
-        records.append(
-            {
-                "eventID": f"ttl-{number}",
-                "eventName": "REMOVE",
-                "eventSource": "aws:dynamodb",
-                "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
-                "dynamodb": {"ApproximateCreationDateTime": NOW, "OldImage": old, "SequenceNumber": str(number)},
-            }
-        )
-    return records
 
 
 def ids(keys: set[str]) -> set[str]:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from aws import make_client
-from upload_system import NOW, World, create_table, deploy, invoke
+from upload_system import NOW, World, create_table, deploy, invoke, ttl_deletes
 from uploads_world import create_ledger
 
 from expiry.runtime.jobs import metrics
@@ -224,26 +224,6 @@ def test_unindexed_items_are_reported(pulumi_mocks, tmp_path, monkeypatch, endpo
     run = invoke(deployed, tmp_path, endpoint)
     assert run.returncode == 0, run.stderr
     assert run.emf[metrics.UNINDEXED_EXPIRED] == 6 and run.emf[metrics.ITEMS_DELETED] == 0
-
-
-def ttl_deletes(world: World, session_ids: set[str]) -> list[dict]:
-    """What DynamoDB does when TTL removes these sessions: delete them and put REMOVE records by its
-    service principal, with the old images, on the stream."""
-    records = []
-    for number, session_id in enumerate(sorted(session_ids), start=1):
-        old = world.dynamodb.delete_item(
-            TableName=world.table, Key={"uploadSessionId": {"S": session_id}}, ReturnValues="ALL_OLD"
-        )["Attributes"]
-        records.append(
-            {
-                "eventID": f"ttl-{number}",
-                "eventName": "REMOVE",
-                "eventSource": "aws:dynamodb",
-                "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
-                "dynamodb": {"ApproximateCreationDateTime": NOW, "OldImage": old, "SequenceNumber": str(number)},
-            }
-        )
-    return records
 
 
 def test_the_default_stream_cascade_cleans_after_ttl_and_the_sweeper_deletes_no_session(

@@ -254,3 +254,23 @@ def invoke(
         check=False,
     )
     return Invocation(done.returncode, done.stdout, done.stderr)
+
+
+def ttl_deletes(world: World, session_ids: set[str]) -> list[dict[str, Any]]:
+    """What DynamoDB does when TTL removes these sessions: delete them and put REMOVE records by its
+    service principal, with the old images, on the stream."""
+    records = []
+    for number, session_id in enumerate(sorted(session_ids), start=1):
+        old = world.dynamodb.delete_item(
+            TableName=world.table, Key={"uploadSessionId": {"S": session_id}}, ReturnValues="ALL_OLD"
+        )["Attributes"]
+        records.append(
+            {
+                "eventID": f"ttl-{number}",
+                "eventName": "REMOVE",
+                "eventSource": "aws:dynamodb",
+                "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+                "dynamodb": {"ApproximateCreationDateTime": NOW, "OldImage": old, "SequenceNumber": str(number)},
+            }
+        )
+    return records
