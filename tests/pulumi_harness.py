@@ -1,6 +1,8 @@
 """Pulumi mocks that record every registered resource and resolve dependent Outputs."""
 
+import asyncio
 import base64
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -8,7 +10,7 @@ from typing import Any, TypeVar
 import dill
 import pulumi
 from pulumi.dynamic import Config, ConfigureRequest, ResourceProvider
-from pulumi.runtime import rpc
+from pulumi.runtime import rpc, settings
 from pulumi.runtime._serialization import _deserialize
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
@@ -29,6 +31,21 @@ class Registered:
     parent: str | None
     urn: str
     additional_secret_outputs: tuple[str, ...] = ()
+
+
+def _drain_failed_program() -> None:
+    """Leave nothing of a failed program behind for the next test, or for the output after the summary.
+
+    The root stack resource outlives ``set_mocks`` and carries the failed registrations: the next
+    program's resources, its children, would fail with this program's error. So the next ``set_mocks``
+    gets a fresh root. Registrations still running finish here, and the futures whose exceptions nobody
+    read are collected now (asyncio reports them inside this test) instead of after the run's summary.
+    """
+    settings.ROOT.set(None)
+    loop = asyncio.get_event_loop()
+    while pending := [task for task in asyncio.all_tasks(loop) if not task.done()]:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    gc.collect()
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -96,7 +113,11 @@ class Harness:
         def program() -> None:
             result["value"] = build()
 
-        _sync_await(run_pulumi_func(program))
+        try:
+            _sync_await(run_pulumi_func(program))
+        except BaseException:
+            _drain_failed_program()
+            raise
         return result["value"]
 
     def value(self, output: Any) -> Any:
