@@ -2,14 +2,14 @@
 specifications. Metric names come from runtime/jobs/metrics.py; which job publishes which metric from
 runtime/jobs/runner.py. CleanupAlarms turns the specifications into CloudWatch alarms."""
 
-import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from expiry.components import validation as v
+from expiry.runtime import kinds
 from expiry.runtime.jobs import metrics as m
-from expiry.runtime.jobs.config import KIND_PG_MONITOR, KIND_TTL_MONITOR
 from expiry.runtime.jobs.runner import published_metrics
 
 COMPONENT = "CleanupAlarms"
@@ -144,59 +144,194 @@ def settings(raw: dict[str, Any]) -> Settings:
     return Settings(**values, disabled=frozenset(disabled))
 
 
-def _custom(
-    job: Job,
-    alarm: str,
-    metric: str,
-    statistic: str,
-    period: int,
-    evaluation_periods: int,
-    threshold: float,
-    comparison: str,
-    missing: str,
-    description: str,
-) -> AlarmSpec:
-    return AlarmSpec(
-        job.job_name,
-        alarm,
-        job.namespace,
-        metric,
-        {"Job": job.job_name, "Table": job.table_name},
-        statistic,
-        check_period(f"{job.job_name}.{alarm}", period, evaluation_periods),
-        evaluation_periods,
-        threshold,
-        comparison,
-        missing,
-        description,
-    )
+@dataclass(frozen=True)
+class Rule:
+    """An alarm on a metric the job publishes, as data. ``threshold`` is a number, the name of the
+    Settings field holding it, or a function of the job and the settings; ``period`` is "run" (one
+    schedule interval), "stalled" (one interval, at least an hour) or seconds; ``extra`` gives the
+    alarm's metric math (the rule's metric is ``m``)."""
+
+    alarm: str
+    metric: str
+    statistic: str
+    threshold: float | str | Callable[[Job, Settings], float]
+    comparison: str
+    description: str  # formatted with s (the settings)
+    missing: str = "notBreaching"
+    period: int | str = "run"
+    window_seconds: Callable[[Job, Settings], float] | None = None  # evaluation periods cover this, if given
+    extra: Callable[[Job, Settings], tuple[str, tuple[Any, ...]]] | None = None
+
+    def spec(self, job: Job, s: Settings) -> AlarmSpec | None:
+        """The alarm for ``job``, or None when its threshold is unset."""
+        if isinstance(self.threshold, str):
+            threshold = getattr(s, self.threshold)
+        elif callable(self.threshold):
+            threshold = self.threshold(job, s)
+        else:
+            threshold = self.threshold
+        if threshold is None:
+            return None
+        run = period_for(job.interval_seconds)
+        period = {"run": run, "stalled": max(3600, run)}.get(str(self.period)) or int(self.period)
+        periods = 1
+        if self.window_seconds is not None:
+            periods = max(1, min(MAX_WINDOW_SECONDS // period, math.ceil(self.window_seconds(job, s) / period)))
+        expression, extra = self.extra(job, s) if self.extra else (None, ())
+        return AlarmSpec(
+            job=job.job_name,
+            alarm=self.alarm,
+            namespace=job.namespace,
+            metric=self.metric,
+            dimensions={"Job": job.job_name, "Table": job.table_name},
+            statistic=self.statistic,
+            period=check_period(f"{job.job_name}.{self.alarm}", period, periods),
+            evaluation_periods=periods,
+            threshold=threshold,
+            comparison=COMPARISONS[self.comparison],
+            missing_data=self.missing,
+            description=self.description.format(s=s),
+            expression=expression,
+            extra=extra,
+        )
 
 
-def _aws(
-    job: Job,
-    alarm: str,
-    namespace: str,
-    metric: str,
-    dimensions: dict[str, Any],
-    statistic: str,
-    period: int,
-    threshold: float,
-    comparison: str,
-    description: str,
-) -> AlarmSpec:
-    return AlarmSpec(
-        job.job_name,
-        alarm,
-        namespace,
-        metric,
-        dimensions,
-        statistic,
-        check_period(f"{job.job_name}.{alarm}", period),
+COMPARISONS = {
+    ">": "GreaterThanThreshold",
+    ">=": "GreaterThanOrEqualToThreshold",
+    "<": "LessThanThreshold",
+}
+
+
+def _stalled(job: Job, s: Settings) -> tuple[str, tuple[Any, ...]]:
+    deleted = ("d", "AWS/DynamoDB", "TimeToLiveDeletedItemCount", {"TableName": job.table_name}, "Sum")
+    return f"IF(FILL(m, 0) > {s.ttl_stalled_backlog:g} AND FILL(d, 0) == 0, 1, 0)", (deleted,)
+
+
+# The alarms on the job's own metrics, in the order they are made. Those a kind names (JobKind.alarms)
+# are that kind's; the others watch a metric and follow it: a job gets them when it publishes it.
+RULES = (
+    # FILL(m, 0): a period without a run counts as 0 successes at once, instead of waiting for
+    # CloudWatch's missing-data rules, which with long periods have fired days late.
+    Rule(
+        "heartbeat",
+        m.SWEEP_SUCCEEDED,
+        "Sum",
         1,
-        threshold,
-        comparison,
-        "notBreaching",
-        description,
+        "<",
+        "no successful run for {s.heartbeat_multiplier}x the schedule interval",
+        missing="breaching",
+        window_seconds=lambda job, s: s.heartbeat_multiplier * job.interval_seconds,
+        extra=lambda job, s: ("FILL(m, 0)", ()),
+    ),
+    Rule(
+        "cleanup-errors",
+        m.CLEANUP_ERRORS,
+        "Sum",
+        "cleanup_errors_per_hour",
+        ">",
+        "cleanup errors in the last hour",
+        period=3600,
+    ),
+    Rule(
+        "mass-deletion-refused",
+        m.MASS_DELETION_REFUSED,
+        "Maximum",
+        1,
+        ">=",
+        "the breaker refused a run that would have deleted most of what it examined: "
+        "nothing was deleted; its log line says why",
+    ),
+    Rule(
+        "breaker-disabled",
+        m.BREAKER_DISABLED,
+        "Maximum",
+        1,
+        ">=",
+        "the job runs with its mass-deletion breaker off (breaker.allow_mass_deletion): nothing limits "
+        "what it deletes; remove the setting once the deletion it was set for is done",
+    ),
+    Rule(
+        "unindexed-expired",
+        m.UNINDEXED_EXPIRED,
+        "Maximum",
+        0,
+        ">",
+        "expired items without the expiry shard: the expiry index never finds them "
+        "(the writers do not set it; scan instead, or fix the writers)",
+    ),
+    Rule(
+        "ttl-disabled",
+        m.TTL_ENABLED,
+        "Minimum",
+        1,
+        "<",
+        "TTL is disabled, or on another attribute than the table's",
+    ),
+    Rule(
+        "oldest-expired",
+        m.OLDEST_EXPIRED_AGE_SECONDS,
+        "Maximum",
+        "oldest_expired_seconds",
+        ">",
+        "an expired item is still present after the threshold: TTL is not keeping up",
+    ),
+    Rule("backlog", m.EXPIRED_BACKLOG, "Maximum", "backlog_threshold", ">", "expired items waiting for deletion"),
+    Rule(
+        "item-count",
+        m.TABLE_ITEM_COUNT,
+        "Maximum",
+        "item_count_threshold",
+        ">",
+        "the table grows past its expected size (DescribeTable's ItemCount)",
+    ),
+    Rule(
+        "ttl-stalled",
+        m.EXPIRED_BACKLOG,
+        "Maximum",
+        1,
+        ">=",
+        "over {s.ttl_stalled_backlog:g} expired items wait while TTL deletes nothing "
+        "(AWS/DynamoDB TimeToLiveDeletedItemCount stays 0): TTL is off, on the wrong attribute, "
+        "or the values are not epoch seconds",
+        period="stalled",
+        window_seconds=lambda job, s: 6 * 3600,
+        extra=_stalled,
+    ),
+    Rule("pg-failed-runs", m.PG_CRON_FAILED_RUNS, "Maximum", 0, ">", "the pg_cron purge failed"),
+    Rule(
+        "pg-last-success",
+        m.PG_CRON_LAST_SUCCESS_AGE_SECONDS,
+        "Maximum",
+        lambda job, s: s.heartbeat_multiplier * (job.pg_cron_interval_seconds or 86400),
+        ">",
+        "no successful pg_cron purge for {s.heartbeat_multiplier}x its schedule",
+        missing="breaching",
+    ),
+    Rule("pg-backlog", m.EXPIRED_BACKLOG, "Maximum", "pg_backlog_threshold", ">", "expired rows waiting for the purge"),
+)
+KIND_ALARMS = {alarm for registered in kinds.REGISTERED for alarm in registered.alarms}
+
+
+def _applies(rule: Rule, job: Job) -> bool:
+    if rule.alarm in KIND_ALARMS:
+        return rule.alarm in kinds.kind(job.kind).alarms
+    return rule.metric in published_metrics(job.kind)
+
+
+def _aws(job: Job, alarm: str, namespace: str, metric: str, dimensions: dict[str, Any], **kwargs: Any) -> AlarmSpec:
+    """An alarm on a metric AWS publishes of the job's function or queue."""
+    return AlarmSpec(
+        job=job.job_name,
+        alarm=alarm,
+        namespace=namespace,
+        metric=metric,
+        dimensions=dimensions,
+        period=check_period(f"{job.job_name}.{alarm}", kwargs.pop("period")),
+        evaluation_periods=1,
+        comparison=COMPARISONS[kwargs.pop("comparison")],
+        missing_data="notBreaching",
+        **kwargs,
     )
 
 
@@ -213,11 +348,11 @@ def job_alarms(job: Job, s: Settings) -> list[AlarmSpec]:
                 "AWS/Lambda",
                 "Errors",
                 fn,
-                "Sum",
-                period,
-                1,
-                "GreaterThanOrEqualToThreshold",
-                "the job failed (its run raised)",
+                statistic="Sum",
+                period=period,
+                threshold=1,
+                comparison=">=",
+                description="the job failed (its run raised)",
             ),
             _aws(
                 job,
@@ -225,11 +360,11 @@ def job_alarms(job: Job, s: Settings) -> list[AlarmSpec]:
                 "AWS/Lambda",
                 "Throttles",
                 fn,
-                "Sum",
-                period,
-                1,
-                "GreaterThanOrEqualToThreshold",
-                "a run was throttled (another run still going, or no concurrency left)",
+                statistic="Sum",
+                period=period,
+                threshold=1,
+                comparison=">=",
+                description="a run was throttled (another run still going, or no concurrency left)",
             ),
             _aws(
                 job,
@@ -237,252 +372,51 @@ def job_alarms(job: Job, s: Settings) -> list[AlarmSpec]:
                 "AWS/Lambda",
                 "Duration",
                 fn,
-                "Maximum",
-                period,
-                round(job.timeout_seconds * 1000 * s.duration_ratio),
-                "GreaterThanOrEqualToThreshold",
-                f"a run took {s.duration_ratio:.0%} of its timeout or more",
+                statistic="Maximum",
+                period=period,
+                threshold=round(job.timeout_seconds * 1000 * s.duration_ratio),
+                comparison=">=",
+                description=f"a run took {s.duration_ratio:.0%} of its timeout or more",
             ),
         ]
     if job.dead_letter_queue_name is not None:
+        queue = {"QueueName": job.dead_letter_queue_name}
         specs.append(
             _aws(
                 job,
                 "dead-letters",
                 "AWS/SQS",
                 "ApproximateNumberOfMessagesVisible",
-                {"QueueName": job.dead_letter_queue_name},
-                "Maximum",
-                300,
-                0,
-                "GreaterThanThreshold",
-                "scheduled runs could not be delivered to the function",
+                queue,
+                statistic="Maximum",
+                period=300,
+                threshold=0,
+                comparison=">",
+                description="scheduled runs could not be delivered to the function",
             )
         )
-    heartbeat_period = period_for(job.interval_seconds)
-    heartbeat_periods = max(
-        1,
-        min(
-            MAX_WINDOW_SECONDS // heartbeat_period,
-            math.ceil(s.heartbeat_multiplier * job.interval_seconds / heartbeat_period),
-        ),
-    )
-    # FILL(m, 0): a period without a run counts as 0 successes at once, instead of waiting for
-    # CloudWatch's missing-data rules, which with long periods have fired days late.
-    heartbeat = _custom(
-        job,
-        "heartbeat",
-        m.SWEEP_SUCCEEDED,
-        "Sum",
-        heartbeat_period,
-        heartbeat_periods,
-        1,
-        "LessThanThreshold",
-        "breaching",
-        f"no successful run for {s.heartbeat_multiplier}x the schedule interval",
-    )
-    specs.append(dataclasses.replace(heartbeat, expression="FILL(m, 0)"))
-    published = published_metrics(job.kind)
-    if m.CLEANUP_ERRORS in published:
-        specs.append(
-            _custom(
-                job,
-                "cleanup-errors",
-                m.CLEANUP_ERRORS,
-                "Sum",
-                3600,
-                1,
-                s.cleanup_errors_per_hour,
-                "GreaterThanThreshold",
-                "notBreaching",
-                "cleanup errors in the last hour",
-            )
-        )
-    run_period = period_for(job.interval_seconds)
-    if m.MASS_DELETION_REFUSED in published:
-        specs.append(
-            _custom(
-                job,
-                "mass-deletion-refused",
-                m.MASS_DELETION_REFUSED,
-                "Maximum",
-                run_period,
-                1,
-                1,
-                "GreaterThanOrEqualToThreshold",
-                "notBreaching",
-                "the breaker refused a run that would have deleted most of what it examined: "
-                "nothing was deleted; its log line says why",
-            )
-        )
-    if m.BREAKER_DISABLED in published:
-        specs.append(
-            _custom(
-                job,
-                "breaker-disabled",
-                m.BREAKER_DISABLED,
-                "Maximum",
-                run_period,
-                1,
-                1,
-                "GreaterThanOrEqualToThreshold",
-                "notBreaching",
-                "the job runs with its mass-deletion breaker off (breaker.allow_mass_deletion): nothing limits "
-                "what it deletes; remove the setting once the deletion it was set for is done",
-            )
-        )
-    if m.UNINDEXED_EXPIRED in published:
-        specs.append(
-            _custom(
-                job,
-                "unindexed-expired",
-                m.UNINDEXED_EXPIRED,
-                "Maximum",
-                run_period,
-                1,
-                0,
-                "GreaterThanThreshold",
-                "notBreaching",
-                "expired items without the expiry shard: the expiry index never finds them "
-                "(the writers do not set it; scan instead, or fix the writers)",
-            )
-        )
-    monitor_period = run_period
-    if job.kind == KIND_TTL_MONITOR:
-        specs += [
-            _custom(
-                job,
-                "ttl-disabled",
-                m.TTL_ENABLED,
-                "Minimum",
-                monitor_period,
-                1,
-                1,
-                "LessThanThreshold",
-                "notBreaching",
-                "TTL is disabled, or on another attribute than the table's",
-            ),
-            _custom(
-                job,
-                "oldest-expired",
-                m.OLDEST_EXPIRED_AGE_SECONDS,
-                "Maximum",
-                monitor_period,
-                1,
-                s.oldest_expired_seconds,
-                "GreaterThanThreshold",
-                "notBreaching",
-                "an expired item is still present after the threshold: TTL is not keeping up",
-            ),
-            _custom(
-                job,
-                "backlog",
-                m.EXPIRED_BACKLOG,
-                "Maximum",
-                monitor_period,
-                1,
-                s.backlog_threshold,
-                "GreaterThanThreshold",
-                "notBreaching",
-                "expired items waiting for deletion",
-            ),
-        ]
-        if s.item_count_threshold is not None:
-            specs.append(
-                _custom(
-                    job,
-                    "item-count",
-                    m.TABLE_ITEM_COUNT,
-                    "Maximum",
-                    monitor_period,
-                    1,
-                    s.item_count_threshold,
-                    "GreaterThanThreshold",
-                    "notBreaching",
-                    "the table grows past its expected size (DescribeTable's ItemCount)",
-                )
-            )
-    if job.kind == KIND_TTL_MONITOR:
-        stalled_period = max(3600, monitor_period)
-        stalled = _custom(
-            job,
-            "ttl-stalled",
-            m.EXPIRED_BACKLOG,
-            "Maximum",
-            stalled_period,
-            max(1, min(MAX_WINDOW_SECONDS // stalled_period, math.ceil(6 * 3600 / stalled_period))),
-            1,
-            "GreaterThanOrEqualToThreshold",
-            "notBreaching",
-            f"over {s.ttl_stalled_backlog:g} expired items wait while TTL deletes nothing "
-            "(AWS/DynamoDB TimeToLiveDeletedItemCount stays 0): TTL is off, on the wrong attribute, "
-            "or the values are not epoch seconds",
-        )
-        specs.append(
-            dataclasses.replace(
-                stalled,
-                expression=f"IF(FILL(m, 0) > {s.ttl_stalled_backlog:g} AND FILL(d, 0) == 0, 1, 0)",
-                extra=(("d", "AWS/DynamoDB", "TimeToLiveDeletedItemCount", {"TableName": job.table_name}, "Sum"),),
-            )
-        )
-    if job.kind == KIND_PG_MONITOR:
-        cron_interval = job.pg_cron_interval_seconds or 86400
-        specs += [
-            _custom(
-                job,
-                "pg-failed-runs",
-                m.PG_CRON_FAILED_RUNS,
-                "Maximum",
-                monitor_period,
-                1,
-                0,
-                "GreaterThanThreshold",
-                "notBreaching",
-                "the pg_cron purge failed",
-            ),
-            _custom(
-                job,
-                "pg-last-success",
-                m.PG_CRON_LAST_SUCCESS_AGE_SECONDS,
-                "Maximum",
-                monitor_period,
-                1,
-                s.heartbeat_multiplier * cron_interval,
-                "GreaterThanThreshold",
-                "breaching",
-                f"no successful pg_cron purge for {s.heartbeat_multiplier}x its schedule",
-            ),
-            _custom(
-                job,
-                "pg-backlog",
-                m.EXPIRED_BACKLOG,
-                "Maximum",
-                monitor_period,
-                1,
-                s.pg_backlog_threshold,
-                "GreaterThanThreshold",
-                "notBreaching",
-                "expired rows waiting for the purge",
-            ),
-        ]
+    for rule in RULES:
+        spec = rule.spec(job, s) if _applies(rule, job) else None
+        if spec is not None:
+            specs.append(spec)
     return [spec for spec in specs if spec.alarm not in s.disabled]
 
 
 def check_coverage(jobs: list[Job], s: Settings, raw: dict[str, Any]) -> None:
     """Refuse thresholds for alarms that no given job would feed."""
-    kinds = {job.kind for job in jobs}
+    watched = {job.kind for job in jobs}
     needs = {
-        "item_count_threshold": KIND_TTL_MONITOR,
-        "oldest_expired_seconds": KIND_TTL_MONITOR,
-        "backlog_threshold": KIND_TTL_MONITOR,
-        "ttl_stalled_backlog": KIND_TTL_MONITOR,
-        "pg_backlog_threshold": KIND_PG_MONITOR,
+        "item_count_threshold": "item-count",
+        "oldest_expired_seconds": "oldest-expired",
+        "backlog_threshold": "backlog",
+        "ttl_stalled_backlog": "ttl-stalled",
+        "pg_backlog_threshold": "pg-backlog",
     }
-    for name, kind in needs.items():
-        if raw.get(name) is not None and kind not in kinds:
-            metric = {KIND_TTL_MONITOR: "a ttl-monitor", KIND_PG_MONITOR: "a pg-monitor"}[kind]
-            v.fail(COMPONENT, name, f"no given job publishes this metric: it needs {metric} job")
+    for name, alarm in needs.items():
+        feeding = [registered.name for registered in kinds.REGISTERED if alarm in registered.alarms]
+        if raw.get(name) is not None and not watched & set(feeding):
+            v.fail(COMPONENT, name, f"no given job publishes this metric: it needs a {' or a '.join(feeding)} job")
     if raw.get("cleanup_errors_per_hour") is not None and not any(
-        m.CLEANUP_ERRORS in published_metrics(kind) for kind in kinds
+        m.CLEANUP_ERRORS in published_metrics(kind) for kind in watched
     ):
         v.fail(COMPONENT, "cleanup_errors_per_hour", "no given job publishes CleanupErrors")

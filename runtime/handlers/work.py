@@ -4,6 +4,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from expiry.runtime import kinds
 from expiry.runtime.aws_clients import ClientFactory, client
 from expiry.runtime.dynamodb.orphaned_references import IndexSweeper
 from expiry.runtime.dynamodb.stream_cascade import StreamCascade
@@ -11,11 +12,7 @@ from expiry.runtime.dynamodb.sweep import Sweeper, load_hook
 from expiry.runtime.dynamodb.ttl_monitor import inspect_table
 from expiry.runtime.jobs import metrics as m
 from expiry.runtime.jobs.config import (
-    KIND_ORPHANED_REFERENCES,
     KIND_STREAM_CASCADE,
-    KIND_SWEEP,
-    KIND_TTL_MONITOR,
-    POSTGRES_KINDS,
     Job,
     JobConfigError,
     job_from_environment,
@@ -88,19 +85,6 @@ def stream_entry_point() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     return handler
 
 
-WORK = {KIND_TTL_MONITOR: monitor_work, KIND_SWEEP: sweep_work, KIND_ORPHANED_REFERENCES: references_work}
-
-
-def _work_factory(kind: str) -> Callable[[ClientFactory], Work]:
-    if kind in POSTGRES_KINDS:
-        from expiry.runtime.handlers import (
-            postgres_work as pg_jobs,  # needs psycopg, which only PostgreSQL handlers ship with
-        )
-
-        return pg_jobs.WORK[kind]
-    return WORK[kind]
-
-
 def check_kind(job: Job, expected_kind: str) -> Job:
     """``job``, refused when it is of another kind than the handler serves."""
     if job.kind != expected_kind:
@@ -115,7 +99,8 @@ def job_of_kind(kind: str) -> Job:
 
 def work_for(job: Job, expected_kind: str, clients: ClientFactory | None = None) -> Work:
     """The work of ``job``, refusing a job of another kind than the handler serves."""
-    return _work_factory(check_kind(job, expected_kind).kind)(clients or default_clients(job))
+    # Imported now: only PostgreSQL kinds' work imports psycopg, which only their functions ship with.
+    return kinds.kind(check_kind(job, expected_kind).kind).work_factory()(clients or default_clients(job))
 
 
 def entry_point(kind: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:

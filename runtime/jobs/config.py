@@ -7,31 +7,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from expiry.runtime import kinds
 from expiry.runtime.jobs.metrics import DEFAULT_NAMESPACE
+from expiry.runtime.kinds import (
+    names,
+    orphaned_references,
+    pg_monitor,
+    pg_purge,
+    stream_cascade,
+    sweep,
+    ttl_monitor,
+)
 
 ENV_VAR = "EXPIRY_JOB"
-KIND_TTL_MONITOR = "ttl-monitor"
-KIND_SWEEP = "sweep"
-KIND_ORPHANED_REFERENCES = "orphaned-references"
-KIND_PG_PURGE = "pg-purge"
-KIND_PG_MONITOR = "pg-monitor"
-KIND_STREAM_CASCADE = "stream-cascade"
-POSTGRES_KINDS = (KIND_PG_PURGE, KIND_PG_MONITOR)
-HANDLERS = {
-    KIND_TTL_MONITOR: "expiry.runtime.handlers.ttl_monitor.handler",
-    KIND_SWEEP: "expiry.runtime.handlers.sweep.handler",
-    KIND_ORPHANED_REFERENCES: "expiry.runtime.handlers.orphaned_references.handler",
-    KIND_PG_PURGE: "expiry.runtime.handlers.pg_purge.handler",
-    KIND_PG_MONITOR: "expiry.runtime.handlers.pg_monitor.handler",
-    KIND_STREAM_CASCADE: "expiry.runtime.handlers.stream_cascade.handler",
-}
-# Settings of a PostgreSQL purge (runtime.pg_cleanup.PurgeSpec, which checks them: it needs psycopg,
-# which DynamoDB handlers do not ship with).
+KIND_TTL_MONITOR = ttl_monitor.KIND.name
+KIND_SWEEP = sweep.KIND.name
+KIND_ORPHANED_REFERENCES = orphaned_references.KIND.name
+KIND_PG_PURGE = pg_purge.KIND.name
+KIND_PG_MONITOR = pg_monitor.KIND.name
+KIND_STREAM_CASCADE = stream_cascade.KIND.name
+POSTGRES_KINDS = names(postgres=True)
+# Settings of a PostgreSQL purge, which runtime/postgres/spec.py (PurgeSpec) checks.
 PURGE_SETTINGS = (
     "job_name",
     "table_schema",
     "schema",
     "expiry_column",
+    "expiry_expression",
     "batch_size",
     "max_runtime_seconds",
     "extra_column",
@@ -52,7 +54,7 @@ MAX_WORKERS = 64
 # Deletions in flight while the calls wait on the network: at 10-50 ms a round trip, 64 keep one vCPU
 # busy (about 1 ms of botocore CPU per call); see README, ScheduledSweeper's Benchmark.
 SWEEPING_WORKERS = 64
-SWEEPING_KINDS = (KIND_SWEEP, KIND_ORPHANED_REFERENCES)  # jobs making one DynamoDB call per deletion
+SWEEPING_KINDS = names(sweeping=True)  # jobs making one DynamoDB call per deletion
 # With an expiry index, items of one random Scan segment checked per run for expired items the index
 # cannot see (written without the shard attribute): on unless a job turns it off with 0.
 UNINDEXED_CHECK_ITEMS = 10_000
@@ -469,15 +471,6 @@ COMMON = {
     "plan_sample_size",
     "unindexed_check_items",
 }
-DELETING_KINDS = (KIND_SWEEP, KIND_ORPHANED_REFERENCES, KIND_PG_PURGE)
-SECTIONS = {
-    KIND_TTL_MONITOR: set(),
-    KIND_SWEEP: {"s3", "stuck_uploads", "orphaned_objects", "delete_expired"},
-    KIND_ORPHANED_REFERENCES: {"references"},
-    KIND_PG_PURGE: {"postgres", "purge"},
-    KIND_PG_MONITOR: {"postgres", "purge"},
-    KIND_STREAM_CASCADE: {"s3", "archive"},
-}
 
 
 def _postgres(r: _Reader | None) -> Postgres | None:
@@ -508,7 +501,12 @@ def _purge(r: _Reader | None) -> dict[str, Any] | None:
     if r is None:
         return None
     r.check_known(set(PURGE_SETTINGS))
-    r.text("expiry_column")
+    if "expiry_expression" in r.raw:  # instead of expiry_column; its text and the server check it (PurgeSpec)
+        if "expiry_column" in r.raw:
+            r.fail("expiry_expression", "give expiry_column or expiry_expression, not both")
+        r.text("expiry_expression")
+    else:
+        r.text("expiry_column")
     return dict(r.raw)
 
 
@@ -541,11 +539,12 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
     """Validate job settings; raise JobConfigError naming ``source`` and the field."""
     r = _Reader(raw, "", source)
     kind = r.raw.get("kind")
-    if kind not in SECTIONS:
-        r.fail("kind", f"must be one of {', '.join(SECTIONS)}, got {kind!r}")
-    r.check_known(COMMON | SECTIONS[kind] | ({"breaker"} if kind in DELETING_KINDS else set()))
+    if kind not in kinds.KINDS:
+        r.fail("kind", f"must be one of {', '.join(kinds.KINDS)}, got {kind!r}")
+    registered = kinds.kind(kind)
+    r.check_known(COMMON | registered.sections | ({"breaker"} if registered.deletes else set()))
     key_attributes = r.texts("key_attributes")
-    if kind in POSTGRES_KINDS:
+    if registered.postgres:
         for section in ("postgres", "purge"):
             if r.raw.get(section) is None:
                 r.fail(section, f"is required for a {kind} job")
@@ -562,7 +561,7 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         ttl_attribute=ttl_attribute,
         dry_run=r.boolean("dry_run", False),
         max_items=r.integer("max_items", 100_000, 1, 10_000_000),
-        workers=r.integer("workers", SWEEPING_WORKERS if kind in SWEEPING_KINDS else 8, 1, MAX_WORKERS),
+        workers=r.integer("workers", SWEEPING_WORKERS if registered.sweeping else 8, 1, MAX_WORKERS),
         scan_segments=r.integer("scan_segments", 1, 1, MAX_SEGMENTS),
         safety_margin_seconds=r.integer("safety_margin_seconds", 15, 1, 300),
         sample_size=r.integer("sample_size", 10, 0, 10),
@@ -603,7 +602,7 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         r.fail("orphaned_objects", "needs a table keyed by its hash key alone (the id taken from the object key)")
     if kind == KIND_STREAM_CASCADE and job.s3 is None and job.archive is None:
         r.fail("s3", "a stream-cascade job needs s3 (the cascade), archive, or both")
-    if job.breaker.budget_table and kind not in SWEEPING_KINDS:
+    if job.breaker.budget_table and not registered.sweeping:
         r.fail("breaker.budget_table", f"only {' and '.join(SWEEPING_KINDS)} jobs reserve deletions in a ledger")
     if kind == KIND_ORPHANED_REFERENCES and job.references is None:
         r.fail("references", "is required for an orphaned-references job")

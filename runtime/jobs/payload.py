@@ -9,7 +9,8 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from expiry.runtime.jobs.config import KIND_STREAM_CASCADE, Job, JobConfigError, shard_subset
+from expiry.runtime import kinds
+from expiry.runtime.jobs.config import Job, JobConfigError, shard_subset
 
 SOURCE = "invocation payload"
 DRY_RUN, SHARDS, FROM, JOB, RECORDS = "dryRun", "shards", "source", "job", "Records"
@@ -21,7 +22,7 @@ def known_keys(job: Job) -> tuple[str, ...]:
     keys = [DRY_RUN, FROM, JOB]
     if job.expiry_index:
         keys.append(SHARDS)
-    if job.kind == KIND_STREAM_CASCADE:
+    if not kinds.kind(job.kind).scheduled:  # invoked by its stream's mapping, with the batch's records
         keys.append(RECORDS)
     return tuple(keys)
 

@@ -7,17 +7,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from expiry.runtime import kinds
 from expiry.runtime.jobs import metrics as m
 from expiry.runtime.jobs.breaker import scope
-from expiry.runtime.jobs.config import (
-    KIND_ORPHANED_REFERENCES,
-    KIND_PG_MONITOR,
-    KIND_PG_PURGE,
-    KIND_STREAM_CASCADE,
-    KIND_SWEEP,
-    KIND_TTL_MONITOR,
-    Job,
-)
+from expiry.runtime.jobs.config import Job
 from expiry.runtime.jobs.payload import as_invoked
 from expiry.runtime.jobs.run_control import Clock, Deadline, LambdaContext, Tally, elapsed_ms, log_line
 
@@ -34,59 +27,12 @@ COUNTER_METRICS = {
     "mass_deletion_refused": m.MASS_DELETION_REFUSED,
     "errors": m.CLEANUP_ERRORS,
 }
-JOB_METRICS = {
-    KIND_TTL_MONITOR: (
-        m.TTL_ENABLED,
-        m.EXPIRED_BACKLOG,
-        m.OLDEST_EXPIRED_AGE_SECONDS,
-        m.TABLE_ITEM_COUNT,
-        m.TABLE_SIZE_BYTES,
-        m.UNINDEXED_EXPIRED,
-    ),
-    KIND_SWEEP: (
-        m.ITEMS_DELETED,
-        m.ITEMS_SKIPPED,
-        m.ITEMS_MARKED,
-        m.OBJECTS_DELETED,
-        m.UPLOADS_ABORTED,
-        m.ORPHANS_DELETED,
-        m.OBJECTS_MARKED_KEPT,
-        m.MASS_DELETION_REFUSED,
-        m.BREAKER_DISABLED,
-        m.UNINDEXED_EXPIRED,
-        m.CLEANUP_ERRORS,
-    ),
-    KIND_ORPHANED_REFERENCES: (
-        m.ITEMS_SKIPPED,
-        m.ORPHANS_DELETED,
-        m.MASS_DELETION_REFUSED,
-        m.BREAKER_DISABLED,
-        m.CLEANUP_ERRORS,
-    ),
-    KIND_PG_PURGE: (m.ROWS_PURGED, m.MASS_DELETION_REFUSED, m.BREAKER_DISABLED),
-    KIND_STREAM_CASCADE: (
-        m.OBJECTS_DELETED,
-        m.UPLOADS_ABORTED,
-        m.OBJECTS_MARKED_KEPT,
-        m.ITEMS_ARCHIVED,
-        m.ITEMS_SKIPPED,
-        m.CLEANUP_ERRORS,
-    ),
-    KIND_PG_MONITOR: (
-        m.EXPIRED_BACKLOG,
-        m.OLDEST_EXPIRED_AGE_SECONDS,
-        m.ROWS_PURGED,
-        m.PG_CRON_FAILED_RUNS,
-        m.PG_CRON_LAST_SUCCESS_AGE_SECONDS,
-        m.MASS_DELETION_REFUSED,
-    ),
-}
 RUN_METRICS = (m.SWEEP_SUCCEEDED, m.SWEEP_FAILED, m.SWEEP_DURATION_MS, m.STOPPED_EARLY)
 
 
 def published_metrics(kind: str) -> tuple[str, ...]:
     """Every metric a job of ``kind`` publishes (what alarms may watch)."""
-    return RUN_METRICS + JOB_METRICS[kind]
+    return RUN_METRICS + kinds.kind(kind).metrics
 
 
 Work = Callable[[Job, float, Callable[[], bool], Tally], dict[str, Any]]
@@ -110,7 +56,7 @@ class EffectReporter:
             counts = self.tally.snapshot()
             values: dict[str, float] = {}
             for counter, metric in COUNTER_METRICS.items():
-                if metric in JOB_METRICS[self.job.kind]:
+                if metric in kinds.kind(self.job.kind).metrics:
                     values[metric] = counts[counter] - self._reported[counter]
                     self._reported[counter] = counts[counter]
             return values
@@ -135,7 +81,7 @@ def run_job(
     reporter = EffectReporter(job, stream)
     tally = reporter.tally
     base: dict[str, Any] = {"job": job.name, "kind": job.kind, "table": job.table, "dry_run": job.dry_run}
-    if m.BREAKER_DISABLED in JOB_METRICS[job.kind]:
+    if m.BREAKER_DISABLED in kinds.kind(job.kind).metrics:
         base["breaker"] = scope(job.breaker)  # off, per-table (one budget in a ledger) or per-run
     try:
         job = as_invoked(job, event)
@@ -154,7 +100,7 @@ def run_job(
         m.STOPPED_EARLY: int(stopped_early),
     }
     values.update(reporter.unreported())
-    if m.BREAKER_DISABLED in JOB_METRICS[job.kind]:
+    if m.BREAKER_DISABLED in kinds.kind(job.kind).metrics:
         values[m.BREAKER_DISABLED] = int(job.breaker.allow_mass_deletion)
     values.update({name: details.pop(name) for name in list(details) if name in m.UNITS})
     m.emit(job.namespace, job.name, job.table, values, stream)
