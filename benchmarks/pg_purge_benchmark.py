@@ -10,9 +10,12 @@ largest, the longest transaction of the purge (sampled from pg_stat_activity eve
 renewals' latency (their lock waits: a renewal of a row the purge has deleted but not committed
 waits for the commit) and renewed rows lost (must be 0). Each variant runs --repeat times on a
 fresh table; the run of median duration is printed.
+Then the same table without an expiry index (--suite no-index runs only these): the single DELETE,
+the procedure before this version (the index walk's statements, which then read the whole table each
+batch; runs capped at --before-runtime seconds) and the walk by TID range that replaces it.
 Figures, not a test: run `make benchmark`.
 
-    venv/bin/python benchmarks/pg_purge_benchmark.py [--rows 1000000] [--expired-share 0.3]
+    venv/bin/python benchmarks/pg_purge_benchmark.py [--rows 1000000] [--expired-share 0.3] [--suite no-index]
 """
 
 import argparse
@@ -32,7 +35,11 @@ import psycopg  # noqa: E402
 from postgres import PostgresServer  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, plan_counts, provision  # noqa: E402
+from expiry.runtime.postgres import procedure as procedure_module  # noqa: E402
+from expiry.runtime.postgres.connection import Connector  # noqa: E402
+from expiry.runtime.postgres.provision import provision  # noqa: E402
+from expiry.runtime.postgres.spec import PurgeSpec  # noqa: E402
+from expiry.runtime.postgres.statements import plan_counts  # noqa: E402
 
 DATABASE = "bench"
 # The procedure's batches before this version, after the same breaker plan: each batch walks the
@@ -54,13 +61,15 @@ BEGIN
 END $$"""
 
 
-def fill(server: PostgresServer, rows: int, expired_share: float) -> None:
+def fill(server: PostgresServer, rows: int, expired_share: float, index: bool = True) -> None:
     with server.connect(DATABASE) as conn:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS sessions (id bigserial PRIMARY KEY, owner text NOT NULL, "
             "payload text NOT NULL, expires_at timestamptz)"
         )
         conn.execute("TRUNCATE sessions RESTART IDENTITY")
+        if not index:
+            conn.execute("DROP INDEX IF EXISTS sessions_expires_at")
         expired = int(rows * expired_share)
         conn.execute(
             "INSERT INTO sessions (owner, payload, expires_at) SELECT 'user-' || (g %% 1000), "
@@ -68,7 +77,8 @@ def fill(server: PostgresServer, rows: int, expired_share: float) -> None:
             "ELSE now() + interval '30 days' END FROM generate_series(1, %s) g",
             (expired, expired, rows),
         )
-        conn.execute("CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at)")
+        if index:
+            conn.execute("CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at)")
         conn.execute("VACUUM ANALYZE sessions")
 
 
@@ -150,9 +160,15 @@ class LongestTransaction(threading.Thread):
 
 
 def measure(
-    server: PostgresServer, name: str, statement: str, batches_table: str | None, rows: int, expired_share: float
+    server: PostgresServer,
+    name: str,
+    statement: str,
+    batches_table: str | None,
+    rows: int,
+    expired_share: float,
+    index: bool = True,
 ) -> dict[str, Any]:
-    fill(server, rows, expired_share)
+    fill(server, rows, expired_share, index)
     expired = int(rows * expired_share)
     renewer = Renewer(server, expired)
     sampler, locks = LongestTransaction(server, "purge"), LockWaits(server)
@@ -163,6 +179,9 @@ def measure(
         locks.start()
         if batches_table:
             conn.execute(f"DELETE FROM {batches_table}")  # this run's batches only
+            log = batches_table.removesuffix('_batches"') + '_log"'
+            if log != batches_table:  # and no run to resume: the TID walk starts at block 0
+                conn.execute(f"DELETE FROM {log}")
         time.sleep(0.5)  # the renewals before the purge are part of their sample too
         conn.execute("CHECKPOINT")  # every variant starts right after one: the same full-page images to write
         wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
@@ -181,9 +200,10 @@ def measure(
         lost = conn.execute(
             "SELECT %s - count(*) FROM sessions WHERE id = ANY(%s)", (len(renewer.renewed), sorted(renewer.renewed))
         ).fetchone()[0]
-        batches = (0, 0)
+        batches: Any = (0, 0)
         if batches_table:
-            batches = conn.execute(f"SELECT count(*), max(batch_rows) FROM {batches_table}").fetchone()
+            pages = ", NULL" if batches_table == "expiry.rewalk_batches" else ", max(pages)"
+            batches = conn.execute(f"SELECT count(*), max(batch_rows){pages} FROM {batches_table}").fetchone()
     latencies = sorted(renewer.latencies)
     return {
         "variant": name,
@@ -219,6 +239,44 @@ def procedures(server: PostgresServer, batch_size: int, targets: list[int]) -> l
         provision(connector, spec)
         name = f"{batch_size:,} a batch" if not target else f"batches sized to {target} ms"
         variants.append((f"Procedure now, {name}", spec.command.as_string(None), f'expiry."purge-{target}_batches"'))
+    return variants
+
+
+def no_index_procedures(
+    server: PostgresServer, batch_size: int, target: int, before_runtime: int
+) -> list[tuple[str, str, str | None]]:
+    """Without an expiry index: the procedure before this version (its index walk, forced: each batch
+    then reads the table) with fixed and time-sized batches, runs capped at ``before_runtime`` seconds,
+    and the walk by TID range with the same two sizings."""
+    connector = Connector(server.dsn(DATABASE), DATABASE)
+    variants: list[tuple[str, str, str | None]] = []
+    for walk, sizing in (("before", 0), ("before", target), ("tid", 0), ("tid", target)):
+        spec = PurgeSpec(
+            job_name=f"noindex-{walk}-{sizing}",
+            table="sessions",
+            expiry_column="expires_at",
+            batch_size=batch_size,
+            target_batch_ms=sizing,
+            max_runtime_seconds=before_runtime if walk == "before" else 3600,
+            allow_mass_deletion=True,
+        )
+        provision(connector, spec)
+        if walk == "before":
+            index_exists = procedure_module.statements.index_exists
+            procedure_module.statements.index_exists = lambda _spec: sql.SQL("true")  # type: ignore[assignment]
+            try:
+                body = procedure_module.procedure(spec, "timestamptz", "timestamp with time zone", True)
+            finally:
+                procedure_module.statements.index_exists = index_exists  # type: ignore[assignment]
+            with server.connect(DATABASE) as conn:
+                conn.execute(body)
+        size = f"{batch_size:,} a batch" if not sizing else f"batches sized to {sizing} ms"
+        name = (
+            f"No index, procedure before, {size} (stops at {before_runtime} s)"
+            if walk == "before"
+            else f"No index, TID ranges, {size}"
+        )
+        variants.append((name, spec.command.as_string(None), f'expiry."{spec.job_name}_batches"'))
     return variants
 
 
@@ -279,6 +337,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant; the median is reported")
     parser.add_argument("--targets", type=int, nargs="*", default=[50, 250], help="target_batch_ms values")
+    parser.add_argument("--suite", choices=("all", "index", "no-index"), default="all")
+    parser.add_argument("--before-runtime", type=int, default=30, help="no index: the old procedure's runtime cap")
     args = parser.parse_args()
     server = PostgresServer(with_pg_cron=True, durable=True)
     try:
@@ -293,18 +353,39 @@ def main() -> None:
             ),
             *procedures(server, args.batch_size, args.targets),
         ]
+        unindexed = [
+            ("No index, single DELETE", "DELETE FROM sessions WHERE expires_at < now()", None),
+            *no_index_procedures(server, args.batch_size, args.targets[0] if args.targets else 50, args.before_runtime),
+        ]
         with server.connect(DATABASE) as conn:
             conn.execute("CREATE TABLE expiry.rewalk_batches (batch_rows integer)")
-        dropping = measure_partition_drop(server, args.rows, args.expired_share)
-        results = []
-        for variant in variants:  # the run of median duration of each variant
-            runs = sorted(
-                (measure(server, *variant, args.rows, args.expired_share) for _ in range(args.repeat)),
-                key=lambda r: r["seconds"],
-            )
-            results.append(runs[len(runs) // 2])
+        suites = {"all": [(variants, True), (unindexed, False)], "index": [(variants, True)]}
+        dropping = measure_partition_drop(server, args.rows, args.expired_share) if args.suite != "no-index" else None
+        tables = []
+        for chosen, index in suites.get(args.suite, [(unindexed, False)]):
+            results = []
+            for variant in chosen:  # the run of median duration of each variant
+                runs = sorted(
+                    (measure(server, *variant, args.rows, args.expired_share, index) for _ in range(args.repeat)),
+                    key=lambda r: r["seconds"],
+                )
+                results.append(runs[len(runs) // 2])
+            tables.append(results)
     finally:
         server.stop()
+    for results in tables:
+        print_table(args, results)
+    if dropping:
+        print(
+            f"\nThe same rows in a table partitioned by day on expires_at, `mode: drop-partitions` (no writer): "
+            f"{dropping['dropped']} partitions dropped, {dropping['deleted']:,} rows in {dropping['seconds']:.2f} s "
+            f"({dropping['deleted'] / dropping['seconds']:,.0f} rows/s), {dropping['wal_mb']:,.1f} MB of WAL; "
+            f"{dropping['left']:,} expired rows left in the partition around now."
+        )
+
+
+def print_table(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    """One Markdown table; shares are of the first variant's rate (the single DELETE)."""
     single = results[0]["rate"]
     load = os.getloadavg()[0]
     print(
@@ -319,21 +400,17 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        count, largest = r["batches"]
-        batches = f"{count:,} ({largest:,})" if count else "1"
+        count, largest, pages = (*r["batches"], None)[:3]
+        batches = f"{count:,} ({largest:,})" if count and largest else "1"
+        if count and pages:
+            batches = f"{count:,} ({pages:,} pages)"
         print(
             f"| {r['variant']} | {r['deleted']:,} | {r['seconds']:.2f} | {r['rate']:,.0f} | {r['rate'] / single:.2f} "
             f"| {r['wal_mb']:,.0f} | {batches} | {r['longest']:.2f} "
             f"| {r['p50']:.2f} / {r['p99']:.2f} / {r['max']:.0f} | {r['renewals']:,} "
             f"| {r['lock_waits'][0]:,}, {r['lock_waits'][1]:.0f} | {r['lost']} |"
         )
-
-    print(
-        f"\nThe same rows in a table partitioned by day on expires_at, `mode: drop-partitions` (no writer): "
-        f"{dropping['dropped']} partitions dropped, {dropping['deleted']:,} rows in {dropping['seconds']:.2f} s "
-        f"({dropping['deleted'] / dropping['seconds']:,.0f} rows/s), {dropping['wal_mb']:,.1f} MB of WAL; "
-        f"{dropping['left']:,} expired rows left in the partition around now."
-    )
+    print()
 
 
 if __name__ == "__main__":

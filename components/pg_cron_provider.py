@@ -1,4 +1,4 @@
-"""The Pulumi dynamic provider behind PgCronCleanup: runs expiry.runtime.postgres.cleanup with psycopg from the
+"""The Pulumi dynamic provider behind PgCronCleanup: runs expiry.runtime.postgres.provision with psycopg from the
 deploying machine. The engine unpickles it (with dill) in its own process; the venv must be able to
 import `expiry` (`make setup` installs the project into it)."""
 
@@ -7,10 +7,13 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision, unprovision
+from expiry.runtime.postgres.connection import Connector
+from expiry.runtime.postgres.provision import provision, unprovision
+from expiry.runtime.postgres.spec import PurgeSpec
 
 SPEC_KEYS = tuple(PurgeSpec.__dataclass_fields__)
 CONNECTION_KEYS = ("host", "port", "database", "user", "password", "dsn")
+PROVISIONING_KEY = "provisioning"  # the digest of the provisioning code: a new one provisions again
 # Changing these means another job, procedure or table: replace (drop the old, create the new). pg_cron
 # keys a job by name and role, so another run_as is another job too.
 REPLACE_KEYS = (
@@ -72,7 +75,7 @@ class PgCronCleanupProvider(ResourceProvider):
         return CreateResult(id_=f"{connector.database}/{spec.job_name}", outs={**props, **state})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        inputs = (*SPEC_KEYS, *CONNECTION_KEYS)
+        inputs = (*SPEC_KEYS, *CONNECTION_KEYS, PROVISIONING_KEY)
         changed = [key for key in inputs if olds.get(key) != news.get(key)]
         replaces = [key for key in changed if key in REPLACE_KEYS]
         return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)

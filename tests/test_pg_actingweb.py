@@ -9,7 +9,10 @@ import time
 import psycopg
 from postgres import create_purge_role
 
-from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, plan, provision, unprovision
+from expiry.runtime.postgres.connection import Connector
+from expiry.runtime.postgres.provision import provision, unprovision
+from expiry.runtime.postgres.purge import plan
+from expiry.runtime.postgres.spec import PurgeSpec
 
 CLOCK_SKEW_BUFFER = 3600  # ActingWeb adds this to every ttl_timestamp it writes
 DDL = [

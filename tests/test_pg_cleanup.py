@@ -1,4 +1,4 @@
-"""runtime/postgres/cleanup.py on a real PostgreSQL 15 with pg_cron: provisioning, the batched purge for
+"""runtime/postgres/ on a real PostgreSQL 15 with pg_cron: provisioning, the batched purge for
 each kind of expiry column, renewals, limits, injection attempts, pg_cron itself and the views."""
 
 import itertools
@@ -10,19 +10,11 @@ import pytest
 from postgres import create_purge_role
 from psycopg import sql
 
-from expiry.runtime.postgres.cleanup import (
-    CleanupError,
-    Connector,
-    PurgeSpec,
-    check_cron,
-    cron_command,
-    logged_since,
-    plan,
-    provision,
-    purge,
-    status,
-    unprovision,
-)
+from expiry.runtime.postgres.connection import Connector
+from expiry.runtime.postgres.provision import provision, unprovision
+from expiry.runtime.postgres.purge import plan, purge
+from expiry.runtime.postgres.spec import CleanupError, PurgeSpec, check_cron, cron_command
+from expiry.runtime.postgres.status import logged_since, status
 
 EXPIRY_TYPES = {
     "bigint": ("now() - interval '1 hour'", "now() + interval '1 hour'", "extract(epoch from {})::bigint"),
@@ -43,11 +35,16 @@ def connector(postgres, database: str) -> Connector:
     return Connector(postgres.dsn(database), database)
 
 
-def make_table(conn, column_type: str, expired: int, live: int, permanent: int, name: str = "attributes") -> None:
+def make_table(
+    conn, column_type: str, expired: int, live: int, permanent: int, name: str = "attributes", index: bool = True
+) -> None:
+    """The table with its expiry index (the batches walk it); ``index=False``: none (batches by TID range)."""
     past, future, cast = EXPIRY_TYPES[column_type]
     conn.execute(
         f"CREATE TABLE \"{name}\" (id serial PRIMARY KEY, kind text NOT NULL DEFAULT 'a', ttl_timestamp {column_type})"
     )
+    if index:
+        conn.execute(f'CREATE INDEX ON "{name}" (ttl_timestamp)')
     expiries = cast.format(past + " + g * interval '1 second'")  # one second apart, oldest first by id
     conn.execute(f'INSERT INTO "{name}" (ttl_timestamp) SELECT {expiries} FROM generate_series(1, %s) g', (expired,))
     conn.execute(
@@ -144,12 +141,13 @@ def named(postgres, database: str, application: str) -> psycopg.Connection:
     return psycopg.connect(postgres.dsn(database) + f" application_name={application}", autocommit=True)
 
 
-def test_row_renewed_while_the_purge_runs_is_kept(postgres, database):
+@pytest.mark.parametrize("index", [True, False], ids=["index walk", "TID ranges"])
+def test_row_renewed_while_the_purge_runs_is_kept(postgres, database, index):
     """The application renews row 5 and has not committed when the procedure reaches it: the DELETE
     waits for the renewal (no row locks taken before it), re-checks expiry on the renewed row and
     keeps it; every other expired row goes."""
     with postgres.connect(database) as conn:
-        make_table(conn, "bigint", expired=30, live=40, permanent=0)
+        make_table(conn, "bigint", expired=30, live=40, permanent=0, index=index)
         provision(connector(postgres, database), spec())
     renewer = postgres.connect(database, autocommit=False)
     renewer.execute("UPDATE attributes SET ttl_timestamp = extract(epoch from now())::bigint + 3600 WHERE id = 5")
@@ -170,10 +168,11 @@ def test_row_renewed_while_the_purge_runs_is_kept(postgres, database):
         assert skipped == (29, 1)  # counts are of effects: 29 deleted, the renewed row counted as skipped
 
 
-def test_client_purge_keeps_a_row_being_renewed(postgres, database):
+@pytest.mark.parametrize("index", [True, False], ids=["index walk", "TID ranges"])
+def test_client_purge_keeps_a_row_being_renewed(postgres, database, index):
     """The Lambda and CLI purge: the same wait and re-check as the procedure."""
     with postgres.connect(database) as conn:
-        make_table(conn, "timestamptz", expired=12, live=20, permanent=0)
+        make_table(conn, "timestamptz", expired=12, live=20, permanent=0, index=index)
     renewer = postgres.connect(database, autocommit=False)
     renewer.execute("UPDATE attributes SET ttl_timestamp = now() + interval '1 day' WHERE id = 3")
 
@@ -368,7 +367,7 @@ def test_without_pg_cron_the_error_names_shared_preload_libraries(postgres_witho
 
 def test_update_in_place_and_unprovision_leave_the_table_alone(postgres, database):
     with postgres.connect(database) as conn:
-        make_table(conn, "bigint", expired=3, live=3, permanent=1)
+        make_table(conn, "bigint", expired=3, live=3, permanent=1, index=False)
     first = provision(connector(postgres, database), spec(create_index=True))
     assert first["created_index"] and first["expiry_column_indexed"] and first["created_schema"]
     second = provision(connector(postgres, database), spec(schedule="30 4 * * *", batch_size=99))
@@ -391,7 +390,7 @@ def test_update_in_place_and_unprovision_leave_the_table_alone(postgres, databas
 
 def test_missing_index_is_reported(postgres, database):
     with postgres.connect(database) as conn:
-        make_table(conn, "bigint", expired=1, live=1, permanent=0)
+        make_table(conn, "bigint", expired=1, live=1, permanent=0, index=False)
     state = provision(connector(postgres, database), spec())
     assert state["expiry_column_indexed"] is False and state["created_index"] is False
     unprovision(connector(postgres, database), spec())

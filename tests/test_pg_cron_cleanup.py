@@ -4,10 +4,12 @@ PostgreSQL with pg_cron."""
 
 import itertools
 
+import psycopg
 import pytest
 from pulumi_harness import engine_provider, is_secret, plain_inputs
 
 from expiry.components.pg_cron_cleanup import PgCronCleanup, pg_cron_parameter_group, pg_cron_parameters
+from expiry.runtime.postgres.spec import provisioning_code
 
 JOB = "pulumi-python:dynamic/expiry:PgCronJob"
 NUMBER = itertools.count()
@@ -18,6 +20,7 @@ def app(postgres):
     name = postgres.new_database("pulumi")
     with postgres.connect(name) as conn:
         conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp bigint)")
+        conn.execute("CREATE INDEX ON attributes (ttl_timestamp)")  # the batches walk it
         conn.execute(
             "INSERT INTO attributes (ttl_timestamp) SELECT extract(epoch from now())::bigint - 60 "
             "FROM generate_series(1, 5)"
@@ -70,6 +73,16 @@ def test_provider_lifecycle_as_the_engine_runs_it(pulumi_mocks, postgres, app):
     assert cron_job(postgres, "purge-attributes")[1] == "*/5 * * * *"
     assert provider.diff(created.id, updated.outs, news).changes is False
 
+    # A cleanup provisioned by an older Expiry (no digest, or another) is provisioned again, in place:
+    # the database gets this version's procedure although no setting changed.
+    assert news["provisioning"] == provisioning_code()
+    for older in (
+        {k: val for k, val in updated.outs.items() if k != "provisioning"},
+        {**updated.outs, "provisioning": "0"},
+    ):
+        upgrade = provider.diff(created.id, older, news)
+        assert upgrade.changes is True and upgrade.replaces == []
+
     moved = plain_inputs(recorded_again(pulumi_mocks, postgres, app, table="other", schedule="*/5 * * * *"))
     assert set(provider.diff(created.id, updated.outs, moved).replaces) == {"table"}
 
@@ -117,6 +130,8 @@ def test_dsn_connection(pulumi_mocks, postgres, app):
             {"table": "attributes", "expiry_column": "ttl_timestamp", "dsn": postgres.dsn(app), "create_index": True},
         )
     )
+    with psycopg.connect(postgres.dsn(app), autocommit=True) as conn:
+        conn.execute("DROP INDEX attributes_ttl_timestamp_idx")  # the one create_index is to create
     provider = engine_provider(inputs)
     created = provider.create(inputs)
     assert created.outs["created_index"] is True and created.outs["expiry_column_indexed"] is True

@@ -12,16 +12,9 @@ import psycopg
 from hypothesis import HealthCheck, Phase, given, settings
 from psycopg import sql
 
-from expiry.runtime.postgres.cleanup import (
-    MAX_JOB_NAME,
-    CleanupError,
-    Connector,
-    PurgeSpec,
-    cron_command,
-    owned_marker,
-    provision,
-    unprovision,
-)
+from expiry.runtime.postgres.connection import Connector
+from expiry.runtime.postgres.provision import provision, unprovision
+from expiry.runtime.postgres.spec import MAX_JOB_NAME, CleanupError, PurgeSpec, cron_command, owned_marker
 
 CHARACTERS = [*"aAzZ09_-. \"'*/%;", "é", "ß", "Ω", "日", "🙂"]
 NAMES = st.text(st.sampled_from(CHARACTERS), min_size=1, max_size=10).filter(

@@ -12,7 +12,9 @@ from expiry.runtime.handlers.postgres_work import monitor_work, purge_work
 from expiry.runtime.jobs import metrics
 from expiry.runtime.jobs.config import parse_job
 from expiry.runtime.jobs.runner import run_job
-from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision, unprovision
+from expiry.runtime.postgres.connection import Connector
+from expiry.runtime.postgres.provision import provision, unprovision
+from expiry.runtime.postgres.spec import PurgeSpec
 
 
 @pytest.fixture
@@ -20,6 +22,7 @@ def app(postgres):
     name = postgres.new_database("jobs")
     with postgres.connect(name) as conn:
         conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp timestamptz)")
+        conn.execute("CREATE INDEX ON attributes (ttl_timestamp)")  # the batches walk it
         conn.execute(
             "INSERT INTO attributes (ttl_timestamp) SELECT now() - interval '2 hours' FROM generate_series(1, 25)"
         )

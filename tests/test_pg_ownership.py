@@ -10,8 +10,11 @@ import pytest
 from psycopg import sql
 
 from expiry.components.pg_cron_provider import PgCronCleanupProvider
-from expiry.runtime.postgres import cleanup as pg_cleanup
-from expiry.runtime.postgres.cleanup import CleanupError, Connector, PurgeSpec, provision, purge, unprovision
+from expiry.runtime.postgres import status as pg_status
+from expiry.runtime.postgres.connection import Connector
+from expiry.runtime.postgres.provision import provision, unprovision
+from expiry.runtime.postgres.purge import purge
+from expiry.runtime.postgres.spec import CleanupError, PurgeSpec, owned_marker
 
 ROLES = itertools.count()
 
@@ -187,7 +190,7 @@ def test_everything_provisioning_creates_carries_the_marker_and_a_second_run_is_
         connector(postgres, database), audit(schema="expiry", archive=True, create_index=True, batch_size=9)
     )
     assert (second["job_id"], second["history_job_id"]) == (first["job_id"], first["history_job_id"])
-    marker = pg_cleanup.owned_marker("audit")
+    marker = owned_marker("audit")
     assert marker == "expiry:owned job=audit"
     with postgres.connect(database) as conn:
         comments = conn.execute(
@@ -312,11 +315,11 @@ def test_the_job_runs_as_the_purge_role_from_pg_cron(postgres, database):
         with psycopg.connect(postgres.dsn().replace("user=postgres", f"user={role}"), autocommit=True) as cron:
             history = cron.execute("SELECT command FROM cron.job WHERE jobid = %s", (state["history_job_id"],))
             cron.execute(history.fetchone()[0])  # the history job as the role pg_cron runs it as
-            health = pg_cleanup.cron_health(cron, "audit", 3600)  # what pg-monitor reads, as the purge role
+            health = pg_status.cron_health(cron, "audit", 3600)  # what pg-monitor reads, as the purge role
             assert health["job_scheduled"] and health["failed_runs"] == 0
         with psycopg.connect(postgres.dsn(database).replace("user=postgres", f"user={role}"), autocommit=True) as conn:
-            assert pg_cleanup.logged_since(conn, cleanup, 3600)["rows_purged"] == 6
-            assert pg_cleanup.status(conn, cleanup)["expired_rows"] == 0
+            assert pg_status.logged_since(conn, cleanup, 3600)["rows_purged"] == 6
+            assert pg_status.status(conn, cleanup)["expired_rows"] == 0
     finally:
         unprovision(connector(postgres, database), cleanup)
     assert cron_jobs(postgres, "audit", "audit-history") == []

@@ -8,8 +8,10 @@ import pytest
 from psycopg import sql
 from test_pg_cleanup import blocked_on_a_lock, connector, count, in_background, make_table, named
 
-from expiry.runtime.postgres import cleanup
-from expiry.runtime.postgres.cleanup import CleanupError, PurgeSpec, plan, provision, purge, unprovision
+from expiry.runtime.postgres import statements as cleanup
+from expiry.runtime.postgres.provision import provision, unprovision
+from expiry.runtime.postgres.purge import plan, purge
+from expiry.runtime.postgres.spec import CleanupError, PurgeSpec
 
 
 @pytest.fixture

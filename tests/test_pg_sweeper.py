@@ -110,6 +110,7 @@ def test_shipped_purge_runs_with_the_layer(pulumi_mocks, postgres, moto_server, 
     shipped = postgres.new_database("shipped")
     with postgres.connect(shipped) as conn:
         conn.execute("CREATE TABLE attributes (id serial, ttl_timestamp bigint)")
+        conn.execute("CREATE INDEX ON attributes (ttl_timestamp)")  # the batches walk it
         conn.execute(
             "INSERT INTO attributes (ttl_timestamp) SELECT extract(epoch from now())::bigint - 5 "
             "FROM generate_series(1, 12)"

@@ -8,6 +8,7 @@ import pytest
 from expiry.components.pg_cron_cleanup import PgCronCleanup
 from expiry.runtime.jobs.config import JobConfigError
 from expiry.runtime.postgres.provision import handle
+from expiry.runtime.postgres.spec import provisioning_code
 
 SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-XyZ"
 
@@ -42,6 +43,7 @@ def test_vpc_mode_deploys_a_provisioner_and_invokes_it_for_every_lifecycle_event
     payload = json.loads(invocation["input"])
     assert payload["connection"] == {"host": "db.internal", "database": "app", "secret_arn": SECRET, "port": 5432}
     assert payload["cleanup"]["job_name"] == "attributes-purge" and payload["cleanup"]["schedule"] == "0 3 * * *"
+    assert payload["provisioning"] == provisioning_code()  # a new Expiry's provisioning code invokes again
     policy = json.loads(pulumi_mocks.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
     assert policy["Statement"][1] == {
         "Sid": "DatabaseSecret",
@@ -118,7 +120,7 @@ def test_handler_refuses_a_bad_payload(aws_in_process, postgres, database):
     secrets = aws_in_process.client("secretsmanager")
     with pytest.raises(JobConfigError, match="payload: missing 'connection'"):
         handle({"cleanup": {"job_name": "j", "table": "t", "expiry_column": "e"}}, lambda: secrets)
-    with pytest.raises(JobConfigError, match="payload: cleanup: .*missing 3 required"):
+    with pytest.raises(JobConfigError, match="payload: cleanup: .*missing 2 required"):
         handle({"cleanup": {}, "connection": {}}, lambda: secrets)
     bad = payload(postgres, database, "arn:x", schedule="every day")
     with pytest.raises(JobConfigError, match="payload: cleanup.schedule: pg_cron needs 5 fields"):

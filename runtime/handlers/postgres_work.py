@@ -8,20 +8,14 @@ from typing import Any
 from expiry.runtime.aws_clients import ClientFactory
 from expiry.runtime.jobs import metrics as m
 from expiry.runtime.jobs.breaker import report_refusals
-from expiry.runtime.jobs.config import KIND_PG_MONITOR, KIND_PG_PURGE, Job, JobConfigError
+from expiry.runtime.jobs.config import Job, JobConfigError
 from expiry.runtime.jobs.run_control import Tally
 from expiry.runtime.jobs.runner import Work
-from expiry.runtime.postgres.cleanup import (
-    CleanupError,
-    PurgeSpec,
-    cron_health,
-    logged_since,
-    pg_cron_database,
-    plan,
-    purge,
-    status,
-)
+from expiry.runtime.postgres.catalog import pg_cron_database
 from expiry.runtime.postgres.connection import connector
+from expiry.runtime.postgres.purge import plan, purge
+from expiry.runtime.postgres.spec import CleanupError, PurgeSpec
+from expiry.runtime.postgres.status import cron_health, logged_since, status
 
 
 def purge_spec(job: Job) -> PurgeSpec:
@@ -99,6 +93,3 @@ def monitor_work(clients: ClientFactory) -> Work:
         return details
 
     return work
-
-
-WORK = {KIND_PG_PURGE: purge_work, KIND_PG_MONITOR: monitor_work}

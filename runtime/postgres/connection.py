@@ -1,12 +1,26 @@
-"""Connections to a job's database with credentials read once from Secrets Manager."""
+"""Connections to a cleanup's database or pg_cron's (Connector), with credentials read once from Secrets
+Manager for a job."""
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.conninfo import make_conninfo
 
 from expiry.runtime.jobs.config import JobConfigError, Postgres
-from expiry.runtime.postgres.cleanup import Connector
+
+
+@dataclass(frozen=True)
+class Connector:
+    """Opens connections to the table's database or to pg_cron's, with the same credentials."""
+
+    conninfo: str
+    database: str
+
+    def connect(self, database: str | None = None, autocommit: bool = True) -> psycopg.Connection:
+        other = database if database and database != self.database else None  # None: the conninfo's database
+        return psycopg.connect(self.conninfo, autocommit=autocommit, connect_timeout=15, dbname=other)
 
 
 def credentials(secrets: Any, settings: Postgres) -> tuple[str, str]:
