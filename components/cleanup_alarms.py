@@ -1,6 +1,7 @@
 """CleanupAlarms: the alarms, the dashboard and the saved queries that show cleanup is working."""
 
 import json
+from collections.abc import Mapping
 from typing import Any, NotRequired, TypedDict
 
 import pulumi
@@ -11,10 +12,19 @@ from expiry.components import validation as v
 from expiry.components.pg_cron_cleanup import PgCronCleanup
 from expiry.components.schedule import interval_seconds
 from expiry.components.scheduled_sweeper import KINDS, ScheduledSweeper
+from expiry.components.transforms import Child, ChildTransform, with_transforms
 from expiry.components.ttl_table import TtlTable
 from expiry.runtime.jobs import metrics as m
 
 COMPONENT = rules.COMPONENT
+# The children `transforms` reaches: key -> resource type and logical name after the component's name.
+CHILDREN = {
+    "topic": Child(aws.sns.Topic, "-topic"),
+    "subscriptions": Child(aws.sns.TopicSubscription, "-email-*"),
+    "alarms": Child(aws.cloudwatch.MetricAlarm, "-*"),
+    "dashboard": Child(aws.cloudwatch.Dashboard, "-dashboard"),
+    "query_definitions": Child(aws.cloudwatch.QueryDefinition, "-query-*"),
+}
 
 
 class WatchedJobArgs(TypedDict):
@@ -155,7 +165,15 @@ class CleanupAlarms(pulumi.ComponentResource):
     dashboard_url: pulumi.Output[str]
     """The dashboard in the CloudWatch console."""
 
-    def __init__(self, name: str, args: CleanupAlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: CleanupAlarmsArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        transforms: Mapping[str, ChildTransform] | None = None,
+    ) -> None:
+        """``transforms``: a transform per child (keys: CHILDREN), for what the args do not cover."""
         raw = v.known_fields(COMPONENT, args, CleanupAlarmsArgs)
         jobs = watched_jobs(raw.get("jobs"))
         settings = rules.settings(raw)
@@ -173,6 +191,19 @@ class CleanupAlarms(pulumi.ComponentResource):
             v.email(COMPONENT, f"email_addresses[{i}]", address)
         v.tags(COMPONENT, "tags", raw.get("tags"))
         ok = v.boolean(COMPONENT, "ok_notifications", raw.get("ok_notifications", True))
+        own_topic = raw.get("topic_arn") is None
+        absent = {
+            "topic": not own_topic and "it conflicts with topic_arn (the alarms notify that topic)",
+            "subscriptions": (not own_topic and "it conflicts with topic_arn (subscribe to your topic yourself)")
+            or (not emails and "only email_addresses make subscriptions"),
+            "query_definitions": not any(
+                isinstance(job, dict) and job.get("log_group_name") is not None for job in raw.get("jobs") or []
+            )
+            and "only jobs with a log_group_name have saved queries",
+        }
+        opts = with_transforms(
+            COMPONENT, name, CHILDREN, transforms, opts, {key: why for key, why in absent.items() if why}
+        )
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 
         child = pulumi.ResourceOptions(parent=self)

@@ -1,6 +1,7 @@
 """PgCronCleanup: PostgreSQL purges its own expired rows in batches with pg_cron, provisioned by Pulumi."""
 
 import json
+from collections.abc import Mapping
 from typing import Any, NotRequired, TypedDict
 
 import pulumi
@@ -10,15 +11,33 @@ import pulumi_aws as aws
 from expiry.components import validation as v
 from expiry.components.lambda_bundle import Bundle, build_bundle
 from expiry.components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
-from expiry.components.pg_cron_provider import STATE_KEYS, PgCronCleanupProvider
+from expiry.components.pg_cron_provider import PROVISIONING_KEY, STATE_KEYS, PgCronCleanupProvider
 from expiry.components.sweeper_policy import statement
-from expiry.runtime.postgres.cleanup import CleanupError, PurgeSpec
+from expiry.components.transforms import ALL, Child, ChildTransform, rails, with_transforms
+from expiry.runtime.postgres.spec import CleanupError, PurgeSpec, provisioning_code
 
 COMPONENT = "PgCronCleanup"
 SECRET_INPUTS = ["password", "dsn"]
 VPC_INPUTS = ("secret_arn", "subnet_ids", "security_group_ids")
 PROVISIONER_RUNTIME = "python3.13"
 PROVISION_HANDLER = "expiry.runtime.handlers.pg_provision.handler"
+# The children `transforms` reaches: key -> resource type and logical name after the component's name.
+# Direct mode has `job` (the dynamic resource running the SQL), VPC mode the rest.
+CHILDREN = {
+    "job": Child(
+        "pulumi-python:dynamic/expiry:PgCronJob",
+        "-job",
+        {ALL: "it is the cleanup and connection the component validated; a transform may only add options"},
+    ),
+    "log_group": Child(aws.cloudwatch.LogGroup, "-provisioner-logs"),
+    "role": Child(aws.iam.Role, "-provisioner-role"),
+    "policy": Child(aws.iam.RolePolicy, "-provisioner-policy", rails("policy", "role")),
+    "vpc_access": Child(aws.iam.RolePolicyAttachment, "-provisioner-vpc-access"),
+    "psycopg_layer": Child(aws.lambda_.LayerVersion, "-psycopg"),
+    "function": Child(aws.lambda_.Function, "-provisioner", rails("role", "code", "handler")),
+    "invocation": Child(aws.lambda_.Invocation, "-invocation", rails("input")),
+}
+VPC_CHILDREN = ("log_group", "role", "policy", "vpc_access", "psycopg_layer", "function", "invocation")
 
 
 class PgCronCleanupArgs(TypedDict):
@@ -26,8 +45,14 @@ class PgCronCleanupArgs(TypedDict):
 
     table: str
     """The table whose expired rows are purged."""
-    expiry_column: str
-    """Its expiry column: epoch seconds (bigint, integer, numeric), timestamptz or timestamp (read as UTC)."""
+    expiry_column: NotRequired[str]
+    """Its expiry column: epoch seconds (bigint, integer, numeric), timestamptz or timestamp (read as UTC).
+    Required unless `expiry_expression` is given."""
+    expiry_expression: NotRequired[str]
+    """Instead of `expiry_column`: each row's expiry as an SQL expression over its columns, e.g.
+    `created_at + interval '30 days'` (timestamptz, timestamp, date or epoch seconds); a row is expired
+    when it is before now(). Checked by the server when provisioning: no subquery, `;`, comment,
+    volatile or clock function. Its batches walk the table by TID range (one pass a run)."""
     table_schema: NotRequired[str]
     """Schema of the table (default public)."""
     schema: NotRequired[str]
@@ -37,7 +62,9 @@ class PgCronCleanupArgs(TypedDict):
     schedule: NotRequired[str]
     """5-field cron, GMT (default 0 3 * * *: daily at 03:00)."""
     batch_size: NotRequired[int]
-    """Rows in the first batch, one transaction each (default 5000); then sized by `target_batch_ms`."""
+    """Rows in the first batch, one transaction each (default 5000); then sized by `target_batch_ms`.
+    Without an index on the expiry column (or with `expiry_expression`), batches are ranges of pages
+    read once each run, the first holding about this many rows."""
     max_runtime_seconds: NotRequired[int]
     """A run stops starting batches after this (default 300)."""
     history_days: NotRequired[int]
@@ -106,9 +133,10 @@ def purge_spec(name: str, args: dict[str, Any]) -> PurgeSpec:
     """The validated PurgeSpec of a PgCronCleanup, with errors naming the component and field."""
     fields = {key: args[key] for key in PurgeSpec.__dataclass_fields__ if key in args}
     fields.setdefault("job_name", name)
-    for key in ("table", "expiry_column"):
-        if fields.get(key) is None:
-            v.fail(COMPONENT, key, "is required")
+    if fields.get("table") is None:
+        v.fail(COMPONENT, "table", "is required")
+    if fields.get("expiry_column") is None and fields.get("expiry_expression") is None:
+        v.fail(COMPONENT, "expiry_column", "is required (or give expiry_expression)")
     for key, value in fields.items():
         v.plain(COMPONENT, key, value)
     if "create_index" in fields:
@@ -149,7 +177,15 @@ class PgCronCleanup(pulumi.ComponentResource):
     expiry_column_indexed: pulumi.Output[bool]
     """Whether a btree index leads with the expiry column; false means each batch scans the table."""
 
-    def __init__(self, name: str, args: PgCronCleanupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: PgCronCleanupArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        transforms: Mapping[str, ChildTransform] | None = None,
+    ) -> None:
+        """``transforms``: a transform per child (keys: CHILDREN), for what the args do not cover."""
         raw = v.known_fields(COMPONENT, args, PgCronCleanupArgs)
         spec = purge_spec(name, raw)
         vpc_mode = any(raw.get(key) is not None for key in VPC_INPUTS)
@@ -160,6 +196,13 @@ class PgCronCleanup(pulumi.ComponentResource):
             if not vpc_mode:
                 v.fail(COMPONENT, "psycopg_layer_arn", "is used in VPC mode only (secret_arn, subnet_ids, ...)")
             v.layer_arn(COMPONENT, "psycopg_layer_arn", raw["psycopg_layer_arn"])
+        if vpc_mode:
+            absent = {"job": "VPC mode runs the SQL in the provisioner function (its invocation)"}
+            if raw.get("psycopg_layer_arn") is not None:
+                absent["psycopg_layer"] = "it conflicts with psycopg_layer_arn (that layer is used)"
+        else:
+            absent = dict.fromkeys(VPC_CHILDREN, "only VPC mode (secret_arn, subnet_ids, security_group_ids) has one")
+        opts = with_transforms(COMPONENT, name, CHILDREN, transforms, opts, absent)
         bundle = build_bundle(None, COMPONENT) if vpc_mode else None
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 
@@ -193,6 +236,7 @@ class PgCronCleanup(pulumi.ComponentResource):
             "port": raw.get("port", 5432),
             "database": raw.get("database"),
             "user": raw.get("user"),
+            PROVISIONING_KEY: provisioning_code(),
         }
         for key in SECRET_INPUTS:
             props[key] = pulumi.Output.secret(raw[key]) if raw.get(key) is not None else None
@@ -251,7 +295,9 @@ class PgCronCleanup(pulumi.ComponentResource):
         connection = {key: raw.get(key) for key in ("host", "database", "secret_arn", "user")}
         connection["port"] = raw.get("port", 5432)
         payload = pulumi.Output.all(**{k: val for k, val in connection.items() if val is not None}).apply(
-            lambda c: json.dumps({"cleanup": spec.to_dict(), "connection": c}, sort_keys=True)
+            lambda c: json.dumps(
+                {"cleanup": spec.to_dict(), "connection": c, PROVISIONING_KEY: provisioning_code()}, sort_keys=True
+            )
         )
         self.invocation = aws.lambda_.Invocation(
             f"{name}-invocation",

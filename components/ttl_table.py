@@ -1,5 +1,6 @@
 """TtlTable: a DynamoDB table with TTL on, safe defaults and an optional expiry index."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
@@ -7,6 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from expiry.components import validation as v
+from expiry.components.transforms import Child, ChildTransform, rails, with_transforms
 from expiry.components.ttl_change_guard import ttl_change_hooks
 from expiry.runtime.dynamodb.ttl import (
     DEFAULT_SHARD_ATTRIBUTE,
@@ -24,6 +26,15 @@ TABLE_CLASSES = ("STANDARD", "STANDARD_INFREQUENT_ACCESS")
 STREAM_VIEW_TYPES = ("KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES")
 MAX_GLOBAL_INDEXES = 20
 MAX_CAPACITY = 40_000
+# What ScheduledSweeper and TtlStreamCascade need to know about a table at construction (the rest, its
+# name and ARNs, may be Outputs).
+TARGET_SHAPE = ("key_attributes", "ttl_attribute", "expiry_index_name", "expiry_index_shards", "expiry_shard_attribute")
+# The children `transforms` reaches: key -> resource type and logical name after the component's name.
+CHILDREN = {
+    "table": Child(
+        aws.dynamodb.Table, "-table", rails("ttl", "hash_key", "range_key", "stream_enabled", "stream_view_type")
+    ),
+}
 
 
 class GlobalIndexArgs(TypedDict):
@@ -97,6 +108,83 @@ class TtlTableArgs(TypedDict):
     """Physical table name (default: derived from the component's name by Pulumi)."""
     tags: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
     """Tags of the table."""
+
+
+class TableTarget(TypedDict):
+    """A TtlTable as the components that work on it take it: TtlTable's `target` output, given whole
+    as ScheduledSweeper's or TtlStreamCascade's `table` input (in place of the table's fields one by one).
+    Built by hand, it describes another table with the same fields."""
+
+    table_name: pulumi.Input[str]
+    """Physical name of the table."""
+    table_arn: pulumi.Input[str]
+    """ARN of the table."""
+    key_attributes: list[str]
+    """The table's hash key and optional range key."""
+    ttl_attribute: str
+    """The TTL attribute (Number, epoch seconds)."""
+    stream_arn: NotRequired[pulumi.Input[str]]
+    """ARN of the table's stream, when it has one (TtlStreamCascade needs it)."""
+    stream_view_type: NotRequired[str]
+    """What the stream's records hold, when the table has a stream (TtlStreamCascade needs OLD_IMAGE or
+    NEW_AND_OLD_IMAGES)."""
+    expiry_index_name: NotRequired[str]
+    """Name of the expiry index, when there is one (a sweeper queries it instead of scanning)."""
+    expiry_index_shards: NotRequired[int]
+    """Shard count of the expiry index."""
+    expiry_shard_attribute: NotRequired[str]
+    """Attribute that holds an item's expiry shard."""
+
+
+def target_fields(component: str, target: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The named fields of a `table` input (a TableTarget), checked: a mapping known at construction, no
+    key TableTarget does not declare, the required ones present, the table's shape (key and TTL
+    attributes, expiry index) plain values. Fields the target leaves out are left out."""
+    if isinstance(target, pulumi.Output):
+        v.fail(
+            component,
+            "table",
+            "must be known at construction (a TtlTable's target): its key attributes, TTL attribute and "
+            "expiry index shape the job; only its names and ARNs may be Outputs",
+        )
+    if not isinstance(target, dict):
+        v.fail(component, "table", f"must be a TtlTable's target (a mapping), got {type(target).__name__} {target!r}")
+    for key in target:
+        if key not in TableTarget.__annotations__:
+            v.fail(
+                component, f"table.{key}", f"unknown key; a table target has {', '.join(TableTarget.__annotations__)}"
+            )
+    for key in TableTarget.__required_keys__:
+        if target.get(key) is None:
+            v.fail(component, f"table.{key}", "is required")
+    for key in TARGET_SHAPE:
+        if target.get(key) is not None:
+            v.plain(component, f"table.{key}", target[key])
+    keys = target["key_attributes"]
+    if not isinstance(keys, list) or not 1 <= len(keys) <= 2 or not all(isinstance(k, str) and k for k in keys):
+        v.fail(component, "table.key_attributes", f"must be the hash key and optional range key, got {keys!r}")
+    if target.get("stream_view_type") is not None:
+        v.one_of(
+            component,
+            "table.stream_view_type",
+            v.plain(component, "table.stream_view_type", target["stream_view_type"]),
+            STREAM_VIEW_TYPES,
+        )
+    return {key: target[key] for key in fields if target.get(key) is not None}
+
+
+def with_table(component: str, raw: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The args with a `table` input replaced by the fields it stands for. Giving both the table and
+    any of those fields is refused, naming them: which one was meant cannot be told."""
+    if raw.get("table") is None:
+        return {key: val for key, val in raw.items() if key != "table"}
+    given = [field for field in fields if raw.get(field) is not None]
+    if given:
+        v.fail(
+            component, "table", f"give either table or {', '.join(fields)}, not both (also given: {', '.join(given)})"
+        )
+    expanded = target_fields(component, raw["table"], fields)
+    return {**{key: val for key, val in raw.items() if key != "table"}, **expanded}
 
 
 @dataclass(frozen=True)
@@ -356,8 +444,19 @@ class TtlTable(pulumi.ComponentResource):
     """Shard count of the expiry index (0 without one)."""
     expiry_shard_attribute: pulumi.Output[str | None]
     """Attribute that holds an item's expiry shard, when there is an expiry index."""
+    target: TableTarget
+    """The table as ScheduledSweeper's and TtlStreamCascade's `table` input takes it: name, ARNs, key and
+    TTL attributes, stream and expiry index, in one object."""
 
-    def __init__(self, name: str, args: TtlTableArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: TtlTableArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        transforms: Mapping[str, ChildTransform] | None = None,
+    ) -> None:
+        """``transforms``: a transform per child (keys: CHILDREN), for what the args do not cover."""
         spec = table_spec(args)
         point_in_time_recovery = v.boolean(
             COMPONENT, "point_in_time_recovery", args.get("point_in_time_recovery", True)
@@ -370,6 +469,7 @@ class TtlTable(pulumi.ComponentResource):
             v.one_of(COMPONENT, "stream_view_type", stream_view_type, STREAM_VIEW_TYPES)
         encryption = _encryption(args)
         v.tags(COMPONENT, "tags", args.get("tags"))
+        opts = with_transforms(COMPONENT, name, CHILDREN, transforms, opts)
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 
         self.spec = spec
@@ -405,6 +505,24 @@ class TtlTable(pulumi.ComponentResource):
         self.expiry_index_name = pulumi.Output.from_input(spec.expiry_index_name)
         self.expiry_index_shards = pulumi.Output.from_input(spec.expiry_index_shards)
         self.expiry_shard_attribute = pulumi.Output.from_input(spec.shard_attribute)
+        # A plain mapping, not one Output: the shape is known at construction even where the names are
+        # not (a preview), and serialized that way to other languages.
+        target: TableTarget = {
+            "table_name": self.table_name,
+            "table_arn": self.table_arn,
+            "key_attributes": list(spec.key_attributes),
+            "ttl_attribute": spec.ttl_attribute,
+        }
+        if stream_view_type is not None:
+            target |= {"stream_arn": self.table.stream_arn, "stream_view_type": stream_view_type}
+        if spec.expiry_index_name:
+            target |= {
+                "expiry_index_name": spec.expiry_index_name,
+                "expiry_index_shards": spec.expiry_index_shards,
+            }
+            if spec.shard_attribute:
+                target["expiry_shard_attribute"] = spec.shard_attribute
+        self.target = target
         self.register_outputs(
             {
                 "table_name": self.table_name,
@@ -416,5 +534,6 @@ class TtlTable(pulumi.ComponentResource):
                 "expiry_index_name": self.expiry_index_name,
                 "expiry_index_shards": self.expiry_index_shards,
                 "expiry_shard_attribute": self.expiry_shard_attribute,
+                "target": dict(target),
             }
         )
