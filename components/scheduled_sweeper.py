@@ -2,6 +2,7 @@
 monitors a TTL table or cleans what TTL cannot (S3 objects, uploads, orphans)."""
 
 import json
+from collections.abc import Mapping
 from typing import Any, NotRequired, TypedDict
 
 import pulumi
@@ -10,15 +11,23 @@ import pulumi_aws as aws
 from expiry.components import validation as v
 from expiry.components.budget_ledger import budget_ledger
 from expiry.components.lambda_bundle import build_bundle
-from expiry.components.lambda_parts import lambda_role, log_group, psycopg_layer, vpc_access
+from expiry.components.lambda_parts import (
+    existing_log_group,
+    existing_names,
+    existing_role,
+    lambda_role,
+    log_group,
+    psycopg_layer,
+    vpc_access,
+)
 from expiry.components.schedule import check_expression, check_timezone, interval_seconds, rate_seconds
 from expiry.components.sweeper_policy import Arns, assume_role_policy, function_policy, scheduler_policy
-from expiry.components.ttl_table import TtlTable
+from expiry.components.transforms import Child, ChildTransform, rails, with_transforms
+from expiry.components.ttl_table import TableTarget, TtlTable, with_table
+from expiry.runtime import kinds
 from expiry.runtime.jobs.config import (
     ENV_VAR,
-    HANDLERS,
     JOB_NAME,
-    KIND_STREAM_CASCADE,
     MAX_WINDOW_SECONDS,
     POSTGRES_KINDS,
     SWEEPING_KINDS,
@@ -27,7 +36,7 @@ from expiry.runtime.jobs.config import (
     parse_job,
 )
 from expiry.runtime.jobs.cpu import FULL_VCPU_MB
-from expiry.runtime.postgres.cleanup import CleanupError, PurgeSpec
+from expiry.runtime.postgres.spec import CleanupError, PurgeSpec
 
 COMPONENT = "ScheduledSweeper"
 ENVIRONMENT_LIMIT = 4096
@@ -58,8 +67,35 @@ LOG_RETENTION_DAYS = (
 RUNTIMES = ("python3.11", "python3.12", "python3.13")
 ARCHITECTURES = ("arm64", "x86_64")
 # The kinds a ScheduledSweeper runs: a stream-cascade job runs on the table's stream (TtlStreamCascade).
-KINDS = tuple(kind for kind in HANDLERS if kind != KIND_STREAM_CASCADE)
+KINDS = kinds.names(scheduled=True)
 POSTGRES_NAMES = ("host", "database", "secret_arn")
+# The fields a `table` input (a TtlTable's target) stands for.
+TABLE_FIELDS = (
+    "table_name",
+    "table_arn",
+    "key_attributes",
+    "ttl_attribute",
+    "expiry_index_name",
+    "expiry_index_shards",
+    "expiry_shard_attribute",
+)
+# The children `transforms` reaches: key -> resource type and logical name after the component's name.
+CHILDREN = {
+    "role": Child(aws.iam.Role, "-role"),
+    "policy": Child(aws.iam.RolePolicy, "-policy", rails("policy", "role")),
+    "log_group": Child(aws.cloudwatch.LogGroup, "-logs"),
+    "function": Child(aws.lambda_.Function, "-function", rails("environment", "role", "code", "handler")),
+    "invoke_config": Child(aws.lambda_.FunctionEventInvokeConfig, "-async"),
+    "dead_letter_queue": Child(aws.sqs.Queue, "-dlq"),
+    "scheduler_role": Child(aws.iam.Role, "-scheduler-role"),
+    "scheduler_policy": Child(aws.iam.RolePolicy, "-scheduler-policy", rails("policy", "role")),
+    "schedule": Child(
+        aws.scheduler.Schedule, "-schedule", rails("schedule_expression", "schedule_expression_timezone", "target")
+    ),
+    "psycopg_layer": Child(aws.lambda_.LayerVersion, "-psycopg"),
+    "vpc_access": Child(aws.iam.RolePolicyAttachment, "-vpc-access"),
+    "budget_table": Child(aws.dynamodb.Table, "-budget"),
+}
 SWEEPING_MEMORY_MB = FULL_VCPU_MB  # one vCPU: a sweep's speed is bounded by botocore's CPU per call
 PLACEHOLDER = "x" * 96  # stands in for a name only known after deployment when sizing the environment
 
@@ -212,8 +248,12 @@ class ScheduledSweeperArgs(TypedDict):
     """ttl-monitor, sweep, orphaned-references, pg-purge or pg-monitor."""
     schedule: str
     """rate(N unit), cron(min hour day-of-month month day-of-week year) or at(yyyy-mm-ddThh:mm:ss)."""
-    table_name: pulumi.Input[str]
-    """The table the job reads."""
+    table: NotRequired[pulumi.Input[TableTarget]]
+    """The DynamoDB table, whole: a TtlTable's `target` output (DynamoDB jobs). In place of table_name,
+    table_arn, key_attributes, ttl_attribute and the expiry index fields; giving both is refused."""
+    table_name: NotRequired[pulumi.Input[str]]
+    """The table the job reads (required unless `table` is given; the PostgreSQL table of pg-purge and
+    pg-monitor jobs)."""
     table_arn: NotRequired[pulumi.Input[str]]
     """Its ARN, which IAM names exactly (DynamoDB jobs)."""
     key_attributes: NotRequired[list[str]]
@@ -284,6 +324,9 @@ class ScheduledSweeperArgs(TypedDict):
     """Delivery retries of a scheduled event, 0..185 (default 2)."""
     schedule_max_event_age_seconds: NotRequired[int]
     """Give up delivering an event after this, 60..86400 (default 3600)."""
+    paused: NotRequired[bool]
+    """Pause the job: its schedule is DISABLED and starts no run until it is set back to false (default
+    false). Nothing else changes, so pausing and resuming update the schedule in place."""
     timeout_seconds: NotRequired[int]
     """Lambda timeout, 1..900 (default 300)."""
     memory_mb: NotRequired[int]
@@ -298,6 +341,13 @@ class ScheduledSweeperArgs(TypedDict):
     one built from PyPI's wheels while the program runs)."""
     log_retention_days: NotRequired[int]
     """Retention of the function's log group (default 30)."""
+    existing_role_name: NotRequired[str]
+    """Run the function as this existing IAM role (e.g. one with your permissions boundary) instead of
+    creating one: the component reads it and attaches its least-privilege inline policy to it. The role
+    must trust lambda.amazonaws.com."""
+    existing_log_group_name: NotRequired[str]
+    """Log to this existing CloudWatch log group (e.g. one encrypted with your KMS key) instead of
+    creating one; its retention stays yours (log_retention_days is refused with it)."""
     reserve_concurrency: NotRequired[bool]
     """Reserve a concurrency of 1 so runs never overlap (default true; off for accounts without quota)."""
     tags: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
@@ -305,21 +355,9 @@ class ScheduledSweeperArgs(TypedDict):
 
 
 def table_target(table: TtlTable) -> dict[str, Any]:
-    """The ScheduledSweeper args that point a job at a TtlTable (and its expiry index)."""
-    spec = table.spec
-    target: dict[str, Any] = {
-        "table_name": table.table_name,
-        "table_arn": table.table_arn,
-        "key_attributes": list(spec.key_attributes),
-        "ttl_attribute": spec.ttl_attribute,
-    }
-    if spec.expiry_index_name:
-        target |= {
-            "expiry_index_name": spec.expiry_index_name,
-            "expiry_index_shards": spec.expiry_index_shards,
-            "expiry_shard_attribute": spec.shard_attribute,
-        }
-    return target
+    """The ScheduledSweeper args that point a job at a TtlTable (and its expiry index), field by field:
+    what `{"table": table.target}` stands for."""
+    return with_table(COMPONENT, {"table": table.target}, TABLE_FIELDS)
 
 
 JOB_SETTINGS = (
@@ -467,15 +505,30 @@ class ScheduledSweeper(pulumi.ComponentResource):
     budget_table_arn: pulumi.Output[str | None]
     """ARN of the budget ledger."""
 
-    def __init__(self, name: str, args: ScheduledSweeperArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: ScheduledSweeperArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        transforms: Mapping[str, ChildTransform] | None = None,
+    ) -> None:
+        """``transforms``: a transform per child (keys: CHILDREN), for what the args do not cover."""
         raw = v.known_fields(COMPONENT, args, ScheduledSweeperArgs)
-        if raw.get("kind") == KIND_STREAM_CASCADE:
-            v.fail(COMPONENT, "kind", "stream-cascade jobs run on the table's stream: use TtlStreamCascade")
+        if raw.get("kind") in kinds.names(scheduled=False):
+            v.fail(COMPONENT, "kind", f"{raw['kind']} jobs run on the table's stream: use TtlStreamCascade")
         v.one_of(COMPONENT, "kind", raw.get("kind"), KINDS)
         dynamodb_job = raw.get("kind") not in POSTGRES_KINDS
+        if raw.get("table") is not None and not dynamodb_job:
+            v.fail(
+                COMPONENT, "table", f"is a DynamoDB table; {raw['kind']} jobs name their PostgreSQL table in table_name"
+            )
+        raw = with_table(COMPONENT, raw, TABLE_FIELDS)
         for field in ("table_name", "table_arn") if dynamodb_job else ("table_name",):
             if raw.get(field) is None:
-                v.fail(COMPONENT, field, "is required")
+                v.fail(
+                    COMPONENT, field, "is required" + (" (or give table, a TtlTable's target)" if dynamodb_job else "")
+                )
         postgres_args = raw.get("postgres")
         if (
             raw.get("kind") == "pg-monitor"
@@ -499,10 +552,11 @@ class ScheduledSweeper(pulumi.ComponentResource):
         event_age = v.integer(
             COMPONENT, "schedule_max_event_age_seconds", raw.get("schedule_max_event_age_seconds", 3600), 60, 86400
         )
+        paused = v.boolean(COMPONENT, "paused", raw.get("paused", False))
         timeout = v.integer(COMPONENT, "timeout_seconds", raw.get("timeout_seconds", 300), 1, 900)
         if job.safety_margin_seconds >= timeout:
             v.fail(COMPONENT, "safety_margin_seconds", f"must be less than timeout_seconds ({timeout})")
-        memory_default = SWEEPING_MEMORY_MB if job.kind in SWEEPING_KINDS else 256
+        memory_default = SWEEPING_MEMORY_MB if kinds.kind(job.kind).sweeping else 256
         memory = v.integer(COMPONENT, "memory_mb", raw.get("memory_mb", memory_default), 128, 10240)
         lambda_runtime = v.one_of(COMPONENT, "runtime", raw.get("runtime", "python3.13"), RUNTIMES)
         architecture = v.one_of(COMPONENT, "architecture", raw.get("architecture", "arm64"), ARCHITECTURES)
@@ -511,7 +565,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
             v.fail(COMPONENT, "log_retention_days", f"must be one of {LOG_RETENTION_DAYS}, got {retention!r}")
         reserve = v.boolean(COMPONENT, "reserve_concurrency", raw.get("reserve_concurrency", True))
         v.tags(COMPONENT, "tags", raw.get("tags"))
-        if raw.get("psycopg_layer_arn") is not None and job.kind not in POSTGRES_KINDS:
+        if raw.get("psycopg_layer_arn") is not None and not kinds.kind(job.kind).postgres:
             v.fail(COMPONENT, "psycopg_layer_arn", f"only PostgreSQL jobs use psycopg, not {job.kind}")
         if raw.get("psycopg_layer_arn") is not None:
             v.layer_arn(COMPONENT, "psycopg_layer_arn", raw["psycopg_layer_arn"])
@@ -527,13 +581,37 @@ class ScheduledSweeper(pulumi.ComponentResource):
                 f"{object_prefix!r} does not cover orphaned_objects.prefix {job.orphaned_objects.prefix!r}: "
                 "the function could list the orphans but not delete them",
             )
+        existing_role_name, existing_logs = existing_names(COMPONENT, raw)
+        postgres_job = kinds.kind(job.kind).postgres
+        absent = {
+            "role": existing_role_name and "it conflicts with existing_role_name (that role is read, not created)",
+            "log_group": existing_logs
+            and "it conflicts with existing_log_group_name (that log group is read, not created)",
+            "psycopg_layer": (not postgres_job or raw.get("psycopg_layer_arn") is not None)
+            and "only PostgreSQL jobs without psycopg_layer_arn have one",
+            "vpc_access": not vpc and "only a function in a VPC (subnet_ids, security_group_ids) has one",
+            "budget_table": (not job.breaker.budget_table or raw.get("budget_table_name") is not None)
+            and f"only {' and '.join(SWEEPING_KINDS)} jobs without budget_table_name have one",
+        }
+        opts = with_transforms(
+            COMPONENT, name, CHILDREN, transforms, opts, {key: why for key, why in absent.items() if why}
+        )
         bundle = build_bundle(raw.get("hooks_path"), COMPONENT)
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 
         child = pulumi.ResourceOptions(parent=self)
         tags = raw.get("tags")
-        self.log_group = log_group(name, retention, tags, child)
-        self.role = lambda_role(name, tags, child)
+        if existing_logs is None:
+            self.log_group = log_group(name, retention, tags, child)
+        else:
+            self.log_group = existing_log_group(name, existing_logs, child)
+        self.role = (
+            lambda_role(name, tags, child)
+            if existing_role_name is None
+            else existing_role(name, existing_role_name, child)
+        )
+        role_name: Any = self.role.id if existing_role_name is None else existing_role_name
+        log_group_name: Any = self.log_group.name if existing_logs is None else existing_logs
         refs, postgres = raw.get("references") or {}, raw.get("postgres") or {}
         ledger_name, ledger_arn = raw.get("budget_table_name"), raw.get("budget_table_arn")
         if job.breaker.budget_table and ledger_name is None:
@@ -547,15 +625,15 @@ class ScheduledSweeper(pulumi.ComponentResource):
             postgres.get("secret_arn"),
             ledger_arn,
         ).apply(lambda a: json.dumps(function_policy(job, Arns(*a), object_prefix)))
-        self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=self.role.id, policy=policy, opts=child)
+        self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=role_name, policy=policy, opts=child)
         depends_on: list[pulumi.Resource] = [self.log_group, self.role_policy]
         if vpc:
-            self.vpc_access = vpc_access(name, self.role, child)
+            self.vpc_access = vpc_access(name, self.role if existing_role_name is None else existing_role_name, child)
             depends_on.append(self.vpc_access)
         layers = None
-        if job.kind in POSTGRES_KINDS and raw.get("psycopg_layer_arn") is not None:
+        if kinds.kind(job.kind).postgres and raw.get("psycopg_layer_arn") is not None:
             layers = [raw["psycopg_layer_arn"]]
-        elif job.kind in POSTGRES_KINDS:
+        elif kinds.kind(job.kind).postgres:
             self.psycopg_layer = psycopg_layer(name, architecture, lambda_runtime, bundle.path.parent, child)
             layers = [self.psycopg_layer.arn]
 
@@ -581,7 +659,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
             f"{name}-function",
             runtime=lambda_runtime,
             architectures=[architecture],
-            handler=HANDLERS[job.kind],
+            handler=kinds.kind(job.kind).handler,
             role=self.role.arn,
             code=pulumi.FileArchive(str(bundle.path)),
             source_code_hash=bundle.sha256_base64,
@@ -593,7 +671,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
             environment=aws.lambda_.FunctionEnvironmentArgs(variables={ENV_VAR: settings}),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
                 log_format="JSON",
-                log_group=self.log_group.name,
+                log_group=log_group_name,
                 application_log_level="INFO",
                 system_log_level="WARN",
             ),
@@ -630,6 +708,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
             f"{name}-schedule",
             schedule_expression=schedule,
             schedule_expression_timezone=timezone,
+            state="DISABLED" if paused else "ENABLED",
             flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(
                 mode="FLEXIBLE" if window else "OFF", maximum_window_in_minutes=window or None
             ),
@@ -650,7 +729,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
         self.function_name = self.function.name
         self.function_arn = self.function.arn
         self.role_arn = self.role.arn
-        self.log_group_name = self.log_group.name
+        self.log_group_name = pulumi.Output.from_input(log_group_name)
         self.schedule_arn = self.schedule.arn
         self.dead_letter_queue_arn = self.dead_letter_queue.arn
         self.job_name = pulumi.Output.from_input(job.name)

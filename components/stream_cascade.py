@@ -3,6 +3,7 @@ deletions, what TTL cannot (objects, multipart uploads) and can archive those im
 items to find work and deletes none: TTL does, for free."""
 
 import json
+from collections.abc import Mapping
 from typing import Any, NotRequired, TypedDict
 
 import pulumi
@@ -10,30 +11,48 @@ import pulumi_aws as aws
 
 from expiry.components import validation as v
 from expiry.components.lambda_bundle import build_bundle
-from expiry.components.lambda_parts import lambda_role, log_group
+from expiry.components.lambda_parts import existing_log_group, existing_names, existing_role, lambda_role, log_group
 from expiry.components.scheduled_sweeper import ARCHITECTURES, LOG_RETENTION_DAYS, RUNTIMES, S3CascadeArgs
-from expiry.components.sweeper_policy import list_prefix, owner_reads, statement
-from expiry.components.ttl_table import TtlTable
+from expiry.components.transforms import Child, ChildTransform, rails, with_transforms
+from expiry.components.ttl_table import TableTarget, TtlTable, with_table
+from expiry.runtime import kinds
 from expiry.runtime.dynamodb.stream_cascade import TTL_DELETIONS_FILTER
-from expiry.runtime.jobs.config import ENV_VAR, HANDLERS, KIND_STREAM_CASCADE, Job, JobConfigError, parse_job
+from expiry.runtime.jobs.config import ENV_VAR, KIND_STREAM_CASCADE, Job, JobConfigError, parse_job
+from expiry.runtime.kinds.iam import Arns, list_prefix, statement
 
 COMPONENT = "TtlStreamCascade"
 OLD_IMAGE_VIEWS = ("OLD_IMAGE", "NEW_AND_OLD_IMAGES")
 STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST")
 PLACEHOLDER = "x" * 96
+# The fields a `table` input (a TtlTable's target) stands for.
+TABLE_FIELDS = ("table_name", "table_arn", "stream_arn", "key_attributes", "ttl_attribute")
+# The children `transforms` reaches: key -> resource type and logical name after the component's name.
+CHILDREN = {
+    "role": Child(aws.iam.Role, "-role"),
+    "policy": Child(aws.iam.RolePolicy, "-policy", rails("policy", "role")),
+    "log_group": Child(aws.cloudwatch.LogGroup, "-logs"),
+    "function": Child(aws.lambda_.Function, "-function", rails("environment", "role", "code", "handler")),
+    "failure_queue": Child(aws.sqs.Queue, "-failures"),
+    "event_source_mapping": Child(aws.lambda_.EventSourceMapping, "-stream", rails("filter_criteria")),
+    "alarms": Child(aws.cloudwatch.MetricAlarm, "-*"),
+}
 
 
 class TtlStreamCascadeArgs(TypedDict):
-    """Inputs of a TtlStreamCascade (`stream_target(table)` gives the table's part)."""
+    """Inputs of a TtlStreamCascade: the table whole (`table`, a TtlTable's target) or field by field."""
 
-    table_name: pulumi.Input[str]
-    """The table whose TTL deletions are cascaded."""
-    table_arn: pulumi.Input[str]
-    """Its ARN."""
-    stream_arn: pulumi.Input[str]
-    """Its stream's ARN; the stream must carry old images (OLD_IMAGE or NEW_AND_OLD_IMAGES)."""
-    key_attributes: list[str]
-    """The table's hash key and optional range key."""
+    table: NotRequired[pulumi.Input[TableTarget]]
+    """The table, whole: a TtlTable's `target` output, with a stream that carries old images. In place
+    of table_name, table_arn, stream_arn, key_attributes and ttl_attribute; giving both is refused."""
+    table_name: NotRequired[pulumi.Input[str]]
+    """The table whose TTL deletions are cascaded (required unless `table` is given)."""
+    table_arn: NotRequired[pulumi.Input[str]]
+    """Its ARN (required unless `table` is given)."""
+    stream_arn: NotRequired[pulumi.Input[str]]
+    """Its stream's ARN; the stream must carry old images (OLD_IMAGE or NEW_AND_OLD_IMAGES; required
+    unless `table` is given)."""
+    key_attributes: NotRequired[list[str]]
+    """The table's hash key and optional range key (required unless `table` is given)."""
     ttl_attribute: NotRequired[str]
     """The table's TTL attribute (default expires_at)."""
     s3: NotRequired[S3CascadeArgs]
@@ -59,6 +78,10 @@ class TtlStreamCascadeArgs(TypedDict):
     on-failure queue, 0..10000 (default 10)."""
     starting_position: NotRequired[str]
     """TRIM_HORIZON (default: the stream's last 24 hours too) or LATEST."""
+    paused: NotRequired[bool]
+    """Pause the cascade: the stream's event source mapping is disabled (default false) and TTL's
+    deletions wait on the stream, to be cascaded on resuming. The stream keeps a record 24 hours only:
+    the deletions of a longer pause are never cascaded (their objects stay until an orphan pass)."""
     iterator_age_alarm_seconds: NotRequired[int]
     """Alarm when the oldest record waits longer than this (default 3600)."""
     alarm_topic_arn: NotRequired[pulumi.Input[str]]
@@ -73,26 +96,35 @@ class TtlStreamCascadeArgs(TypedDict):
     """arm64 (default) or x86_64."""
     log_retention_days: NotRequired[int]
     """Retention of the function's log group (default 30)."""
+    existing_role_name: NotRequired[str]
+    """Run the function as this existing IAM role (e.g. one with your permissions boundary) instead of
+    creating one: the component reads it and attaches its least-privilege inline policy to it. The role
+    must trust lambda.amazonaws.com."""
+    existing_log_group_name: NotRequired[str]
+    """Log to this existing CloudWatch log group (e.g. one encrypted with your KMS key) instead of
+    creating one; its retention stays yours (log_retention_days is refused with it)."""
     tags: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
     """Tags of every child that takes tags."""
 
 
 def stream_target(table: TtlTable) -> dict[str, Any]:
-    """The TtlStreamCascade args that point it at a TtlTable, whose stream must carry old images."""
-    if table.stream_view_type not in OLD_IMAGE_VIEWS:
+    """The TtlStreamCascade args that point it at a TtlTable, whose stream must carry old images, field
+    by field: what `{"table": table.target}` stands for."""
+    fields = with_table(COMPONENT, {"table": table.target}, TABLE_FIELDS)
+    _old_images(table.target)
+    return fields
+
+
+def _old_images(target: TableTarget) -> None:
+    """Refuse a table (a checked `table` input) whose stream cannot feed the cascade: none, or one
+    without old images."""
+    view = target.get("stream_view_type")
+    if target.get("stream_arn") is None or (view is not None and view not in OLD_IMAGE_VIEWS):
         v.fail(
             COMPONENT,
             "stream_arn",
-            f"the table's stream must carry old images (stream_view_type {' or '.join(OLD_IMAGE_VIEWS)}), "
-            f"got {table.stream_view_type!r}",
+            f"the table's stream must carry old images (stream_view_type {' or '.join(OLD_IMAGE_VIEWS)}), got {view!r}",
         )
-    return {
-        "table_name": table.table_name,
-        "table_arn": table.table_arn,
-        "stream_arn": table.stream_arn,
-        "key_attributes": list(table.spec.key_attributes),
-        "ttl_attribute": table.spec.ttl_attribute,
-    }
 
 
 def job_settings(name: str, raw: dict[str, Any], table: Any, bucket: Any, archive_bucket: Any) -> dict[str, Any]:
@@ -145,11 +177,22 @@ class TtlStreamCascade(pulumi.ComponentResource):
     failure_queue_arn: pulumi.Output[str]
     """Queue receiving batches that failed every retry (their shard and sequence range)."""
 
-    def __init__(self, name: str, args: TtlStreamCascadeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        raw = v.known_fields(COMPONENT, args, TtlStreamCascadeArgs)
+    def __init__(
+        self,
+        name: str,
+        args: TtlStreamCascadeArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        transforms: Mapping[str, ChildTransform] | None = None,
+    ) -> None:
+        """``transforms``: a transform per child (keys: CHILDREN), for what the args do not cover."""
+        given = v.known_fields(COMPONENT, args, TtlStreamCascadeArgs)
+        raw = with_table(COMPONENT, given, TABLE_FIELDS)
+        if given.get("table") is not None:
+            _old_images(given["table"])
         for field in ("table_name", "table_arn", "stream_arn", "key_attributes"):
             if raw.get(field) is None:
-                v.fail(COMPONENT, field, "is required")
+                v.fail(COMPONENT, field, "is required (or give table, a TtlTable's target)")
         if raw.get("s3") is not None and not isinstance(raw["s3"], dict):
             v.fail(COMPONENT, "s3", "must be a mapping")
         if "archive_prefix" in raw and "archive_bucket" not in raw:
@@ -170,6 +213,7 @@ class TtlStreamCascade(pulumi.ComponentResource):
         position = v.one_of(
             COMPONENT, "starting_position", raw.get("starting_position", "TRIM_HORIZON"), STARTING_POSITIONS
         )
+        paused = v.boolean(COMPONENT, "paused", raw.get("paused", False))
         age_alarm = v.integer(
             COMPONENT, "iterator_age_alarm_seconds", raw.get("iterator_age_alarm_seconds", 3600), 60, 7 * 86400
         )
@@ -182,13 +226,30 @@ class TtlStreamCascade(pulumi.ComponentResource):
             v.fail(COMPONENT, "log_retention_days", f"must be one of {LOG_RETENTION_DAYS}, got {retention!r}")
         object_prefix = s3.get("object_prefix", "")
         archive_prefix = raw.get("archive_prefix", "expired/")
+        existing_role_name, existing_logs = existing_names(COMPONENT, raw)
+        absent = {
+            "role": existing_role_name and "it conflicts with existing_role_name (that role is read, not created)",
+            "log_group": existing_logs
+            and "it conflicts with existing_log_group_name (that log group is read, not created)",
+        }
+        opts = with_transforms(
+            COMPONENT, name, CHILDREN, transforms, opts, {key: why for key, why in absent.items() if why}
+        )
         bundle = build_bundle(None, COMPONENT)
         super().__init__(f"expiry:index:{COMPONENT}", name, {}, opts)
 
         child = pulumi.ResourceOptions(parent=self)
         tags = raw.get("tags")
-        self.log_group = log_group(name, retention, tags, child)
-        self.role = lambda_role(name, tags, child)
+        if existing_logs is None:
+            self.log_group = log_group(name, retention, tags, child)
+        else:
+            self.log_group = existing_log_group(name, existing_logs, child)
+        if existing_role_name is None:
+            self.role = lambda_role(name, tags, child)
+        else:
+            self.role = existing_role(name, existing_role_name, child)
+        role_name: Any = self.role.id if existing_role_name is None else existing_role_name
+        log_group_name: Any = self.log_group.name if existing_logs is None else existing_logs
         self.failure_queue = aws.sqs.Queue(
             f"{name}-failures",
             message_retention_seconds=14 * 86400,
@@ -204,7 +265,7 @@ class TtlStreamCascade(pulumi.ComponentResource):
             raw.get("archive_bucket"),
             self.failure_queue.arn,
         ).apply(lambda a: json.dumps(_policy(job, *a, object_prefix=object_prefix, archive_prefix=archive_prefix)))
-        self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=self.role.id, policy=policy, opts=child)
+        self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=role_name, policy=policy, opts=child)
         sources = {
             "table": raw["table_name"],
             "s3.bucket": s3.get("bucket"),
@@ -217,7 +278,7 @@ class TtlStreamCascade(pulumi.ComponentResource):
             f"{name}-function",
             runtime=lambda_runtime,
             architectures=[architecture],
-            handler=HANDLERS[KIND_STREAM_CASCADE],
+            handler=kinds.kind(KIND_STREAM_CASCADE).handler,
             role=self.role.arn,
             code=pulumi.FileArchive(str(bundle.path)),
             source_code_hash=bundle.sha256_base64,
@@ -225,15 +286,22 @@ class TtlStreamCascade(pulumi.ComponentResource):
             memory_size=memory,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables={ENV_VAR: environment}),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
-                log_format="JSON", log_group=self.log_group.name, application_log_level="INFO", system_log_level="WARN"
+                log_format="JSON", log_group=log_group_name, application_log_level="INFO", system_log_level="WARN"
             ),
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group, self.role_policy]),
         )
+        if paused:
+            pulumi.log.warn(
+                f"{COMPONENT} {name}: paused: TTL deletions wait on the stream, which keeps them 24 hours; "
+                "those of a longer pause are never cascaded (their objects stay until an orphan pass)",
+                resource=self,
+            )
         self.event_source_mapping = aws.lambda_.EventSourceMapping(
             f"{name}-stream",
             event_source_arn=raw["stream_arn"],
             function_name=self.function.arn,
+            enabled=not paused,
             starting_position=position,
             batch_size=batch_size,
             maximum_batching_window_in_seconds=window,
@@ -347,10 +415,9 @@ def _policy(
         ]
     statements.append(statement("FailedBatches", ["sqs:SendMessage"], [queue_arn]))
     if job.s3 and bucket and table_arn:
-        # The ownership rule's reads before each deletion (GetItem: the expired item gone, not written anew).
-        table_actions, owner_statements = owner_reads(job, table_arn)
-        statements.append(statement("Table", sorted({"dynamodb:GetItem", *table_actions}), [table_arn]))
-        statements += owner_statements
+        table_actions, table_statements = kinds.kind(job.kind).grants(job, Arns(table_arn, log_group_arn))
+        statements.append(statement("Table", sorted(table_actions), [table_arn]))
+        statements += table_statements
         actions = ["s3:DeleteObject", "s3:GetObject"]
         if job.s3.keep_statuses and job.s3.keep_marker == "tag":
             actions += ["s3:GetObjectTagging", "s3:PutObjectTagging"]

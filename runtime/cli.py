@@ -9,6 +9,7 @@ and `psql`, and a sweep run now, with the same library code as the Lambda handle
     expiry sweep --job @upload-sweeper.json --dry-run     # the settings a Lambda runs with
     expiry sweep --table upload-sessions-prod --plan-out plan.json    # a dry run that saves its plan
     expiry sweep --table upload-sessions-prod --plan plan.json --yes  # carries out that plan, nothing else
+    expiry pause --function upload-sweeper-prod     # its schedule DISABLED until `expiry resume`
 
 A sweep plans first, shows its target and what it would delete (counts, and the keys of the plan's sample),
 and deletes only once "yes" or the table's name is typed in full on a terminal, or with --yes (scripts); what
@@ -35,10 +36,12 @@ from typing import Any, NoReturn, TextIO, TypeVar, cast
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
+from expiry.runtime import cli_pause, kinds
 from expiry.runtime.aws_clients import client_config
+from expiry.runtime.cli_deployed import OVERRIDE, Deployed, LookupDeniedError, deployed_jobs, job_text, plan_deployed
+from expiry.runtime.cli_deployed import refusal as deployed_refusal
 from expiry.runtime.dynamodb import saved_plan
 from expiry.runtime.dynamodb.sweep import Plan, report
-from expiry.runtime.handlers.work import WORK
 from expiry.runtime.jobs.config import (
     ENV_VAR,
     KIND_SWEEP,
@@ -70,7 +73,9 @@ EXAMPLES = """examples:
   expiry sweep --function upload-sweeper-prod              # plans, shows the target, then asks
   expiry sweep --table upload-sessions-prod --plan-out plan.json
   expiry sweep --table upload-sessions-prod --plan plan.json --yes
-  expiry sweep --postgres "$DSN" --table attributes --expiry-column ttl_timestamp --dry-run"""
+  expiry sweep --table scratch-table --yes --ignore-deployed   # not the deployed job's rules: spelled out
+  expiry sweep --postgres "$DSN" --table attributes --expiry-column ttl_timestamp --dry-run
+  expiry pause --function upload-sweeper-prod     # until `expiry resume --function upload-sweeper-prod`"""
 FUNCTION_FIXES = (  # what would change the deployed job: refused with --function
     "job",
     "table",
@@ -86,6 +91,10 @@ INTERRUPTED_WHILE_DELETING = (
     "interrupted while deleting, before the run's summary: some deletions may be done; "
     "run status (or sweep --dry-run) to see what is left"
 )
+PAUSE_NOTE = (
+    "Pulumi does not know of the change: a refresh or the next update of the schedule or mapping sets it back "
+    "to the stack's paused setting; for a lasting pause set expiry:paused (or the component's paused arg)."
+)
 STATUS_SETTINGS = ("name", "table", "namespace", "key_attributes", "ttl_attribute", "expiry_index", "page_size")
 
 
@@ -99,6 +108,10 @@ class NotConfirmedError(Exception):
 
 class RefusedError(Exception):
     """The breaker refused the run; nothing was deleted."""
+
+
+class DeployedJobError(Exception):
+    """An ad-hoc sweep would delete what the deployed job of its table keeps; nothing was deleted (exit 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -164,6 +177,12 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="go on when the breaker refuses a run that deletes most of what it examined",
             )
+            command.add_argument(
+                OVERRIDE,
+                action="store_true",
+                help="sweep --table/--job even where it deletes what the deployed sweep job of the table keeps "
+                "(its kept statuses, stuck rule, orphans, breaker); spelled out in full, shown on the target line",
+            )
             command.add_argument("--max-items", type=int, help="most items this run handles")
             command.add_argument("--workers", type=int, help="concurrent deletions (default: the job's)")
             command.add_argument("--batch-size", type=int, default=5000, help="PostgreSQL rows per batch")
@@ -177,7 +196,43 @@ def _parser() -> argparse.ArgumentParser:
                 default=None,
                 help="progress on stderr (default: when stderr is a terminal)",
             )
+    for name, text in (
+        ("pause", "pause a deployed job: disable its schedule (sweeper) or stream mapping (cascade)"),
+        ("resume", "resume a paused deployed job: enable its schedule or stream mapping again"),
+    ):
+        command = commands.add_parser(name, help=text, description=f"{text}. {PAUSE_NOTE}", **texts)
+        command.add_argument("--function", metavar="NAME", required=True, help="the deployed job's Lambda")
+        command.add_argument("--profile", help="AWS profile (default: your AWS configuration's)")
+        command.add_argument("--endpoint-url", help="any AWS-compatible endpoint (moto_server, LocalStack)")
+        command.add_argument("--region", help="AWS region (default: your AWS configuration's)")
+        command.add_argument(
+            "--call-timeout",
+            type=float,
+            default=CLI_CALL_SECONDS,
+            metavar="SECONDS",
+            help=f"most time one AWS call may take, retries included (default {CLI_CALL_SECONDS:g})",
+        )
+        command.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
+
+
+def _pause(args: argparse.Namespace, err: TextIO) -> dict[str, Any]:
+    """`expiry pause` / `expiry resume`: what changed, then the drift warning on stderr."""
+    clients, shown = _clients(args)
+    result = {"target": shown()} | cli_pause.set_paused(clients, args.function, args.command == "pause")
+    warning = cli_pause.drift_warning(result)
+    if warning:
+        err.write(f"{PROG}: warning: {warning}\n")
+    return result
+
+
+def _paused_status(clients: Callable[[str], Any], function: str, err: TextIO) -> dict[str, Any]:
+    """`paused: yes/no` for status --function; what cannot be read is shown as unknown, with a warning."""
+    try:
+        return cli_pause.status(clients, function)
+    except (cli_pause.NotPausableError, cli_pause.PauseDeniedError) as error:
+        err.write(f"{PROG}: warning: paused unknown: {error}\n")
+        return {"paused": "unknown"}
 
 
 def _clients(args: argparse.Namespace) -> tuple[Callable[[str], Any], Callable[[], dict[str, Any]]]:
@@ -254,11 +309,10 @@ def _table_job(args: argparse.Namespace, kind: str, clients: Callable[[str], Any
 
 def _deployed_job(lambda_client: Any, function: str) -> str:
     """The job settings (EXPIRY_JOB) in the environment of the Lambda function ``function``."""
-    config = lambda_client.get_function_configuration(FunctionName=function)
-    text = (config.get("Environment") or {}).get("Variables", {}).get(ENV_VAR)
+    text = job_text(lambda_client.get_function_configuration(FunctionName=function))
     if not text:
         raise UsageError(f"--function {function}: has no {ENV_VAR} in its environment: not an Expiry job")
-    return cast(str, text)
+    return text
 
 
 def _refuse_changes_to_the_deployed_job(args: argparse.Namespace) -> None:
@@ -398,7 +452,7 @@ def _run(
     """Run ``job`` as a Lambda would (its summary), stoppable by Ctrl-C; progress when a total is given.
     ``work`` is the job kind's work unless given."""
     tallies: list[Tally] = []
-    work = work or WORK[job.kind](clients)
+    work = work or kinds.kind(job.kind).work_factory()(clients)
 
     def tracked(job: Job, now: float, should_stop: Callable[[], bool], tally: Tally) -> dict[str, Any]:
         tallies.append(tally)
@@ -432,7 +486,9 @@ def _postgres(
     import psycopg  # only PostgreSQL commands need psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    from expiry.runtime.postgres import cleanup as pg_cleanup
+    from expiry.runtime.postgres import purge as pg_purge
+    from expiry.runtime.postgres import status as pg_status
+    from expiry.runtime.postgres.spec import PurgeSpec
 
     if not args.table or not args.expiry_column:
         raise UsageError("with --postgres, give --table and --expiry-column")
@@ -440,7 +496,7 @@ def _postgres(
         where = conninfo_to_dict(args.postgres)
     except psycopg.ProgrammingError as error:
         raise UsageError(f"--postgres: not a libpq connection string or URL: {_first_line(error)}") from error
-    spec = pg_cleanup.PurgeSpec(
+    spec = PurgeSpec(
         job_name=args.job_name or f"cli-{args.table}"[:48],
         table=args.table,
         expiry_column=args.expiry_column,
@@ -457,8 +513,8 @@ def _postgres(
     }
     with psycopg.connect(args.postgres, autocommit=True, connect_timeout=15) as conn:
         if args.command == "status":
-            return {"target": target, **pg_cleanup.table_status(conn, spec, args.job_name)}
-        planned = pg_cleanup.plan(conn, spec)
+            return {"target": target, **pg_status.table_status(conn, spec, args.job_name)}
+        planned = pg_purge.plan(conn, spec)
         if args.dry_run:
             return {"target": target, "dry_run": True, **asdict(planned)}
         err.write(f"target: {_target_text(target)}\nplanned: {planned.expired_rows} expired rows to delete\n")
@@ -471,7 +527,7 @@ def _postgres(
         deleting.set()
 
         def purge() -> Any:
-            return pg_cleanup.purge(
+            return pg_purge.purge(
                 conn,
                 spec,
                 should_stop=switch.stopped.is_set,
@@ -625,6 +681,8 @@ def _dynamodb(
         except TtlOffError as off:
             return {"target": {**shown(), "table": off.table["TableName"]}, **_ttl_off_status(off.table)}
         result = {"target": {**shown(), "table": job.table}, **_run(job, clients, err, None, StopSwitch())}
+        if args.function:
+            result |= _paused_status(clients, args.function, err)
         if args.log_group:
             result["last_runs"] = last_runs(clients("logs"), args.log_group)
         return result
@@ -635,6 +693,7 @@ def _dynamodb(
     if job.s3:
         target["bucket"] = job.s3.bucket
     plan_target = {**target, "bucket": target.get("bucket")}
+    deployed = _deployed_of_table(args, job, clients, target, err)
     if (args.plan or args.plan_out) and job.kind != KIND_SWEEP:
         raise UsageError(f"--plan, --plan-out: saved plans are for {KIND_SWEEP} jobs, not {job.kind}")
     switch = StopSwitch()
@@ -658,6 +717,9 @@ def _dynamodb(
     counts = plan.get("counts") or {}
     nothing = not any(counts.get(key) for key in ("items_to_delete", "orphans_to_delete", "orphan_uploads_to_abort"))
     stopped = {"interrupted": True} if switch.stopped.is_set() else {}
+    if deployed and not stopped:
+        now = time.time() if args.plan else planning.now
+        _check_deployed(job, given, deployed, clients, now, switch, counts, err)
     if job.dry_run or plan.get("refused") or stopped or nothing:
         return {"target": target, **planned, **stopped}
     if not args.yes:
@@ -671,6 +733,62 @@ def _dynamodb(
     return {"target": target, **done} | ({"interrupted": True} if switch.stopped.is_set() else {})
 
 
+def _deployed_of_table(
+    args: argparse.Namespace, job: Job, clients: Callable[[str], Any], target: dict[str, Any], err: TextIO
+) -> list[Deployed]:
+    """The deployed sweep jobs of the table of an ad-hoc sweep (--table, --job), shown on the target line; none
+    for --function (it is the deployed job) or with --ignore-deployed (shown instead). Listing denied: the
+    sweep fails closed, a dry run goes on with a warning."""
+    if args.command != "sweep" or args.function:
+        return []
+    if args.ignore_deployed:
+        target["deployed"] = f"not checked ({OVERRIDE})"
+        return []
+    try:
+        found = deployed_jobs(clients("lambda"), job.table, job.kind)
+    except LookupDeniedError as denied:
+        if not job.dry_run:
+            raise
+        err.write(f"{PROG}: warning: {denied}\n".replace("; nothing was deleted", "; a dry run deletes nothing"))
+        return []
+    if found:
+        target["deployed"] = ",".join(d.function for d in found)
+    return found
+
+
+def _check_deployed(
+    job: Job,
+    given: Plan | None,
+    deployed: list[Deployed],
+    clients: Callable[[str], Any],
+    now: float,
+    switch: "StopSwitch",
+    counts: dict[str, Any],
+    err: TextIO,
+) -> None:
+    """Refuse (DeployedJobError) an ad-hoc plan that deletes what a deployed job of the table keeps: each
+    deployed job is planned on the same data with the same clock and the plans compared (cli_deployed). A
+    dry run is warned, not refused. A plan that deletes and marks nothing passes unplanned."""
+    acting = ("items_to_delete", "items_to_mark", "uploads_to_abort", "objects_to_delete", "orphans_to_delete")
+    if job.kind == KIND_SWEEP and not any(counts.get(key) for key in (*acting, "orphan_uploads_to_abort")):
+        return
+    planned: list[tuple[Deployed, Plan | None]] = []
+    for d in deployed:
+        if given is None or d.job.hook or d.job.dry_run:  # no plan to compare, or nothing it deletes
+            planned.append((d, None if given is None else Plan()))
+        else:
+            planned.append((d, plan_deployed(d.job, job, clients, now, switch.stopped.is_set)))
+    if switch.stopped.is_set():
+        return  # interrupted while planning: nothing is carried out
+    reason = deployed_refusal(job, given, planned)
+    if reason is None:
+        return
+    if job.dry_run:
+        err.write(f"{PROG}: warning: {reason} (a dry run: nothing is deleted)\n")
+        return
+    raise DeployedJobError(f"{reason}; nothing was deleted")
+
+
 def main(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr, stdin: TextIO = sys.stdin
 ) -> int:
@@ -679,6 +797,11 @@ def main(
     try:
         args = _parser().parse_args(argv)
         as_json = args.json
+        if args.command in ("pause", "resume"):
+            _print(_pause(args, err), args.json, out)
+            return 0
+        if getattr(args, "ignore_deployed", False) and OVERRIDE not in (sys.argv[1:] if argv is None else argv):
+            raise UsageError(f"{OVERRIDE}: must be spelled out in full")
         progress = args.progress if getattr(args, "progress", None) is not None else err.isatty()
         if args.command == "sweep" and not (args.dry_run or args.plan_out or args.yes or stdin.isatty()):
             raise UsageError("sweep deletes data: run it with --dry-run first, then with --yes (or on a terminal)")
@@ -699,6 +822,14 @@ def main(
         return _fail("not confirmed; nothing was deleted", NOT_CONFIRMED, as_json, out, err)
     except RefusedError as error:
         return _fail(str(error), REFUSED, as_json, out, err)
+    except DeployedJobError as error:
+        return _fail(str(error), USAGE, as_json, out, err)
+    except LookupDeniedError as error:
+        return _fail(str(error), FAILED, as_json, out, err)
+    except cli_pause.PauseDeniedError as error:
+        return _fail(f"AWS: {error}", FAILED, as_json, out, err)
+    except cli_pause.NotPausableError as error:
+        return _fail(str(error), USAGE, as_json, out, err)
     except KeyboardInterrupt:
         if deleting.is_set():
             return _fail(INTERRUPTED_WHILE_DELETING, INTERRUPTED, as_json, out, err)

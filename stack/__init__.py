@@ -1,1 +1,1 @@
-"""The stack program of this repository (seed systems, stack settings): used by __main__.py, not packaged."""
+"""The stack program of this repository (its systems, stack settings): used by __main__.py, not packaged."""

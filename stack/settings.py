@@ -15,7 +15,7 @@ from expiry.components.schedule import check_expression
 from expiry.components.scheduled_sweeper import LOG_RETENTION_DAYS
 from expiry.components.validation import EMAIL
 from expiry.runtime.jobs.config import KEEP_MARKERS
-from expiry.runtime.postgres.cleanup import CleanupError, check_cron
+from expiry.runtime.postgres.spec import CleanupError, check_cron
 
 # How expired sessions' objects are cleaned: from TTL's deletions on the stream (free deletes, no reads)
 # or by the sweeper deleting expired sessions itself (sooner than TTL).
@@ -62,7 +62,7 @@ class PostgresSettings:
 
 @dataclass(frozen=True)
 class UploadsLayout:
-    """How the upload system stores sessions and objects (its document's names by default)."""
+    """How the upload system stores sessions and objects (by default, the names its application writes)."""
 
     session_id_attribute: str
     ttl_attribute: str
@@ -86,6 +86,7 @@ class StackSettings:
     alert_email: str
     tags: dict[str, str]
     dry_run: bool
+    paused: bool
     deletion_protection: bool
     point_in_time_recovery: bool
     expiry_index_shards: int
@@ -275,6 +276,7 @@ def read_settings(config: pulumi.Config) -> StackSettings:
         alert_email=alert_email,
         tags={"project": "expiry", "environment": environment, **r.tags("tags")},
         dry_run=r.boolean("dryRun"),
+        paused=r.boolean("paused"),
         deletion_protection=r.boolean("deletionProtection"),
         point_in_time_recovery=r.boolean("pointInTimeRecovery"),
         expiry_index_shards=r.integer("expiryIndexShards", 0, 100),

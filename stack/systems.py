@@ -13,6 +13,8 @@ from expiry.components.pg_cron_cleanup import PgCronCleanup
 from expiry.components.scheduled_sweeper import ScheduledSweeper, table_target
 from expiry.components.stream_cascade import TtlStreamCascade, stream_target
 from expiry.components.ttl_table import TtlTable
+from expiry.runtime import kinds
+from expiry.runtime.jobs import metrics as m
 from expiry.runtime.jobs.config import SWEEPING_KINDS, UNINDEXED_CHECK_ITEMS
 from stack.settings import StackSettings
 
@@ -56,7 +58,7 @@ class Built:
 def _table(
     s: StackSettings, name: str, physical: str, args: dict[str, Any], writers_set_shard: bool = True
 ) -> TtlTable:
-    """A seed system's table; with an expiry index only where its writers set the shard attribute."""
+    """A cleaned-up system's table; with an expiry index only where its writers set the shard attribute."""
     index = (
         {"expiry_index": True, "expiry_index_shards": s.expiry_index_shards}
         if s.expiry_index_shards and writers_set_shard
@@ -80,6 +82,7 @@ def _sweeper(s: StackSettings, built: Built, name: str, args: dict[str, Any]) ->
         name,
         {
             "dry_run": s.dry_run,
+            "paused": s.paused,
             "log_retention_days": s.log_retention_days,
             "reserve_concurrency": s.reserve_concurrency,
             "tags": s.tags,
@@ -139,7 +142,7 @@ def chat_checkpoints(s: StackSettings, built: Built) -> None:
 
 
 def video_uploads(s: StackSettings, built: Built) -> None:
-    """The cleanup-Lambda document: upload sessions, their bucket, and a sweeper every 6 hours."""
+    """Video uploads: upload sessions, their bucket, and a sweeper every 6 hours."""
     layout = s.uploads_layout
     stream = layout.cascade == "stream"
     table = _table(
@@ -195,6 +198,7 @@ def video_uploads(s: StackSettings, built: Built) -> None:
                     **stream_target(table),
                     "s3": s3,
                     "dry_run": s.dry_run,
+                    "paused": s.paused,
                     "log_retention_days": s.log_retention_days,
                     "tags": s.tags,
                     **({"archive_bucket": archive.bucket} if archive else {}),
@@ -205,7 +209,7 @@ def video_uploads(s: StackSettings, built: Built) -> None:
         built.pending_cascades.append(cascade)
     # With the stream cascade, TTL deletes expired sessions and the stream cleans after them: the
     # sweeper only marks finished videos ahead of TTL and removes orphans. Without it, the sweeper
-    # deletes expired sessions itself, with the document's stuck rule (still "created" an hour
+    # deletes expired sessions itself, with the upload system's stuck rule (still "created" an hour
     # after the session's TTL).
     stuck = {
         "status": layout.stuck_status,
@@ -345,11 +349,13 @@ def build(s: StackSettings) -> Built:
                 "table_names": table_names(*built.tables.values()),
                 "email_addresses": [s.alert_email],
                 "cleanup_errors_per_hour": s.cleanup_errors_per_hour
-                if any(w["kind"] in ("sweep", "orphaned-references") for w in built.watched)
+                if any(m.CLEANUP_ERRORS in kinds.kind(w["kind"]).metrics for w in built.watched)
                 else None,
                 "oldest_expired_seconds": s.oldest_expired_hours * 3600
-                if any(w["kind"] == "ttl-monitor" for w in built.watched)
+                if any("oldest-expired" in kinds.kind(w["kind"]).alarms for w in built.watched)
                 else None,
+                # Paused jobs do not run: their "did not run" alarm would page for the whole pause.
+                **({"disabled_alarms": ["heartbeat"]} if s.paused else {}),
                 "tags": s.tags,
             },
         )

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import time
 import zipfile
-from pathlib import Path
 
 import boto3
 import pytest
+from docs_pages import all_text
 from postgres import expiring_table
 from tests_support import free_port
 from uploads_world import BUCKET, TABLE, create_table, object_keys, put_session, session_ids
@@ -354,7 +354,7 @@ def test_version_profile_and_help(uploads, tmp_path):
 
 
 def test_the_exit_codes_are_one_table_in_help_and_readme():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = all_text()  # README.md and docs/*.md
     rows = EXIT_CODES.splitlines()[1:]
     assert [int(row.split()[0]) for row in rows] == [0, FAILED, USAGE, REFUSED, NOT_CONFIRMED, INTERRUPTED]
     assert len({FAILED, USAGE, REFUSED, NOT_CONFIRMED, INTERRUPTED}) == 5
