@@ -34,8 +34,8 @@ class Aws:
         self._clients: dict[str, Any] = {"dynamodb": self.dynamodb, "s3": self.s3}
 
 
-def make_client(service: str, endpoint: str | None) -> Any:
-    return boto3.client(service, region_name=REGION, endpoint_url=endpoint, config=client_config())
+def make_client(service: str, endpoint: str | None, region: str = REGION) -> Any:
+    return boto3.client(service, region_name=region, endpoint_url=endpoint, config=client_config())
 
 
 class MotoServer:

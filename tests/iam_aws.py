@@ -223,25 +223,36 @@ def create_tables(dynamodb: Any, stack: Stack) -> None:
 def bind_role(endpoint: str, function: Function, policies: list[str] | None = None) -> None:
     """A role holding ``policies`` (default: exactly the function's), and a session of it, whose
     credentials the function's runs use."""
-    iam, sts = make_client("iam", endpoint), make_client("sts", endpoint)
+    iam = make_client("iam", endpoint)
     iam.create_role(RoleName=function.role, AssumeRolePolicyDocument=function.assume_role_policy)
     for number, policy in enumerate(function.policies if policies is None else policies):
         iam.put_role_policy(
             RoleName=function.role, PolicyName=f"{function.name}-policy-{number}", PolicyDocument=policy
         )
-    credentials = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{function.role}", RoleSessionName="lambda")[
-        "Credentials"
-    ]
-    function.credentials = {
+    function.credentials = assume_role(endpoint, f"arn:aws:iam::{ACCOUNT}:role/{function.role}")
+
+
+def assume_role(endpoint: str, role_arn: str) -> dict[str, str]:
+    """Credentials of a session of ``role_arn``, as environment variables (Lambda's)."""
+    credentials = make_client("sts", endpoint).assume_role(RoleArn=role_arn, RoleSessionName="lambda")["Credentials"]
+    return {
         "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
         "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
         "AWS_SESSION_TOKEN": credentials["SessionToken"],
     }
 
 
-def invoke(function: Function, tmp_path: Path, server: IamServer, payload: dict[str, Any] | None = None) -> Invocation:
+def invoke(
+    function: Function,
+    tmp_path: Path,
+    server: IamServer,
+    payload: dict[str, Any] | None = None,
+    region: str = REGION,
+    environment: dict[str, str] | None = None,
+) -> Invocation:
     """Invoke the function's handler from its archive, as Lambda would, with its role's credentials,
-    IAM enforced; the clock AHEAD seconds in the future (upload_system.RUN_HANDLER)."""
+    IAM enforced; the clock AHEAD seconds in the future (upload_system.RUN_HANDLER). ``environment``
+    (default: EXPIRY_JOB alone) is the function's environment as deployed, in ``region``."""
     assert function.credentials, f"bind_role first: {function.name}"
     unpacked = tmp_path / f"task-{function.archive.stem}"
     if not unpacked.exists():
@@ -250,9 +261,9 @@ def invoke(function: Function, tmp_path: Path, server: IamServer, payload: dict[
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(unpacked),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "EXPIRY_JOB": function.job,
+        **({"EXPIRY_JOB": function.job} if environment is None else environment),
         "AWS_ENDPOINT_URL": server.url,
-        "AWS_DEFAULT_REGION": REGION,
+        "AWS_DEFAULT_REGION": region,
         "AWS_EC2_METADATA_DISABLED": "true",
         "CLOCK_AHEAD": str(AHEAD),
         "LOSE_REPLIES": "[]",

@@ -18,7 +18,9 @@ from upload_system import NOW, Invocation, World, ttl_deletes
 
 from expiry.runtime.dynamodb.ttl import expiry_shard
 from expiry.runtime.jobs import metrics
-from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision, unprovision
+from expiry.runtime.postgres.connection import Connector
+from expiry.runtime.postgres.provision import provision, unprovision
+from expiry.runtime.postgres.spec import PurgeSpec
 
 HOUR, DAY = 3600, 86400
 SYSTEM = "_actingweb_oauth2"
