@@ -7,14 +7,21 @@ STACK ?= dev
 VENV := venv
 BIN := $(VENV)/bin
 STATE := $(CURDIR)/.pulumi-state
+# The TypeScript compiler that checks examples/typescript against the served schema (tests/test_examples.py).
+TSC := .tools/node_modules/.bin/tsc
 
 .PHONY: setup system-packages test lint typecheck format benchmark up preview deploy-prerequisites clean
 
-setup: system-packages $(VENV)/.installed
+setup: system-packages $(VENV)/.installed $(TSC)
 
-# PostgreSQL 15 with pg_cron for the tests (Debian packages; installed only when missing).
+# PostgreSQL 15 with pg_cron, and Node for the TypeScript check, for the tests (Debian packages;
+# installed only when missing).
 system-packages:
-	@./scripts/install-system-packages.sh postgresql-15 postgresql-15-cron
+	@./scripts/install-system-packages.sh postgresql-15 postgresql-15-cron nodejs
+	@command -v npm >/dev/null || ./scripts/install-system-packages.sh npm  # NodeSource's nodejs has its own
+
+$(TSC):
+	npm install --prefix .tools --no-audit --no-fund --silent typescript@5.9.3
 
 # The venv both installs start from.
 define new-venv
@@ -57,6 +64,7 @@ benchmark: setup
 	$(BIN)/python benchmarks/sweep_benchmark.py
 	$(BIN)/python benchmarks/sweep_cost_model.py
 	$(BIN)/python benchmarks/pg_purge_benchmark.py
+	$(BIN)/python benchmarks/install_footprint.py
 
 format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .

@@ -5,8 +5,10 @@ What the schema analyzer cannot infer from the Python types is added here: enums
 fixed choices (from the same tuples the components check against), secrets, and the WatchedJobArgs
 fields that take a ScheduledSweeper's outputs. Inputs arrive as other languages send them and are
 handed to the components in the shape Python callers use: whole floats (10.0) as ints, known outputs
-as plain values where a component needs the value at construction."""
+as plain values where a component needs the value at construction, and a TtlTable's `target` passed
+whole (one output value) as the mapping of its fields the components take."""
 
+import asyncio
 import inspect
 import json
 import re
@@ -15,6 +17,7 @@ from typing import Any
 
 import pulumi
 from pulumi.errors import InputPropertiesError
+from pulumi.output import Unknown, _OutputData
 from pulumi.provider import main
 from pulumi.provider.experimental.analyzer import PropertyDefinition, PropertyType
 from pulumi.provider.experimental.component import ComponentProvider
@@ -35,6 +38,7 @@ from expiry.components.ttl_table import (
     TABLE_CLASSES,
     TtlTable,
 )
+from expiry.runtime import kinds
 from expiry.runtime.jobs.config import KEEP_MARKERS, OWNER_FORMATS
 
 PACKAGE = "expiry"
@@ -95,6 +99,9 @@ SECRET_PROPERTIES = {("PgCronCleanup", "password"), ("PgCronCleanup", "dsn")}
 # WatchedJobArgs fields that take a ScheduledSweeper's outputs: Inputs in the schema, resolved to plain
 # values before CleanupAlarms sees them (alarm names and the set of alarms depend on them).
 SWEEPER_OUTPUTS = ("jobName", "kind", "namespace", "intervalSeconds", "timeoutSeconds", "pgCronIntervalSeconds")
+# TtlTable's `target` output, the `table` input of ScheduledSweeper and TtlStreamCascade: one type for
+# both, so its fields are Inputs (never plain) in every SDK.
+TABLE_TARGET = "TableTarget"
 DYNAMIC_PROVIDER_REFUSAL = (
     "from other languages only VPC mode is available (give secret_arn, subnet_ids and security_group_ids): "
     "the direct mode runs its SQL in a Pulumi dynamic provider, and dynamic providers do not work inside "
@@ -135,6 +142,8 @@ def refine_schema(schema: dict[str, Any]) -> dict[str, Any]:
             "description": description,
             "enum": [{"name": _enum_value_name(value), "value": value} for value in values],
         }
+    for entry in types[f"{PACKAGE}:index:JobKind"]["enum"]:
+        entry["description"] = kinds.kind(entry["value"]).description  # each value says what its job does
     owners = {token.rsplit(":", 1)[-1]: spec.get("inputProperties", {}) for token, spec in schema["resources"].items()}
     owners |= {token.rsplit(":", 1)[-1]: spec.get("properties", {}) for token, spec in types.items()}
     for (owner, prop), enum in ENUM_PROPERTIES.items():
@@ -145,6 +154,9 @@ def refine_schema(schema: dict[str, Any]) -> dict[str, Any]:
         owners[owner][prop]["secret"] = True
     for prop in SWEEPER_OUTPUTS:
         owners["WatchedJobArgs"][prop].pop("plain", None)
+    for spec in owners[TABLE_TARGET].values():
+        spec.pop("plain", None)
+        spec.get("items", {}).pop("plain", None)
     clean_descriptions(schema)
     return schema
 
@@ -157,6 +169,29 @@ def known_value(value: Any) -> Any:
         return value
     resolved = data.result()
     return resolved.value if resolved.is_known and not resolved.is_secret else value
+
+
+def _output(resources: set[Any], value: Any, is_known: bool, is_secret: bool) -> pulumi.Output[Any]:
+    """An Output of a value at hand, as the provider host builds one from an output value."""
+    future: asyncio.Future[_OutputData[Any]] = asyncio.get_event_loop().create_future()
+    future.set_result(_OutputData(resources=resources, value=value, is_known=is_known, is_secret=is_secret))
+    return pulumi.Output._from_data(future)
+
+
+def known_object(value: Any) -> Any:
+    """An object another language sent as one output value (a TtlTable's `target` passed on) as the
+    mapping of its fields: known fields plain, fields unknown at a preview as unknown Outputs with the
+    object's dependencies. Anything else, a secret object and an object wholly unknown, as it is."""
+    data = getattr(value, "_data", None) if isinstance(value, pulumi.Output) else None
+    if data is None or not data.done() or data.cancelled() or data.exception() is not None:
+        return value
+    resolved = data.result()
+    if resolved.is_secret or not isinstance(resolved.value, dict):
+        return value
+    return {
+        key: _output(resolved.resources, None, False, False) if isinstance(item, Unknown) else item
+        for key, item in resolved.value.items()
+    }
 
 
 def whole(component: str, field: str, value: Any) -> Any:
@@ -213,6 +248,7 @@ class ExpiryProvider(ComponentProvider):
     ) -> pulumi.Inputs:
         given = dict(inputs) if isinstance(inputs, dict) else {}
         watched = self._type_defs.get("WatchedJobArgs")
+        target = self._type_defs.get(TABLE_TARGET)
         held: dict[str, Any] = {}
         for schema_name, prop in properties.items():
             value = given.get(schema_name)
@@ -221,6 +257,10 @@ class ExpiryProvider(ComponentProvider):
             field = _snake(f"{property_path}.{schema_name}" if property_path else schema_name)
             if watched is not None and properties is watched.properties and schema_name in SWEEPER_OUTPUTS:
                 value = known_value(value)
+            if target is not None and properties is target.properties:
+                value = known_value(value)
+            if target is not None and prop.ref == f"#/types/{PACKAGE}:index:{TABLE_TARGET}":
+                value = self._table_target(component_name, field, value, target.properties)
             if prop.type == PropertyType.INTEGER:
                 value = whole(component_name, field, value)
                 if isinstance(value, pulumi.Output):
@@ -231,6 +271,41 @@ class ExpiryProvider(ComponentProvider):
             **super().map_input_properties(given, properties, mapping, component_name, property_path),
             **held,
         }
+
+    @staticmethod
+    def _table_target(
+        component_name: str, field: str, value: Any, properties: dict[str, PropertyDefinition]
+    ) -> dict[str, Any]:
+        """A `table` input as the mapping of its fields; refused, naming the field or key, when it is
+        secret, wholly unknown, not an object, or has a key a table target does not have (the SDK
+        would drop it unread)."""
+        data = getattr(value, "_data", None) if isinstance(value, pulumi.Output) else None
+        if (
+            data is not None
+            and data.done()
+            and not data.cancelled()
+            and data.exception() is None
+            and data.result().is_secret
+        ):
+            v.fail(
+                component_name,
+                field,
+                "must not be a secret: the function's settings name the table and its key attributes in plain text",
+            )
+        value = known_object(value)
+        if isinstance(value, pulumi.Output):
+            v.fail(
+                component_name,
+                field,
+                "must be known at construction (a TtlTable's target): its key attributes, TTL attribute and "
+                "expiry index shape the job; only its names and ARNs may be unknown",
+            )
+        if not isinstance(value, dict):
+            v.fail(component_name, field, f"must be a TtlTable's target (an object), got {value!r}")
+        for key in value:
+            if key not in properties:
+                v.fail(component_name, f"{field}.{key}", f"unknown key; a table target has {', '.join(properties)}")
+        return value
 
 
 def _camel(name: str) -> str:

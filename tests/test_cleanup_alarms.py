@@ -15,7 +15,9 @@ from expiry.runtime.handlers.postgres_work import monitor_work as pg_monitor
 from expiry.runtime.handlers.work import monitor_work, references_work, sweep_work
 from expiry.runtime.jobs import metrics
 from expiry.runtime.jobs.config import parse_job
-from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision, unprovision
+from expiry.runtime.postgres.connection import Connector
+from expiry.runtime.postgres.provision import provision, unprovision
+from expiry.runtime.postgres.spec import PurgeSpec
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 

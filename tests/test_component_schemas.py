@@ -40,9 +40,10 @@ def test_required_inputs_and_nested_types():
     required = {token.split(":")[-1]: set(r.required_inputs) for token, r in found.resources.items()}
     assert required == {
         "TtlTable": {"hashKey"},
-        "ScheduledSweeper": {"kind", "schedule", "tableName"},
-        "TtlStreamCascade": {"tableName", "tableArn", "streamArn", "keyAttributes"},
-        "PgCronCleanup": {"table", "expiryColumn"},
+        # The table comes whole (`table`, a TtlTable's target) or field by field: the components check which.
+        "ScheduledSweeper": {"kind", "schedule"},
+        "TtlStreamCascade": set(),
+        "PgCronCleanup": {"table"},  # and expiry_column or expiry_expression: the component checks which
         "CleanupAlarms": {"jobs"},
     }
     table = found.resources["expiry:index:TtlTable"]
@@ -56,7 +57,20 @@ def test_required_inputs_and_nested_types():
         "PostgresArgs",
         "PurgeArgs",
         "WatchedJobArgs",
+        "TableTarget",
     ):
         assert f"expiry:index:{nested}" in found.types, nested
     assert "jobId" in found.resources["expiry:index:PgCronCleanup"].properties
     assert "dashboardUrl" in found.resources["expiry:index:CleanupAlarms"].properties
+
+
+def test_a_ttl_tables_target_is_the_table_input_of_the_components_that_work_on_it():
+    found = schema()
+    ref = "#/types/expiry:index:TableTarget"
+    assert found.resources["expiry:index:TtlTable"].properties["target"].ref == ref
+    for component in ("ScheduledSweeper", "TtlStreamCascade"):
+        table = found.resources[f"expiry:index:{component}"].input_properties["table"]
+        assert table.ref == ref and not table.plain, component
+    target = found.types["expiry:index:TableTarget"]
+    assert set(target.required) == {"tableName", "tableArn", "keyAttributes", "ttlAttribute"}
+    assert all(prop.description for prop in target.properties.values())

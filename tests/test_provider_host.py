@@ -3,6 +3,7 @@ starts it, its schema read over gRPC (GetSchema), each component constructed thr
 with inputs as another language's SDK sends them: integers as floats, unknowns at preview, secrets,
 outputs of one component passed to another."""
 
+import json
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import grpc
 import pytest
 import yaml
 from fake_engine import Plugin, call_hook, output, secret, unknown
+from pulumi.output import Unknown
+from pulumi.runtime import rpc
 from pulumi.runtime.proto import resource_pb2
 
 from expiry import __version__
@@ -43,7 +46,7 @@ def test_the_folder_is_a_python_plugin_pulumi_can_install():
     requirements = [
         line for line in (FOLDER / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")
     ]
-    assert requirements == [".."] and (FOLDER / ".." / "pyproject.toml").is_file()
+    assert requirements == ["..[components]"] and (FOLDER / ".." / "pyproject.toml").is_file()
     assert "serve()" in (FOLDER / "__main__.py").read_text()
 
 
@@ -452,3 +455,164 @@ def test_schema_states_the_package_as_pyproject_does(plugin: Plugin):
     assert set(project["keywords"]) <= set(schema["keywords"])
     assert {"category/utility", "kind/component"} <= set(schema["keywords"])
     assert schema["version"] == __version__
+
+
+def resent(value: Any) -> Any:
+    """A state value as an SDK sends it on: an unknown (a preview) as the engine's unknown sentinel."""
+    if isinstance(value, Unknown):
+        return rpc.UNKNOWN
+    if isinstance(value, dict):
+        return {key: resent(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resent(item) for item in value]
+    return value
+
+
+def test_schema_describes_the_table_target_once_for_both_directions(plugin: Plugin):
+    """Issue 19: TtlTable's `target` output is the type ScheduledSweeper's and TtlStreamCascade's `table`
+    input takes, every field an Input (the type is an output too), documented, with the required ones."""
+    schema = plugin.schema()
+    target = schema["types"]["expiry:index:TableTarget"]
+    assert target["type"] == "object" and target["description"]
+    assert set(target["properties"]) == {
+        "tableName",
+        "tableArn",
+        "keyAttributes",
+        "ttlAttribute",
+        "streamArn",
+        "streamViewType",
+        "expiryIndexName",
+        "expiryIndexShards",
+        "expiryShardAttribute",
+    }
+    assert set(target["required"]) == {"tableName", "tableArn", "keyAttributes", "ttlAttribute"}
+    for name, prop in target["properties"].items():
+        assert prop["description"] and "plain" not in prop and "plain" not in prop.get("items", {}), name
+    keys = target["properties"]["keyAttributes"]
+    assert keys["type"] == "array" and keys["items"]["type"] == "string"
+    assert target["properties"]["expiryIndexShards"]["type"] == "integer"
+    resources = {token.split(":")[-1]: spec for token, spec in schema["resources"].items()}
+    ref = "#/types/expiry:index:TableTarget"
+    assert resources["TtlTable"]["properties"]["target"]["$ref"] == ref
+    assert "target" in resources["TtlTable"]["required"]
+    for component in ("ScheduledSweeper", "TtlStreamCascade"):
+        table = resources[component]["inputProperties"]["table"]
+        assert table["$ref"] == ref and "plain" not in table and "TtlTable's `target`" in table["description"]
+        assert "table" not in resources[component].get("requiredInputs", [])
+    assert set(resources["ScheduledSweeper"]["requiredInputs"]) == {"kind", "schedule"}
+    assert resources["TtlStreamCascade"].get("requiredInputs", []) == []
+
+
+def test_a_table_target_wires_a_sweeper_and_a_cascade_from_other_languages(monitor: Plugin):
+    table = monitor.construct(
+        "TtlTable",
+        "sessions",
+        {"hashKey": "id", "ttlAttribute": "ttl", "expiryIndex": True, "streamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    target = table["target"]
+    assert target["tableName"] == table["tableName"] and target["tableArn"] == table["tableArn"]
+    assert target["keyAttributes"] == ["id"] and target["ttlAttribute"] == "ttl"
+    assert target["expiryIndexName"] == "expiry-index" and target["expiryIndexShards"] == 10
+    assert target["streamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert "streamArn" not in table and "streamArn" not in target  # the fake engine computes no stream ARN
+    monitor.monitor.registered.clear()
+    # As SDKs pass a component's output on: one output value, with the table as its dependency.
+    monitor.construct(
+        "ScheduledSweeper",
+        "sweeper",
+        {"kind": "sweep", "schedule": "rate(1 hour)", "table": output(target, table["urn"]), "workers": 8.0},
+    )
+    (function,) = monitor.monitor.of_type("aws:lambda/function:Function")
+    job = json.loads(function.inputs["environment"]["variables"]["EXPIRY_JOB"])
+    assert job["table"] == target["tableName"] and job["key_attributes"] == ["id"] and job["ttl_attribute"] == "ttl"
+    assert job["expiry_index"] == {"name": "expiry-index", "shards": 10, "shard_attribute": "expiry_shard"}
+    policies = {r.name: r.inputs["policy"] for r in monitor.monitor.of_type("aws:iam/rolePolicy:RolePolicy")}
+    assert target["tableArn"] in policies["sweeper-policy"]
+    monitor.monitor.registered.clear()
+    stream = f"{target['tableArn']}/stream/2026-01-01T00:00:00.000"
+    given = output({**target, "streamArn": stream}, table["urn"])
+    monitor.construct("TtlStreamCascade", "cascade", {"table": given, "s3": CASCADE_S3})
+    (mapping,) = monitor.monitor.of_type("aws:lambda/eventSourceMapping:EventSourceMapping")
+    assert mapping.inputs["eventSourceArn"] == stream
+
+
+def test_a_table_target_at_preview_with_unknown_names(monitor: Plugin):
+    """A new table at a preview: its names and ARNs unknown inside a known target, as the SDKs send it
+    on (one output value), or field by field (each an output value, as YAML may)."""
+    monitor.monitor.preview = True
+    table = monitor.construct("TtlTable", "sessions", {"hashKey": "id", "streamViewType": "OLD_IMAGE"})
+    target = table["target"]
+    assert isinstance(target["tableName"], Unknown) and target["keyAttributes"] == ["id"]
+    fields = {key: unknown(table["urn"]) if isinstance(item, Unknown) else item for key, item in target.items()}
+    for given in (output(resent(target), table["urn"]), fields):
+        state = monitor.construct(
+            "ScheduledSweeper", "sweeper", {"kind": "ttl-monitor", "schedule": "rate(1 hour)", "table": given}
+        )
+        assert state["kind"] == "ttl-monitor" and isinstance(state["tableName"], Unknown)
+        monitor.construct("TtlStreamCascade", "cascade", {"table": given, "s3": CASCADE_S3})
+        monitor.monitor.registered.clear()
+
+
+CASCADE_S3 = {"bucket": "uploads", "keyAttribute": "key"}
+TARGET = {"tableName": "t1", "tableArn": TABLE_ARN, "keyAttributes": ["id"], "ttlAttribute": "ttl"}
+SWEEP = {"kind": "ttl-monitor", "schedule": "rate(1 hour)"}
+TABLE_REFUSALS = [
+    (
+        "ScheduledSweeper",
+        {**SWEEP, "table": TARGET, "tableName": "t1"},
+        "ScheduledSweeper: table: give either table or table_name, table_arn, key_attributes, ttl_attribute, "
+        "expiry_index_name, expiry_index_shards, expiry_shard_attribute, not both (also given: table_name)",
+    ),
+    (
+        "ScheduledSweeper",
+        {**SWEEP, "table": {**TARGET, "tableNme": "t1"}},
+        "ScheduledSweeper: table.tableNme: unknown key; a table target has tableName, tableArn, keyAttributes",
+    ),
+    (
+        "ScheduledSweeper",
+        {**SWEEP, "table": unknown(TABLE_URN)},
+        "ScheduledSweeper: table: must be known at construction (a TtlTable's target)",
+    ),
+    ("ScheduledSweeper", {**SWEEP, "table": "t1"}, "ScheduledSweeper: table: must be a TtlTable's target"),
+    (
+        "ScheduledSweeper",
+        {**SWEEP, "table": secret(TARGET)},
+        "ScheduledSweeper: table: must not be a secret: the function's settings name the table",
+    ),
+    (
+        "ScheduledSweeper",
+        {**SWEEP, "table": {**TARGET, "expiryIndexName": "expiry-index", "expiryIndexShards": 2.5}},
+        "ScheduledSweeper: table.expiry_index_shards: must be an integer, got 2.5",
+    ),
+    (
+        "ScheduledSweeper",
+        {**SWEEP, "table": {**TARGET, "keyAttributes": unknown(TABLE_URN)}},
+        "ScheduledSweeper: table.key_attributes: must be a plain value known at construction",
+    ),
+    ("ScheduledSweeper", SWEEP, "ScheduledSweeper: table_name: is required (or give table, a TtlTable's target)"),
+    (
+        "TtlStreamCascade",
+        {"table": {**TARGET, "streamArn": f"{TABLE_ARN}/stream/x"}, "streamArn": "s", "s3": CASCADE_S3},
+        "TtlStreamCascade: table: give either table or table_name, table_arn, stream_arn, key_attributes, "
+        "ttl_attribute, not both (also given: stream_arn)",
+    ),
+    (
+        "TtlStreamCascade",
+        {"table": {**TARGET, "streamArn": "s", "streamViewType": "KEYS_ONLY"}, "s3": CASCADE_S3},
+        "TtlStreamCascade: stream_arn: the table's stream must carry old images",
+    ),
+    (
+        "TtlStreamCascade",
+        {"table": {**TARGET, "streamArn": "s", "colour": "red"}, "s3": CASCADE_S3},
+        "TtlStreamCascade: table.colour: unknown key",
+    ),
+]
+
+
+@pytest.mark.parametrize(("component", "inputs", "message"), TABLE_REFUSALS)
+def test_a_bad_table_input_is_refused_by_name_and_registers_nothing(monitor, component, inputs, message):
+    with pytest.raises(grpc.RpcError) as raised:
+        monitor.construct(component, "bad", inputs)
+    assert raised.value.details().startswith(message), raised.value.details()
+    assert "Traceback" not in raised.value.details()
+    assert monitor.monitor.registered == []

@@ -3,6 +3,7 @@
 import json
 from typing import Any
 
+import pulumi
 import pytest
 
 from expiry.components.cleanup_alarms import CleanupAlarms, watched_job
@@ -342,3 +343,82 @@ def test_bad_input_is_refused_before_anything_registers(pulumi_mocks, build_dir,
 def test_valid_schedules(pulumi_mocks, expression):
     build(pulumi_mocks, sweeper_args(schedule=expression))
     assert pulumi_mocks.one(SCHEDULE).inputs["scheduleExpression"] == expression
+
+
+def job_of(harness, name: str) -> dict[str, Any]:
+    function = harness.one(FUNCTION, f"{name}-function")
+    return json.loads(function.inputs["environment"]["variables"]["EXPIRY_JOB"])
+
+
+def test_a_table_given_whole_is_what_its_fields_were(pulumi_mocks):
+    """Issue 19: `table` takes a TtlTable's `target` in one input; table_target() gives the same job."""
+
+    def program() -> None:
+        table = TtlTable("sessions", {"hash_key": "uploadSessionId", "ttl_attribute": "ttl", "expiry_index": True})
+        for name, args in (("whole", {"table": table.target}), ("fields", table_target(table))):
+            ScheduledSweeper(name, {"kind": "sweep", "schedule": "rate(1 hour)", "job_name": "video", **args})
+
+    pulumi_mocks.run(program)
+    whole, fields = job_of(pulumi_mocks, "whole"), job_of(pulumi_mocks, "fields")
+    assert {k: val for k, val in whole.items() if k != "breaker"} == {
+        k: val for k, val in fields.items() if k != "breaker"
+    }
+    assert whole["key_attributes"] == ["uploadSessionId"] and whole["ttl_attribute"] == "ttl"
+    assert whole["expiry_index"] == {"name": "expiry-index", "shards": 10, "shard_attribute": "expiry_shard"}
+    assert whole["table"] == "sessions-table-physical"
+    assert (
+        statements(pulumi_mocks, "whole-policy")["ExpiryIndex"]
+        == statements(pulumi_mocks, "fields-policy")["ExpiryIndex"]
+    )
+
+
+TARGET = {"table_name": "upload-sessions", "table_arn": TABLE_ARN, "key_attributes": ["id"], "ttl_attribute": "ttl"}
+ALL_FIELDS = (
+    "table_name, table_arn, key_attributes, ttl_attribute, expiry_index_name, expiry_index_shards, "
+    "expiry_shard_attribute"
+)
+TABLE_BAD: list[tuple[Any, str]] = [
+    (
+        lambda: {"table": TARGET, "table_name": "other"},
+        f"ScheduledSweeper: table: give either table or {ALL_FIELDS}, not both (also given: table_name)",
+    ),
+    (
+        lambda: {"table": TARGET, "key_attributes": ["id"], "expiry_index_name": "by-expiry"},
+        "not both (also given: key_attributes, expiry_index_name)",
+    ),
+    (lambda: {"table": {**TARGET, "tabel_name": "x"}}, "ScheduledSweeper: table.tabel_name: unknown key; a table"),
+    (
+        lambda: {"table": {k: val for k, val in TARGET.items() if k != "table_arn"}},
+        "ScheduledSweeper: table.table_arn: is required",
+    ),
+    (
+        lambda: {"table": pulumi.Output.from_input(TARGET)},
+        "ScheduledSweeper: table: must be known at construction (a TtlTable's target)",
+    ),
+    (
+        lambda: {"table": {**TARGET, "key_attributes": pulumi.Output.from_input(["id"])}},
+        "ScheduledSweeper: table.key_attributes: must be a plain value known at construction",
+    ),
+    (
+        lambda: {"table": {**TARGET, "key_attributes": ["a", "b", "c"]}},
+        "ScheduledSweeper: table.key_attributes: must be the hash key and optional range key",
+    ),
+    (lambda: {"table": "upload-sessions"}, "ScheduledSweeper: table: must be a TtlTable's target (a mapping)"),
+    (
+        lambda: {"table": {**TARGET, "stream_view_type": "OLD"}},
+        "ScheduledSweeper: table.stream_view_type: must be one of",
+    ),
+    (lambda: {}, "ScheduledSweeper: table_name: is required (or give table, a TtlTable's target)"),
+    (
+        lambda: {"kind": "pg-purge", "table": TARGET},
+        "ScheduledSweeper: table: is a DynamoDB table; pg-purge jobs name their PostgreSQL table in table_name",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), TABLE_BAD, ids=[m.split(": ", 1)[1][:40] for _, m in TABLE_BAD])
+def test_a_bad_table_input_is_refused_by_name_before_anything_registers(pulumi_mocks, args, message):
+    with pytest.raises(ValueError) as error:
+        pulumi_mocks.run(lambda: ScheduledSweeper("video", {"kind": "sweep", "schedule": "rate(1 hour)", **args()}))
+    assert message in str(error.value)
+    assert pulumi_mocks.resources == []

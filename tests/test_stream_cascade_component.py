@@ -165,3 +165,37 @@ def test_the_shipped_archive_handles_a_stream_batch(pulumi_mocks, tmp_path, moto
         assert json.loads(result.stdout.split("RESULT ", 1)[1]) == {"batchItemFailures": []}
         assert object_keys(aws.s3) == set()
         assert aws.s3.list_objects_v2(Bucket="archive-bucket")["KeyCount"] == 1
+
+
+def test_a_table_given_whole_is_what_stream_target_gave(pulumi_mocks):
+    """Issue 19: `table` takes a TtlTable's `target` in one input; stream_target() gives the same cascade."""
+
+    def program() -> None:
+        table = sessions()
+        for name, args in (("whole", {"table": table.target}), ("fields", stream_target(table))):
+            TtlStreamCascade(name, {"job_name": "cascade", "s3": S3_SETTINGS, **args})
+
+    pulumi_mocks.run(program)
+    functions = {r.name: r.inputs["environment"]["variables"]["EXPIRY_JOB"] for r in pulumi_mocks.of_type(FUNCTION)}
+    assert functions["whole-function"] == functions["fields-function"]
+    assert json.loads(functions["whole-function"])["key_attributes"] == ["uploadSessionId"]
+    mappings = {r.name: r.inputs["eventSourceArn"] for r in pulumi_mocks.of_type(MAPPING)}
+    assert mappings["whole-stream"] == mappings["fields-stream"] and "/stream/" in mappings["whole-stream"]
+
+
+@pytest.mark.parametrize(
+    ("view", "extra", "message"),
+    [
+        ("NEW_IMAGE", {}, "TtlStreamCascade: stream_arn: the table's stream must carry old images"),
+        (None, {}, "TtlStreamCascade: stream_arn: the table's stream must carry old images"),
+        ("OLD_IMAGE", {"stream_arn": "arn"}, "TtlStreamCascade: table: give either table or table_name, table_arn,"),
+        ("OLD_IMAGE", {"key_attributes": ["id"]}, r"not both \(also given: key_attributes\)"),
+    ],
+)
+def test_a_table_given_whole_without_old_images_or_with_its_fields_is_refused(pulumi_mocks, view, extra, message):
+    def program() -> None:
+        TtlStreamCascade("cascade", {"table": sessions(view).target, "s3": S3_SETTINGS, **extra})
+
+    with pytest.raises(ValueError, match=message):
+        pulumi_mocks.run(program)
+    assert pulumi_mocks.of_type(MAPPING) == [] and pulumi_mocks.of_type(FUNCTION) == []
