@@ -8,7 +8,7 @@ The components (and with them pulumi) are imported on first use, so the Lambda c
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _COMPONENTS = {
     "CleanupAlarms": "expiry.components.cleanup_alarms",
@@ -31,7 +31,16 @@ def __getattr__(name: str) -> Any:
     """A component on first access (PEP 562); anything else is an AttributeError."""
     if name not in _COMPONENTS:
         raise AttributeError(f"module 'expiry' has no attribute {name!r}")
-    value = getattr(import_module(_COMPONENTS[name]), name)
+    try:
+        module = import_module(_COMPONENTS[name])
+    except ModuleNotFoundError as error:
+        if error.name not in ("pulumi", "pulumi_aws", "psycopg"):
+            raise
+        raise ModuleNotFoundError(
+            f"expiry.{name} needs {error.name}, which the components extra installs: pip install 'expiry[components]'",
+            name=error.name,
+        ) from error
+    value = getattr(module, name)
     globals()[name] = value
     return value
 

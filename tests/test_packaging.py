@@ -2,11 +2,14 @@
 not collide with the project's own `components/` or `runtime.py`, typed, licensed, with the `expiry`
 command, and with the dependencies the components import."""
 
+import json
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 import textwrap
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from stack_config import ROOT
 
 import expiry
+from expiry.components.provider_host import ExpiryProvider
 
 SOURCES = ("expiry", "components", "runtime")
 USER_PROGRAM = """
@@ -95,17 +99,23 @@ def test_wheel_holds_one_package_and_declares_its_metadata(wheel: Path):
     metadata = archive.read(f"{info}/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata
     assert "Classifier: Typing :: Typed" in metadata and "Requires-Python: >=3.11" in metadata
-    for package in ("pulumi", "pulumi-aws", "boto3", "psycopg", "tzdata"):
-        assert f"Requires-Dist: {package}" in metadata, package
+    required = sorted(
+        line.split(":", 1)[1].split(">")[0].strip()
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    )
+    assert required == ["boto3"], required  # an application's Lambda installs the helpers with boto3 alone
+    for package in ("pulumi", "pulumi-aws", "psycopg", "tzdata"):
+        assert re.search(rf'^Requires-Dist: {package}\b.*extra == "components"', metadata, re.M), package
     assert "expiry = expiry.runtime.cli:main" in archive.read(f"{info}/entry_points.txt").decode()
 
 
-def test_installed_wheel_works_inside_a_project_with_its_own_components_and_runtime(wheel: Path, tmp_path: Path):
+def venv_with(wheel: Path, tmp_path: Path) -> Path:
+    """A new venv's python with expiry from the wheel only; the dependencies come from this venv's
+    site-packages (a path, not its .pth files, so not the editable install of this checkout)."""
     env = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, capture_output=True, timeout=300)
     python = env / "bin" / "python"
-    # The dependencies come from this venv's site-packages (a path, not its .pth files, so not the
-    # editable install of this checkout); expiry itself only from the wheel.
     site = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
         check=True,
@@ -119,6 +129,11 @@ def test_installed_wheel_works_inside_a_project_with_its_own_components_and_runt
         capture_output=True,
         timeout=300,
     )
+    return python
+
+
+def test_installed_wheel_works_inside_a_project_with_its_own_components_and_runtime(wheel: Path, tmp_path: Path):
+    python = venv_with(wheel, tmp_path)
     project = tmp_path / "project"
     (project / "components").mkdir(parents=True)
     (project / "components" / "__init__.py").write_text("OWN = True\n")
@@ -132,8 +147,54 @@ def test_installed_wheel_works_inside_a_project_with_its_own_components_and_runt
     assert archive.parent == tmp_path / ".cache" / "expiry"
     assert {name.split("/", 1)[0] for name in zipfile.ZipFile(archive).namelist()} == {"expiry"}
     assert sorted(path.name for path in project.iterdir()) == ["components", "program.py", "runtime.py"]
-    cli = subprocess.run([env / "bin" / "expiry", "--help"], cwd=project, env=clean, capture_output=True, text=True)
+    cli = subprocess.run([python.parent / "expiry", "--help"], cwd=project, env=clean, capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.startswith("usage: expiry") and "sweep" in cli.stdout
     module = subprocess.run([python, "-m", "expiry", "--help"], cwd=project, env=clean, capture_output=True, text=True)
     assert module.returncode == 0 and module.stdout == cli.stdout
+
+
+APPLICATION = """
+import importlib.abc, sys
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pulumi", "pulumi_aws", "psycopg"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NotInstalled())
+from expiry.runtime.dynamodb import leases
+from expiry.runtime.dynamodb.ttl import expires_at, is_expired
+
+assert not is_expired({"ttl": expires_at(60, now=0)}, "ttl", now=30) and leases.JOB_CLAIMS.table
+try:
+    from expiry import TtlTable
+except ModuleNotFoundError as error:
+    print("REFUSED", error)
+"""
+
+
+def test_an_application_uses_the_helpers_without_pulumi_or_psycopg(wheel: Path, tmp_path: Path):
+    """What an application's Lambda installs (the package without extras) imports no pulumi or psycopg;
+    a component asked for without them says which extra installs them."""
+    python = venv_with(wheel, tmp_path)  # boto3 from this venv; pulumi and psycopg blocked in the program
+    clean = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = subprocess.run([python, "-c", APPLICATION], cwd=tmp_path, env=clean, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "REFUSED expiry.TtlTable needs pulumi, which the components extra installs" in run.stdout, run.stdout
+    assert "pip install 'expiry[components]'" in run.stdout
+
+
+def test_one_version_everywhere_it_is_stated():
+    """The release's version, 0.3.0, as the package, the wheel's metadata (pyproject reads it from the
+    package), the plugin's schema and the changelog's newest release state it; its tag is v<version>."""
+    assert expiry.__version__ == "0.3.0"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "expiry.__version__"}
+    assert json.loads(ExpiryProvider().schema or "{}")["version"] == expiry.__version__
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    released = re.findall(r"^## (\d+\.\d+\.\d+)\b", changelog, flags=re.M)
+    assert released[0] == expiry.__version__ and len(set(released)) == len(released), released
+    newest = changelog.split(f"## {expiry.__version__}", 1)[1].split("\n## ", 1)[0]
+    assert f"`v{expiry.__version__}`" in newest
