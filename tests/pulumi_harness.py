@@ -45,6 +45,14 @@ def _drain_failed_program() -> None:
     loop = asyncio.get_event_loop()
     while pending := [task for task in asyncio.all_tasks(loop) if not task.done()]:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    # Outputs that failed stay in the SDK's set "to pick up at program exit"; a program that failed while
+    # its RPCs finished (a component refusing a child transform fails its registration) never picked them up.
+    with settings.SETTINGS.lock:
+        for output in settings.SETTINGS.outputs:
+            if output.done() and not output.cancelled():
+                output.exception()  # read: asyncio reports no "exception never retrieved" for it later
+        settings.SETTINGS.outputs.clear()
+    settings.SETTINGS.rpc_manager.clear()
     gc.collect()
 
 

@@ -13,12 +13,12 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from aws import Aws, MotoServer, make_client
+from docs_pages import section
 from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 
@@ -40,7 +40,6 @@ MILLIS = NOW * 1000
 KEY = "amelia#scott"
 D = 60  # lease seconds in these tests
 SKEW = 5  # claimers' clocks differ by up to +-SKEW seconds
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def create_table(dynamodb: Any, name: str, key: str) -> None:
@@ -570,8 +569,8 @@ def test_the_double_grant_count_catches_a_claim_that_reads_then_writes(aws_in_pr
 
 
 def readme_example() -> str:
-    section = README.read_text().split("### Job claims: leases in `runtime/dynamodb/leases.py`", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    _, text = section("Job claims: leases in `runtime/dynamodb/leases.py`")
+    match = re.search(r"```python\n(.*?)```", text, re.DOTALL)
     assert match, "the job-claims section has no python example"
     return match.group(1)
 
@@ -581,7 +580,7 @@ def test_the_readme_example_runs():
     with mock_aws():
         dynamodb = boto3.client("dynamodb")
         create_tables(dynamodb, LeaseLayout(table="active-jobs-dev"), AuditLayout(table="interruptions-dev"))
-        exec(compile(code, "README.md (job claims)", "exec"), {})
+        exec(compile(code, "docs/stack.md (job claims)", "exec"), {})
         (lease,) = items(dynamodb, "active-jobs-dev")
         (record,) = items(dynamodb, "interruptions-dev")
     assert lease["containerId"] == {"S": "container-2"} and lease["threadId"] == {"S": "thread-b"}

@@ -4,22 +4,22 @@ removes a purge without superuser."""
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
+from docs_pages import section
 from postgres import PostgresServer
 
-from expiry.runtime.postgres.cleanup import Connector, PurgeSpec, provision, unprovision
-
-ROOT = Path(__file__).resolve().parent.parent
+from expiry.runtime.postgres.connection import Connector
+from expiry.runtime.postgres.provision import provision, unprovision
+from expiry.runtime.postgres.spec import PurgeSpec
 
 
 def least_privilege_sql() -> list[tuple[str, str]]:
-    """(database, statement) of the first ```sql block under README's "### Least privilege"; each
+    """(database, statement) of the first ```sql block under "Least privilege" (docs/pg-cron-cleanup.md); each
     statement runs in the database named by the last `-- in database NAME` comment above it."""
-    section = (ROOT / "README.md").read_text().split("### Least privilege", 1)[1]
-    block = re.search(r"^```sql\n(.*?)^```", section, re.S | re.M)
+    _, text = section("Least privilege")
+    block = re.search(r"^```sql\n(.*?)^```", text, re.S | re.M)
     assert block, "README: no sql block under Least privilege"
     database, statements = None, []
     for line in block.group(1).splitlines():

@@ -6,6 +6,7 @@ import runpy
 
 import pulumi
 import pytest
+from docs_pages import all_text
 from hook_engine import HookEngine
 from pulumi_harness import Harness
 from stack_config import ROOT, stack_config
@@ -166,7 +167,7 @@ def test_the_stack_refuses_a_one_step_change_of_the_upload_ttl_attribute(monkeyp
     [failure] = renamed.outcome.failures
     assert "ttl_attribute:" in failure and "'ttl'" in failure and "'expiresAt'" in failure
     assert not any(name.endswith("-table") for name in renamed.outcome.updated)
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join(all_text().split())  # README.md and docs/*.md
     assert failure.split(" failed: ", 1)[1] in readme, "README shows the message a user gets"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pytest
+from docs_pages import Location, location_id
 from pulumi_harness import Harness, RecordingMonitor
 from test_readme import blocks, program_blocks
 
@@ -44,13 +45,13 @@ def mocked(mocks: pulumi.runtime.Mocks) -> Harness:
     return Harness(monitor)
 
 
-def component_examples() -> list[tuple[int, str]]:
-    return [(line, code) for line, code in program_blocks() if COMPONENT_CALL.search(code)]
+def component_examples() -> list[tuple[Location, str]]:
+    return [(where, code) for where, code in program_blocks() if COMPONENT_CALL.search(code)]
 
 
-def readme_test_file() -> str:
-    (code,) = [code for _, code in blocks("python") if "pulumi.runtime.set_mocks" in code]
-    return code
+def readme_test_file() -> tuple[Location, str]:
+    ((where, code),) = [(where, code) for where, code in blocks("python") if "pulumi.runtime.set_mocks" in code]
+    return where, code
 
 
 def test_the_readme_has_six_component_examples():
@@ -58,13 +59,11 @@ def test_the_readme_has_six_component_examples():
 
 
 @pytest.mark.parametrize("mocks", [DocumentedMocks, ExpiryMocks])
-@pytest.mark.parametrize(
-    ("line", "code"), component_examples(), ids=lambda value: f"line-{value}" if isinstance(value, int) else ""
-)
-def test_component_example_runs_under_a_users_mocks(mocks, line, code):
+@pytest.mark.parametrize(("where", "code"), component_examples(), ids=location_id)
+def test_component_example_runs_under_a_users_mocks(mocks, where, code):
     harness = mocked(mocks())
     pulumi.runtime.set_config("expiry:dbPassword", "example-password")
-    harness.run(lambda: exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "readme"}))
+    harness.run(lambda: exec(compile(code, where, "exec"), {"__name__": "readme"}))
     registered = {r.type for r in harness.resources}
     assert {f"expiry:index:{name}" for name in COMPONENT_CALL.findall(code)} <= registered
     if mocks is ExpiryMocks:  # every name a function's job names is known
@@ -162,10 +161,10 @@ def test_an_output_that_resolves_to_something_wrong_still_fails_naming_the_field
 
 
 def test_the_readme_test_file_passes_under_expiry_mocks_and_fails_under_documented_ones():
-    code = readme_test_file()
+    where, code = readme_test_file()
     for mocks, passes in (("ExpiryMocks()", True), ("DocumentedMocks()", False)):
         namespace: dict[str, Any] = {"__name__": "test_readme_example", "DocumentedMocks": DocumentedMocks}
-        exec(compile(code.replace("ExpiryMocks()", mocks), "README.md", "exec"), namespace)
+        exec(compile(code.replace("ExpiryMocks()", mocks), where, "exec"), namespace)
         tests = [value for key, value in namespace.items() if key.startswith("test_")]
         assert tests
         for test in tests:
