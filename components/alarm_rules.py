@@ -420,3 +420,56 @@ def check_coverage(jobs: list[Job], s: Settings, raw: dict[str, Any]) -> None:
         m.CLEANUP_ERRORS in published_metrics(kind) for kind in watched
     ):
         v.fail(COMPONENT, "cleanup_errors_per_hour", "no given job publishes CleanupErrors")
+
+
+# A stream cascade's alarms: it runs per batch of records, not on a schedule, so every alarm looks at
+# 5 minutes and fires on anything above its threshold. (alarm, source, metric, statistic, threshold,
+# description); the source names the dimensions: the function, the on-failure queue, or the job.
+STREAM_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
+    (
+        "iterator-age",
+        "function",
+        "IteratorAge",
+        "Maximum",
+        "age_ms",
+        "the oldest TTL deletion waited over {age_seconds} s: the cascade is falling behind "
+        "(records older than 24 hours leave the stream)",
+    ),
+    ("errors", "function", "Errors", "Sum", "0", "a batch failed (it is retried)"),
+    (
+        "failed-batches",
+        "queue",
+        "ApproximateNumberOfMessagesVisible",
+        "Maximum",
+        "0",
+        "a batch failed every retry: its records are in the on-failure queue",
+    ),
+    ("cleanup-errors", "job", m.CLEANUP_ERRORS, "Sum", "0", "a record's cascade failed (reported for retry)"),
+)
+STREAM_SOURCES = {"function": "AWS/Lambda", "queue": "AWS/SQS"}
+
+
+def stream_alarms(job: Job, queue_name: Any, age_seconds: int) -> list[AlarmSpec]:
+    """The alarms of a stream cascade ``job`` (its function_name set), from STREAM_RULES."""
+    dimensions = {
+        "function": {"FunctionName": job.function_name},
+        "queue": {"QueueName": queue_name},
+        "job": {"Job": job.job_name, "Table": job.table_name},
+    }
+    return [
+        AlarmSpec(
+            job=job.job_name,
+            alarm=alarm,
+            namespace=STREAM_SOURCES.get(source, job.namespace),
+            metric=metric,
+            dimensions=dimensions[source],
+            statistic=statistic,
+            period=300,
+            evaluation_periods=1,
+            threshold=age_seconds * 1000 if threshold == "age_ms" else float(threshold),
+            comparison=COMPARISONS[">"],
+            missing_data="notBreaching",
+            description=description.format(age_seconds=age_seconds),
+        )
+        for alarm, source, metric, statistic, threshold, description in STREAM_RULES
+    ]

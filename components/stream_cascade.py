@@ -9,6 +9,7 @@ from typing import Any, NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
+from expiry.components import alarm_rules as rules
 from expiry.components import validation as v
 from expiry.components.lambda_bundle import build_bundle
 from expiry.components.lambda_parts import existing_log_group, existing_names, existing_role, lambda_role, log_group
@@ -321,56 +322,26 @@ class TtlStreamCascade(pulumi.ComponentResource):
             opts=child,
         )
         actions = [raw["alarm_topic_arn"]] if raw.get("alarm_topic_arn") is not None else []
-        function_dimensions = {"FunctionName": self.function.name}
+        watched = rules.Job(job.name, job.kind, raw["table_name"], job.namespace, 0, 0, self.function.name)
         self.alarms = [
             aws.cloudwatch.MetricAlarm(
-                f"{name}-{alarm}",
-                alarm_description=f"{job.name}: {description}",
-                namespace=namespace,
-                metric_name=metric,
-                dimensions=dimensions,
-                statistic=statistic,
-                period=300,
-                evaluation_periods=1,
-                threshold=threshold,
-                comparison_operator="GreaterThanThreshold",
-                treat_missing_data="notBreaching",
+                f"{name}-{spec.alarm}",
+                alarm_description=f"{job.name}: {spec.description}",
+                namespace=spec.namespace,
+                metric_name=spec.metric,
+                dimensions=spec.dimensions,
+                statistic=spec.statistic,
+                period=spec.period,
+                evaluation_periods=spec.evaluation_periods,
+                threshold=spec.threshold,
+                comparison_operator=spec.comparison,
+                treat_missing_data=spec.missing_data,
                 alarm_actions=actions,
                 ok_actions=actions,
                 tags=tags,
                 opts=child,
             )
-            for alarm, namespace, metric, dimensions, statistic, threshold, description in (
-                (
-                    "iterator-age",
-                    "AWS/Lambda",
-                    "IteratorAge",
-                    function_dimensions,
-                    "Maximum",
-                    age_alarm * 1000,
-                    f"the oldest TTL deletion waited over {age_alarm} s: the cascade is falling behind "
-                    "(records older than 24 hours leave the stream)",
-                ),
-                ("errors", "AWS/Lambda", "Errors", function_dimensions, "Sum", 0, "a batch failed (it is retried)"),
-                (
-                    "failed-batches",
-                    "AWS/SQS",
-                    "ApproximateNumberOfMessagesVisible",
-                    {"QueueName": self.failure_queue.name},
-                    "Maximum",
-                    0,
-                    "a batch failed every retry: its records are in the on-failure queue",
-                ),
-                (
-                    "cleanup-errors",
-                    job.namespace,
-                    "CleanupErrors",
-                    {"Job": job.name, "Table": raw["table_name"]},
-                    "Sum",
-                    0,
-                    "a record's cascade failed (reported for retry)",
-                ),
-            )
+            for spec in rules.stream_alarms(watched, self.failure_queue.name, age_alarm)
         ]
         self.function_name = self.function.name
         self.event_source_mapping_id = self.event_source_mapping.id
