@@ -17,8 +17,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from expiry.runtime import kinds
 from expiry.runtime.cli_deployed import DENIED, job_text
-from expiry.runtime.jobs.config import KIND_STREAM_CASCADE, loads_object
+from expiry.runtime.jobs.config import loads_object
 
 PAUSED_SCHEDULE, RUNNING_SCHEDULE = "DISABLED", "ENABLED"
 PAUSED_MAPPING = ("Disabled", "Disabling")
@@ -123,12 +124,12 @@ def _mapping_switch(mapping: dict[str, Any]) -> Switch:
 def switches(clients: Callable[[str], Any], function: str) -> list[Switch]:
     """What starts the runs of ``function``: its schedules (a sweeper) or stream mappings (a cascade)."""
     function_arn, kind = _function(clients("lambda"), function)
-    if kind == KIND_STREAM_CASCADE:
+    if kind in kinds.names(scheduled=False):  # invoked by its stream mapping, not a schedule
         found = [_mapping_switch(m) for m in _mappings(clients("lambda"), function)]
     else:
         found = [_schedule_switch(s) for s in _schedules(clients("scheduler"), function_arn)]
     if not found:
-        what = "no event source mapping on a DynamoDB stream" if kind == KIND_STREAM_CASCADE else "no schedule"
+        what = "no event source mapping on a DynamoDB stream" if kind in kinds.names(scheduled=False) else "no schedule"
         raise NotPausableError(f"--function {function}: {what} invokes it (a {kind} job): nothing to pause or resume")
     return found
 
@@ -145,7 +146,7 @@ def set_paused(clients: Callable[[str], Any], function: str, paused: bool) -> di
     function_arn, kind = _function(clients("lambda"), function)
     changed: list[dict[str, Any]] = []
     unchanged: list[dict[str, Any]] = []
-    if kind == KIND_STREAM_CASCADE:
+    if kind in kinds.names(scheduled=False):  # invoked by its stream mapping, not a schedule
         lambda_client = clients("lambda")
         mappings = _mappings(lambda_client, function)
         for mapping in mappings:
