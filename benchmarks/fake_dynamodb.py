@@ -2,7 +2,7 @@
 (Scan, Query, GetItem, DeleteItem, DescribeTable) from an in-memory table, sleeping a fixed RTT per
 call without burning CPU, and counting the read and write units DynamoDB would bill.
 
-Only what the sweeper and the document's loop send is understood: condition, filter and key
+Only what the sweeper and the naive loop send is understood: condition, filter and key
 expressions made of `a = :v`, `a < :v` (and <=, >, >=, <>) and `attribute_not_exists(a)` joined by
 AND; anything else answers ValidationException. Pages stop at 1 MB of items read, as DynamoDB's do.
 Two extra targets drive a run: `Bench.Reset` (a new table) and `Bench.Stats` (the counts so far).

@@ -4,7 +4,7 @@ Each run is a subprocess under a CPU quota equal to the share Lambda gives a mem
 1,769 MB of one vCPU), talking HTTP to `fake_dynamodb.py`, which answers from an in-memory table and
 sleeps the RTT without using CPU. The quota is a cgroup's (v2 `cpu.max`, or v1 `cpu.cfs_quota_us` where
 the cpu controller is bound to v1); without a writable cpu controller the runs are unlimited, which
-the output says. Compares the document's loop (Scan, then DeleteItem one at a time) with Expiry's
+the output says. Compares the naive loop (Scan, then DeleteItem one at a time) with Expiry's
 sweep at several memory sizes and worker counts. Prints Markdown tables. Figures, not a test.
 
     venv/bin/python benchmarks/sweep_benchmark.py [--items 100000] [--expired-share 0.01]
@@ -145,8 +145,8 @@ def run_case(url: str, quotas: CpuQuota, case: dict[str, Any], table: dict[str, 
 # The variants, run inside the limited subprocess ----------------------------------------------------
 
 
-def document_loop(dynamodb: Any, _: dict[str, Any]) -> int:
-    """The document's loop: a filtered Scan of the whole table, then DeleteItem one at a time."""
+def naive_loop(dynamodb: Any, _: dict[str, Any]) -> int:
+    """The naive loop: a filtered Scan of the whole table, then DeleteItem one at a time."""
     kwargs: dict[str, Any] = {
         "TableName": "bench",
         "FilterExpression": "#t < :now",
@@ -200,7 +200,7 @@ def stream_cascade(dynamodb: Any, case: dict[str, Any]) -> int:
 
 
 VARIANTS: dict[str, Callable[[Any, dict[str, Any]], int]] = {
-    "loop": document_loop,
+    "loop": naive_loop,
     "scan": expiry_sweep,
     "index": expiry_sweep,
     "stream": stream_cascade,
@@ -216,7 +216,7 @@ def child(case: dict[str, Any]) -> None:
     from expiry.runtime.jobs.cpu import pin_to_one_cpu
 
     if case["variant"] != "loop":
-        pin_to_one_cpu()  # as Expiry's handlers do at cold start (the document's code does not)
+        pin_to_one_cpu()  # as Expiry's handlers do at cold start (a naive loop does not)
         import expiry.runtime.handlers.work  # noqa: F401 - a warm function has imported its handler (about 40 ms)
     dynamodb = boto3.client("dynamodb") if case["variant"] == "loop" else client("dynamodb", case["workers"])
     dynamodb.describe_table(TableName="bench")  # a warm function: connection and credentials ready
@@ -229,7 +229,7 @@ def child(case: dict[str, Any]) -> None:
 # The measurement --------------------------------------------------------------------------------------
 
 LABELS = {
-    "loop": "document's loop",
+    "loop": "naive loop",
     "scan": "Expiry, Scan",
     "index": "Expiry, expiry index",
     "stream": "TTL + stream cascade",

@@ -1,4 +1,4 @@
-"""Cost per 1,000,000 expired items cleaned: the document's hourly loop, Expiry's Scan, Expiry's expiry
+"""Cost per 1,000,000 expired items cleaned: the naive hourly loop, Expiry's Scan, Expiry's expiry
 index and native TTL with a stream-triggered cascade, from counts measured against the fake endpoint.
 
 The scenario: a table of ``--items`` items of which 1 % expire per day (the sweep benchmark's table
@@ -42,7 +42,7 @@ INDEX_PUT_WRITES, RENEWAL_INDEX_WRITES = 1, 2  # an indexed item's put writes th
 def approaches(memory_mb: int, workers: int) -> list[dict[str, Any]]:
     """Each approach: how often it runs (hours; 0 = per stream batch), its case and its memory."""
     return [
-        {"name": "document's loop, hourly", "hours": 1, "case": {"variant": "loop", "memory_mb": 256}},
+        {"name": "naive loop, hourly", "hours": 1, "case": {"variant": "loop", "memory_mb": 256}},
         {"name": "Expiry, Scan every 6 h", "hours": 6, "case": {"variant": "scan", "memory_mb": memory_mb}},
         {
             "name": "Expiry, expiry index every 6 h",
