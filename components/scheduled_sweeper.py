@@ -10,6 +10,7 @@ import pulumi_aws as aws
 
 from expiry.components import validation as v
 from expiry.components.budget_ledger import budget_ledger
+from expiry.components.fan_out import checked_fan_out, definition
 from expiry.components.lambda_bundle import build_bundle
 from expiry.components.lambda_parts import (
     existing_log_group,
@@ -21,7 +22,15 @@ from expiry.components.lambda_parts import (
     vpc_access,
 )
 from expiry.components.schedule import check_expression, check_timezone, interval_seconds, rate_seconds
-from expiry.components.sweeper_policy import Arns, assume_role_policy, function_policy, scheduler_policy
+from expiry.components.sweeper_policy import (
+    Arns,
+    assume_role_policy,
+    fan_out_scheduler_policy,
+    function_policy,
+    scheduler_policy,
+    state_machine_arn,
+    state_machine_policy,
+)
 from expiry.components.transforms import Child, ChildTransform, rails, with_transforms
 from expiry.components.ttl_table import TableTarget, TtlTable, with_table
 from expiry.runtime import kinds
@@ -95,7 +104,12 @@ CHILDREN = {
     "psycopg_layer": Child(aws.lambda_.LayerVersion, "-psycopg"),
     "vpc_access": Child(aws.iam.RolePolicyAttachment, "-vpc-access"),
     "budget_table": Child(aws.dynamodb.Table, "-budget"),
+    "state_machine": Child(aws.sfn.StateMachine, "-fan-out", rails("definition", "role_arn")),
+    "state_machine_role": Child(aws.iam.Role, "-fan-out-role"),
+    "state_machine_policy": Child(aws.iam.RolePolicy, "-fan-out-policy", rails("policy", "role")),
+    "fan_out_alarm": Child(aws.cloudwatch.MetricAlarm, "-fan-out-failed"),
 }
+FAN_OUT_CHILDREN = ("state_machine", "state_machine_role", "state_machine_policy", "fan_out_alarm")
 SWEEPING_MEMORY_MB = FULL_VCPU_MB  # one vCPU: a sweep's speed is bounded by botocore's CPU per call
 PLACEHOLDER = "x" * 96  # stands in for a name only known after deployment when sizing the environment
 
@@ -169,6 +183,11 @@ class BreakerArgs(TypedDict):
     window_seconds: NotRequired[int]
     """Length of a budget window, 60..604800 (default: the schedule's interval, so that each scheduled
     run, with its fan-out and retries, has the budget one run had)."""
+    max_deletes_per_second: NotRequired[int]
+    """Most items the job deletes from its table in one second, 1..100000 (default: no limit), for all
+    its runs together (shards, fan-out, overlapping runs) through the budget ledger when there is one,
+    else per run; a run waits for the next second when the limit is reached, and stops waiting at its
+    deadline."""
 
 
 class IndexLayoutArgs(TypedDict):
@@ -239,6 +258,18 @@ class PurgeArgs(TypedDict):
     """Purge only rows whose `extra_column` equals `extra_value`."""
     extra_value: NotRequired[str]
     """Value `extra_column` must have."""
+
+
+class FanOutArgs(TypedDict):
+    """Fan-out over the expiry index's shards: the schedule starts a Step Functions state machine whose
+    distributed Map invokes the function once per shard (payload {"shards": [k]}), the breaker's budget
+    ledger holding the table's limits across all of them."""
+
+    max_concurrency: NotRequired[int]
+    """Most shards swept at once, 1..1000 (default 10); also the function's reserved concurrency when
+    reserve_concurrency is on."""
+    tolerated_failure_percentage: NotRequired[float]
+    """Share of shards, 0..100, whose invocation may fail without failing the execution (default 0)."""
 
 
 class ScheduledSweeperArgs(TypedDict):
@@ -350,6 +381,9 @@ class ScheduledSweeperArgs(TypedDict):
     creating one; its retention stays yours (log_retention_days is refused with it)."""
     reserve_concurrency: NotRequired[bool]
     """Reserve a concurrency of 1 so runs never overlap (default true; off for accounts without quota)."""
+    fan_out: NotRequired[FanOutArgs]
+    """Sweep the expiry index's shards in parallel through a Step Functions distributed Map (sweep jobs
+    with an expiry index; default: one invocation sweeps every shard)."""
     tags: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
     """Tags of every child that takes tags."""
 
@@ -564,6 +598,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
         if retention not in LOG_RETENTION_DAYS or isinstance(retention, bool):
             v.fail(COMPONENT, "log_retention_days", f"must be one of {LOG_RETENTION_DAYS}, got {retention!r}")
         reserve = v.boolean(COMPONENT, "reserve_concurrency", raw.get("reserve_concurrency", True))
+        fan_out = checked_fan_out(COMPONENT, raw.get("fan_out"), job)
         v.tags(COMPONENT, "tags", raw.get("tags"))
         if raw.get("psycopg_layer_arn") is not None and not kinds.kind(job.kind).postgres:
             v.fail(COMPONENT, "psycopg_layer_arn", f"only PostgreSQL jobs use psycopg, not {job.kind}")
@@ -592,6 +627,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
             "vpc_access": not vpc and "only a function in a VPC (subnet_ids, security_group_ids) has one",
             "budget_table": (not job.breaker.budget_table or raw.get("budget_table_name") is not None)
             and f"only {' and '.join(SWEEPING_KINDS)} jobs without budget_table_name have one",
+            **dict.fromkeys(FAN_OUT_CHILDREN, fan_out is None and "only a sweeper with fan_out has one"),
         }
         opts = with_transforms(
             COMPONENT, name, CHILDREN, transforms, opts, {key: why for key, why in absent.items() if why}
@@ -665,7 +701,8 @@ class ScheduledSweeper(pulumi.ComponentResource):
             source_code_hash=bundle.sha256_base64,
             timeout=timeout,
             memory_size=memory,
-            reserved_concurrent_executions=1 if reserve else None,
+            # With fan-out, the distributed Map's children run together: as many as it starts at once.
+            reserved_concurrent_executions=(fan_out["max_concurrency"] if fan_out else 1) if reserve else None,
             layers=layers,
             vpc_config=aws.lambda_.FunctionVpcConfigArgs(**vpc) if vpc else None,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables={ENV_VAR: settings}),
@@ -696,11 +733,16 @@ class ScheduledSweeper(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        target_arn: pulumi.Output[str] = self.function.arn
+        started_by: list[pulumi.Resource] = []
+        if fan_out is not None:
+            target_arn, started_by = self._fan_out(name, job, fan_out, account, tags), [self.state_machine_policy]
+        scheduler_statements = fan_out_scheduler_policy if fan_out is not None else scheduler_policy
         self.scheduler_policy = aws.iam.RolePolicy(
             f"{name}-scheduler-policy",
             role=self.scheduler_role.id,
-            policy=pulumi.Output.all(self.function.arn, self.dead_letter_queue.arn).apply(
-                lambda a: json.dumps(scheduler_policy(a[0], a[1]))
+            policy=pulumi.Output.all(target_arn, self.dead_letter_queue.arn).apply(
+                lambda a: json.dumps(scheduler_statements(a[0], a[1]))
             ),
             opts=child,
         )
@@ -713,7 +755,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
                 mode="FLEXIBLE" if window else "OFF", maximum_window_in_minutes=window or None
             ),
             target=aws.scheduler.ScheduleTargetArgs(
-                arn=self.function.arn,
+                arn=target_arn,
                 role_arn=self.scheduler_role.arn,
                 input=json.dumps({"source": "expiry-schedule", "job": job.name}),
                 retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
@@ -721,7 +763,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
                 ),
                 dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(arn=self.dead_letter_queue.arn),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.scheduler_policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.scheduler_policy, *started_by]),
         )
         self.job = job
         self.schedule_expression = schedule
@@ -761,6 +803,52 @@ class ScheduledSweeper(pulumi.ComponentResource):
                 "budget_table_arn": self.budget_table_arn,
             }
         )
+
+    def _fan_out(
+        self, name: str, job: Job, fan_out: dict[str, Any], account: pulumi.Output[str], tags: Any
+    ) -> pulumi.Output[str]:
+        """The fan-out children: the state machine, its role and policy, its failure alarm; its ARN."""
+        child = pulumi.ResourceOptions(parent=self)
+        self.state_machine_role = aws.iam.Role(
+            f"{name}-fan-out-role",
+            assume_role_policy=account.apply(lambda a: json.dumps(assume_role_policy("states.amazonaws.com", a))),
+            tags=tags,
+            opts=child,
+        )
+        self.state_machine = aws.sfn.StateMachine(
+            f"{name}-fan-out",
+            type="STANDARD",
+            role_arn=self.state_machine_role.arn,
+            definition=self.function.arn.apply(lambda arn: json.dumps(definition(job, arn, fan_out))),
+            tags=tags,
+            opts=child,
+        )
+        # The policy names the state machine's ARN built from its name: the machine needs the role first.
+        region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
+        self.state_machine_policy = aws.iam.RolePolicy(
+            f"{name}-fan-out-policy",
+            role=self.state_machine_role.id,
+            policy=pulumi.Output.all(self.function.arn, region, account, self.state_machine.name).apply(
+                lambda a: json.dumps(state_machine_policy(a[0], state_machine_arn(*a)))
+            ),
+            opts=child,
+        )
+        self.fan_out_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-fan-out-failed",
+            alarm_description=f"A fan-out execution of sweep job {job.name} failed (its shards: see the execution).",
+            namespace="AWS/States",
+            metric_name="ExecutionsFailed",
+            dimensions={"StateMachineArn": self.state_machine.arn},
+            statistic="Sum",
+            period=300,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            tags=tags,
+            opts=child,
+        )
+        return self.state_machine.arn
 
 
 def _with_mark_ahead(raw: dict[str, Any]) -> dict[str, Any]:

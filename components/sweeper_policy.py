@@ -65,3 +65,38 @@ def scheduler_policy(function_arn: str, queue_arn: str) -> dict[str, Any]:
             statement("DeadLetters", ["sqs:SendMessage"], [queue_arn]),
         ],
     }
+
+
+def fan_out_scheduler_policy(state_machine_arn: str, queue_arn: str) -> dict[str, Any]:
+    """The schedule's role with fan-out: start the one state machine, send undeliverable events to its queue."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            statement("StartFanOut", ["states:StartExecution"], [state_machine_arn]),
+            statement("DeadLetters", ["sqs:SendMessage"], [queue_arn]),
+        ],
+    }
+
+
+def state_machine_policy(function_arn: str, state_machine_arn: str) -> dict[str, Any]:
+    """The fan-out state machine's role: invoke the one function (and its versions); and what a
+    distributed Map needs, start its child executions on the state machine itself and describe and
+    stop them (execution:<name>/<map run>:<id>)."""
+    prefix, name = state_machine_arn.split(":stateMachine:")
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            statement("Invoke", ["lambda:InvokeFunction"], [function_arn, f"{function_arn}:*"]),
+            statement("StartChildren", ["states:StartExecution"], [state_machine_arn]),
+            statement(
+                "ManageChildren",
+                ["states:DescribeExecution", "states:StopExecution"],
+                [f"{prefix}:execution:{name}/*"],
+            ),
+        ],
+    }
+
+
+def state_machine_arn(function_arn: str, region: str, account: str, name: str) -> str:
+    """The ARN of the state machine ``name``, in the function's partition."""
+    return f"arn:{_partition(function_arn)}:states:{region}:{account}:stateMachine:{name}"

@@ -69,6 +69,9 @@ RAILS = {
     "stream_view_type": "the stream is reported in the table's target, which a TtlStreamCascade relies on",
     "filter_criteria": "it limits the cascade to TTL's own deletions",
     "input": "it is the cleanup the component validated; change it through the component's args",
+    "definition": "it is the fan-out the component derived from the job (every shard, its payload, its limits); "
+    "change it through fan_out",
+    "role_arn": "it ties the state machine to the least-privilege role the component made",
 }
 
 

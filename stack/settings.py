@@ -105,6 +105,7 @@ class StackSettings:
     actingweb_db_prefix: str
     breaker_max_share: float
     allow_mass_deletion: bool
+    fan_out: bool
     oldest_expired_hours: int
     cleanup_errors_per_hour: int
     postgres: PostgresSettings | None
@@ -243,6 +244,21 @@ def uploads_layout(r: _Reader) -> UploadsLayout:
     return layout
 
 
+def fan_out(r: _Reader) -> bool:
+    """expiry:fanOut, refused where the upload sweeper would have no expiry index to fan out over."""
+    wanted = r.boolean("fanOut")
+    if wanted and not (
+        r.boolean("uploadsEnabled")
+        and r.integer("expiryIndexShards", 0, 100)
+        and r.boolean("uploadsWritersSetExpiryShard")
+    ):
+        raise SettingError(
+            f"{r.key('fanOut')}: fans the upload sweeper out over its expiry-index shards, so it needs "
+            "uploadsEnabled, expiryIndexShards > 0 and uploadsWritersSetExpiryShard true"
+        )
+    return wanted
+
+
 def read_settings(config: pulumi.Config) -> StackSettings:
     """Every setting __main__.py uses, checked."""
     check_known_keys(config)
@@ -295,6 +311,7 @@ def read_settings(config: pulumi.Config) -> StackSettings:
         actingweb_db_prefix=r.db_prefix("actingwebDbPrefix"),
         breaker_max_share=r.percent("breakerMaxSharePercent"),
         allow_mass_deletion=r.boolean("allowMassDeletion"),
+        fan_out=fan_out(r),
         oldest_expired_hours=r.integer("oldestExpiredAlarmHours", 1, 24 * 30),
         cleanup_errors_per_hour=r.integer("cleanupErrorsPerHour", 0, 100_000),
         postgres=postgres,

@@ -227,6 +227,8 @@ def video_uploads(s: StackSettings, built: Built) -> None:
             **table_target(table),
             "s3": s3,
             **({"delete_expired": False} if stream else {"stuck_uploads": stuck}),
+            # The ActingWeb job is orphaned-references, not a sweep over an expiry index: it does not fan out.
+            **({"fan_out": {}} if s.fan_out else {}),
             "orphaned_objects": {
                 "prefix": layout.object_prefix,
                 "older_than_seconds": s.orphan_age_seconds,

@@ -21,7 +21,7 @@ from expiry.components.cleanup_alarms import CleanupAlarms
 from expiry.components.pg_cron_cleanup import CHILDREN as PG_CHILDREN
 from expiry.components.pg_cron_cleanup import PgCronCleanup
 from expiry.components.scheduled_sweeper import CHILDREN as SWEEPER_CHILDREN
-from expiry.components.scheduled_sweeper import ScheduledSweeper
+from expiry.components.scheduled_sweeper import FAN_OUT_CHILDREN, ScheduledSweeper
 from expiry.components.stream_cascade import CHILDREN as CASCADE_CHILDREN
 from expiry.components.stream_cascade import TtlStreamCascade
 from expiry.components.transforms import Child
@@ -47,6 +47,9 @@ def fake_layer(tmp_path, monkeypatch):
     with zipfile.ZipFile(layer, "w") as archive:
         archive.writestr("python/psycopg/__init__.py", "")
     monkeypatch.setattr(lambda_parts, "build_psycopg_layer", lambda *args: layer)
+
+
+FAN_OUT_INDEX = {"expiry_index_name": "expiry-index", "expiry_index_shards": 4, "expiry_shard_attribute": "shard"}
 
 
 def sweep(**overrides: Any) -> dict[str, Any]:
@@ -113,13 +116,19 @@ CASES: list[tuple[str, Build, dict[str, Child], set[str]]] = [
         "ScheduledSweeper",
         lambda **t: ScheduledSweeper("s", sweep(), **t),
         SWEEPER_CHILDREN,
+        set(SWEEPER_CHILDREN) - {"psycopg_layer", *FAN_OUT_CHILDREN},
+    ),
+    (
+        "ScheduledSweeper",
+        lambda **t: ScheduledSweeper("s", sweep(fan_out={}, **FAN_OUT_INDEX), **t),
+        SWEEPER_CHILDREN,
         set(SWEEPER_CHILDREN) - {"psycopg_layer"},
     ),
     (
         "ScheduledSweeper",
         lambda **t: ScheduledSweeper("s", pg_purge(), **t),
         SWEEPER_CHILDREN,
-        set(SWEEPER_CHILDREN) - {"vpc_access", "budget_table"},
+        set(SWEEPER_CHILDREN) - {"vpc_access", "budget_table", *FAN_OUT_CHILDREN},
     ),
     ("TtlStreamCascade", lambda **t: TtlStreamCascade("c", cascade(), **t), CASCADE_CHILDREN, set(CASCADE_CHILDREN)),
     ("PgCronCleanup", lambda **t: PgCronCleanup("p", pg_vpc(), **t), PG_CHILDREN, set(PG_CHILDREN) - {"job"}),
@@ -416,7 +425,7 @@ def test_cascade_with_existing_role_attaches_its_policy_there(pulumi_mocks):
     assert harness.one(LOG_GROUP, "c-logs")
 
 
-SWEEP_PRESENT = [key for key in SWEEPER_CHILDREN if key != "psycopg_layer"]
+SWEEP_PRESENT = [key for key in SWEEPER_CHILDREN if key not in ("psycopg_layer", *FAN_OUT_CHILDREN)]
 BAD_KEYS = ["psycopg_layer", "rol", "Role", "alarms", ""]
 
 

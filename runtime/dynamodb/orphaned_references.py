@@ -17,6 +17,7 @@ from typing import Any
 from expiry.runtime.dynamodb.deletion_budget import INDEX_ENTRIES, Claim, reserve
 from expiry.runtime.dynamodb.expired_items import CHANGED, DELETED, delete_as_read, key_of, pages
 from expiry.runtime.dynamodb.items import chunks, plain, text_value
+from expiry.runtime.dynamodb.rate_limit import Limiter, limiter_for
 from expiry.runtime.dynamodb.ttl import ttl_value
 from expiry.runtime.jobs.breaker import refusal, report_refusals
 from expiry.runtime.jobs.config import IndexLayout, Job, References
@@ -78,8 +79,17 @@ def entries(dynamodb: Any, job: Job, tally: Tally, should_stop: Callable[[], boo
 class IndexSweeper:
     """One run of an orphaned-references job."""
 
-    def __init__(self, job: Job, dynamodb: Any, now: float, should_stop: Callable[[], bool], tally: Tally) -> None:
+    def __init__(
+        self,
+        job: Job,
+        dynamodb: Any,
+        now: float,
+        should_stop: Callable[[], bool],
+        tally: Tally,
+        limiter: Limiter | None = None,
+    ) -> None:
         self.job, self.dynamodb, self.now, self.should_stop, self.tally = job, dynamodb, now, should_stop, tally
+        self.limiter = limiter or limiter_for(job, dynamodb, should_stop)
         refs = job.references
         assert refs is not None
         self.refs = refs
@@ -94,7 +104,7 @@ class IndexSweeper:
             report_refusals(self.tally, plan.refused)
             if not self.job.dry_run and not plan.refused:
                 list(pool.map(self.delete, plan.orphans))
-        if self.should_stop():
+        if self.tally.counts["not_reached"] or self.should_stop():
             self.tally.add("stopped_early")
         sample = [plain(key_of(self.job, entry)) for entry in islice(plan.orphans, self.job.plan_sample_size)]
         return {
@@ -152,6 +162,9 @@ class IndexSweeper:
 
     def delete(self, entry: Item) -> None:
         """Delete the entry while its owner and TTL are as read."""
+        if self.limiter and self.limiter.acquire() is None:
+            self.tally.add("not_reached")  # the deadline came while waiting for the rate limit
+            return
         try:
             outcome = delete_as_read(
                 self.dynamodb, self.job, entry, (self.refs.owner_attribute, self.job.ttl_attribute)

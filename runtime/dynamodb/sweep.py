@@ -9,6 +9,7 @@ later pass of the same run, and an object of an item in a kept status is marked 
 run takes it for an orphan once the item is gone."""
 
 import importlib
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from expiry.runtime.dynamodb.expired_items import (
     unchanged,
 )
 from expiry.runtime.dynamodb.items import BATCH_GET, chunks, existing_ids, plain, text_value
+from expiry.runtime.dynamodb.rate_limit import Limiter, limiter_for
 from expiry.runtime.dynamodb.ttl import is_expired
 from expiry.runtime.jobs.breaker import refusal, report_refusals, scope
 from expiry.runtime.jobs.config import HOOK_MODULE, Job
@@ -95,12 +97,14 @@ class Sweeper:
         tally: Tally,
         hook: Hook | None = None,
         planning_over: Callable[[], bool] | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.job, self.dynamodb, self.s3, self.now = job, dynamodb, s3, now
         self.should_stop, self.tally, self.hook = should_stop, tally, hook
         self.acting_stop = should_stop
         self.planning_over = planning_over or should_stop
         self.item_count: int | None = None
+        self.limiter = limiter or limiter_for(job, dynamodb, lambda: self.should_stop())
         self.ownership = Ownership(job, dynamodb, s3, tally, lambda: self.should_stop()) if job.s3 else None
         s3_settings, stuck = job.s3, job.stuck_uploads
         self.read_attributes = tuple(
@@ -449,6 +453,9 @@ class Sweeper:
             return
         if not decision.delete:
             return
+        if self.limiter and self.limiter.acquire() is None:
+            self.tally.add("not_reached")  # the deadline came while waiting for the rate limit
+            return
         outcome = delete_as_read(self.dynamodb, self.job, decision.image, self.read_attributes, self.should_stop)
         if outcome == CHANGED:
             self.tally.add("items_skipped")
@@ -501,7 +508,10 @@ def report(job: Job, plan: Plan) -> dict[str, Any]:
         return list(islice(values, cap))
 
     d = plan.decisions
+    rate = job.breaker.max_deletes_per_second
+    pace = {"seconds_at_rate_limit": math.ceil(sum(x.delete for x in d) / rate)} if rate else {}
     return {
+        **pace,
         "counts": plan.counts(),
         "refused": plan.refused,
         "sample": {

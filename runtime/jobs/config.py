@@ -126,7 +126,9 @@ class Breaker:
 
     With ``budget_table`` (a ledger, runtime.dynamodb.deletion_budget) the limits hold for the whole
     table within a window of ``window_seconds``, however many runs, shards and retries share it;
-    without one, each run is judged alone."""
+    without one, each run is judged alone. ``max_deletes_per_second`` limits the pace of item
+    deletions on the table (runtime.dynamodb.rate_limit): per run without a ledger, for all the
+    table's runs together with one."""
 
     max_share: float = 0.5
     max_count: int | None = None
@@ -134,6 +136,7 @@ class Breaker:
     allow_mass_deletion: bool = False
     budget_table: str | None = None
     window_seconds: int = 3600
+    max_deletes_per_second: int | None = None
 
 
 @dataclass(frozen=True)
@@ -359,8 +362,19 @@ def _stuck(r: _Reader | None, ttl_attribute: str) -> StuckUploads | None:
 def _breaker(r: _Reader | None) -> Breaker:
     if r is None:
         return Breaker()
-    r.check_known({"max_share", "max_count", "ignore_below", "allow_mass_deletion", "budget_table", "window_seconds"})
+    r.check_known(
+        {
+            "max_share",
+            "max_count",
+            "ignore_below",
+            "allow_mass_deletion",
+            "budget_table",
+            "window_seconds",
+            "max_deletes_per_second",
+        }
+    )
     max_count = r.raw.get("max_count")
+    rate = r.raw.get("max_deletes_per_second")
     budget_table = r.text("budget_table", required=False)
     if "window_seconds" in r.raw and budget_table is None:
         r.fail("window_seconds", "needs budget_table (without a ledger, each run is judged alone)")
@@ -371,6 +385,7 @@ def _breaker(r: _Reader | None) -> Breaker:
         allow_mass_deletion=r.boolean("allow_mass_deletion", False),
         budget_table=budget_table,
         window_seconds=r.integer("window_seconds", 3600, 60, MAX_WINDOW_SECONDS),
+        max_deletes_per_second=None if rate is None else r.integer("max_deletes_per_second", 0, 1, 100_000),
     )
 
 
