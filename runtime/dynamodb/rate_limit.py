@@ -45,6 +45,28 @@ class _Seconds:
         self.second: int | None = None
         self.held = 0
 
+    def acquire(self) -> int | None:
+        """Take one token: the second it belongs to, or None when the run must stop."""
+        with self.lock:
+            while True:
+                if self.should_stop():
+                    return None
+                second = int(self.clock())
+                fresh = second != self.second
+                if fresh:
+                    self.second, self.held = second, 0
+                if not self.held:
+                    self.held = self.tokens(second, fresh)
+                if self.held:
+                    self.held -= 1
+                    return second
+                if not self.wait_past(second):
+                    return None
+
+    def tokens(self, second: int, fresh: bool) -> int:
+        """More tokens of ``second`` (``fresh``: none were taken in it yet); 0 when it has none left."""
+        raise NotImplementedError
+
     def wait_past(self, second: int) -> bool:
         """Sleep until ``second`` is over; False when the run must stop first."""
         while (now := self.clock()) < second + 1:
@@ -67,19 +89,8 @@ class LocalLimiter(_Seconds):
         super().__init__(should_stop, clock, sleep)
         self.limit = limit
 
-    def acquire(self) -> int | None:
-        with self.lock:
-            while True:
-                if self.should_stop():
-                    return None
-                second = int(self.clock())
-                if second != self.second:
-                    self.second, self.held = second, self.limit
-                if self.held:
-                    self.held -= 1
-                    return second
-                if not self.wait_past(second):
-                    return None
+    def tokens(self, second: int, fresh: bool) -> int:
+        return self.limit if fresh else 0
 
 
 class LedgerLimiter(_Seconds):
@@ -98,21 +109,8 @@ class LedgerLimiter(_Seconds):
         super().__init__(should_stop, clock, sleep)
         self.limit, self.dynamodb, self.ledger, self.table = limit, dynamodb, ledger, table
 
-    def acquire(self) -> int | None:
-        with self.lock:
-            while True:
-                if self.should_stop():
-                    return None
-                second = int(self.clock())
-                if second != self.second:
-                    self.second, self.held = second, 0
-                if not self.held:
-                    self.held = self._reserve(second, min(self.limit, CHUNK))
-                if self.held:
-                    self.held -= 1
-                    return second
-                if not self.wait_past(second):
-                    return None
+    def tokens(self, second: int, fresh: bool) -> int:
+        return self._reserve(second, min(self.limit, CHUNK))
 
     def _reserve(self, second: int, wanted: int) -> int:
         """Up to ``wanted`` tokens of ``second`` (fewer when fewer are left; 0 when none is)."""
