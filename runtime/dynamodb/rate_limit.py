@@ -14,6 +14,7 @@ stop (its deadline)."""
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,7 +35,7 @@ class Limiter(Protocol):
         ...
 
 
-class _Seconds:
+class _Seconds(ABC):
     """The tokens of the current second a limiter holds, and the wait for the next second."""
 
     def __init__(
@@ -63,9 +64,9 @@ class _Seconds:
                 if not self.wait_past(second):
                     return None
 
+    @abstractmethod
     def tokens(self, second: int, fresh: bool) -> int:
         """More tokens of ``second`` (``fresh``: none were taken in it yet); 0 when it has none left."""
-        raise NotImplementedError
 
     def wait_past(self, second: int) -> bool:
         """Sleep until ``second`` is over; False when the run must stop first."""
