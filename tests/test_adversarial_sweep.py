@@ -149,6 +149,11 @@ def test_an_item_renewed_between_read_and_delete_survives_with_its_object(
     assert not problems, explain(problems, world, renew)
 
 
+def refused(outcome: Outcome) -> set[str]:
+    """What a run's plan refused (nothing for a run that crashed)."""
+    return set((outcome.summary or {}).get("plan", {}).get("refused", []))
+
+
 def check_crash(
     server: MotoServer,
     world: World,
@@ -165,6 +170,9 @@ def check_crash(
     clean_before = clean.snapshot()
     sweep(clean, job, NOW)
     clean_after = clean.snapshot()
+    # What a run at LATER refuses without any crash (an item expired since NOW whose key the id
+    # pattern cannot read, say): a rerun that refuses only that keeps what it refuses, as it must.
+    clean_refused = refused(sweep(clean, job, LATER))
     built = build(server, world)
     before = built.snapshot()
     first = sweep(built, job, NOW, Faults(crash_after=crash_at, crash_on=crash_on, lose_reply=lose_reply))
@@ -173,7 +181,8 @@ def check_crash(
     after = built.snapshot()
     problems = sweep_problems(before, middle, NOW) + sweep_problems(middle, after, LATER)
     problems += sweep_problems(before, after, LATER)
-    problems += [f"after the crash and the rerun, {d}" for d in unfinished(clean_before, clean_after, after)]
+    if not refused(second) or not refused(second) <= clean_refused:
+        problems += [f"after the crash and the rerun, {d}" for d in unfinished(clean_before, clean_after, after)]
     problems += crash_count_problems(counted(first, second), effects_of_runs(before, middle, after), lose_reply)
     crashed = "crashed" if first.summary is None else "finished before the crash point"
     return [*dict.fromkeys(problems), f"(the first run {crashed})"] if problems else []
@@ -200,6 +209,15 @@ def check_crash(
     mode="sweep",
     crash_on=frozenset({"AbortMultipartUpload"}),
     lose_reply=True,
+)
+@example(  # found by a generated run: the item expires between the crash and the rerun, and its id
+    # ('a/b') is one the id pattern cannot read back from its key, so the rerun refuses its orphans (the
+    # run at NOW, without the crash, had aborted the stray upload before that): kept and reported
+    world=World((Session("a/b", "future-2h"),), stray_uploads=(("uploads/2025-08-21/a.mp4", False),)),
+    crash_at=1,
+    mode="sweep",
+    crash_on=MUTATING,
+    lose_reply=False,
 )
 def test_a_crash_and_a_rerun_leave_what_the_runs_without_the_crash_leave(
     moto_server: MotoServer, world: World, crash_at: int, mode: str, crash_on: frozenset[str], lose_reply: bool
