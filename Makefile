@@ -63,6 +63,8 @@ typecheck: $(VENV)/.installed
 benchmark: setup
 	$(BIN)/python benchmarks/sweep_benchmark.py
 	$(BIN)/python benchmarks/sweep_cost_model.py
+	$(BIN)/python benchmarks/fan_out_benchmark.py
+	$(BIN)/python benchmarks/orphan_pass_benchmark.py
 	$(BIN)/python benchmarks/pg_purge_benchmark.py
 	$(BIN)/python benchmarks/install_footprint.py
 

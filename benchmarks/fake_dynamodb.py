@@ -1,11 +1,16 @@
 """A low-CPU fake DynamoDB endpoint for benchmarks: an asyncio HTTP server answering DynamoDB JSON
 (Scan, Query, GetItem, DeleteItem, DescribeTable) from an in-memory table, sleeping a fixed RTT per
-call without burning CPU, and counting the read and write units DynamoDB would bill.
+call without burning CPU, and counting the read and write units DynamoDB would bill. A second
+table, the breaker's ledger (``ledger``), answers GetItem and UpdateItem (SET and ADD), so that
+fan-out children can reserve their budget and share a rate limit.
 
 Only what the sweeper and the naive loop send is understood: condition, filter and key
 expressions made of `a = :v`, `a < :v` (and <=, >, >=, <>) and `attribute_not_exists(a)` joined by
-AND; anything else answers ValidationException. Pages stop at 1 MB of items read, as DynamoDB's do.
-Two extra targets drive a run: `Bench.Reset` (a new table) and `Bench.Stats` (the counts so far).
+AND (and, in conditions, OR of such ANDs); anything else answers ValidationException. Pages stop at
+1 MB of items read, as DynamoDB's do. Writes may be throttled as an on-demand table throttles them
+(per wall-clock second: the table's write request units, each base-table partition's and each
+expiry-index partition key's 1,000 WCU): see ``Throttle``. Two extra targets drive a run:
+`Bench.Reset` (a new table) and `Bench.Stats` (the counts so far).
 
     python benchmarks/fake_dynamodb.py --port 8765
 """
@@ -13,12 +18,14 @@ Two extra targets drive a run: `Bench.Reset` (a new table) and `Bench.Stats` (th
 import argparse
 import asyncio
 import functools
+import hashlib
 import json
 import math
 import re
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,9 @@ TERM = re.compile(
     r"^\s*(?:attribute_not_exists\((?P<missing>[#\w]+)\)|(?P<left>[#\w]+)\s*(?P<op><>|<=|>=|=|<|>)\s*(?P<right>:\w+))\s*$"
 )
 ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
-OPERATIONS = ("Scan", "Query", "GetItem", "DeleteItem", "DescribeTable", "BenchReset", "BenchStats")
+OPERATIONS = ("Scan", "Query", "GetItem", "DeleteItem", "UpdateItem", "DescribeTable", "BenchReset", "BenchStats")
+LEDGER = "ledger"  # the breaker's ledger table (budget windows and rate-limit seconds)
+UPDATE_CLAUSE = re.compile(r"\b(SET|ADD)\s+(.*?)(?=\s+\b(?:SET|ADD)\b|$)", re.IGNORECASE | re.DOTALL)
 
 
 class DynamoError(Exception):
@@ -81,15 +90,21 @@ def terms(expression: str) -> list[tuple[str, str, str, str]]:
     return parsed
 
 
-def matches(item: Item, expression: str | None, names: dict[str, str], values: dict[str, Item]) -> bool:
-    """Whether ``item`` satisfies an AND of simple comparisons and attribute_not_exists terms."""
-    for missing, left, op, right in terms(expression) if expression else []:
+def _all(item: Item, expression: str, names: dict[str, str], values: dict[str, Item]) -> bool:
+    for missing, left, op, right in terms(expression):
         if missing:
             if names.get(missing, missing) in item:
                 return False
         elif not _compare(item.get(names.get(left, left)), op, values[right]):
             return False
     return True
+
+
+def matches(item: Item, expression: str | None, names: dict[str, str], values: dict[str, Item]) -> bool:
+    """Whether ``item`` satisfies an OR of ANDs of simple comparisons and attribute_not_exists terms."""
+    if not expression:
+        return True
+    return any(_all(item, part, names, values) for part in re.split(r"\s+OR\s+", expression, flags=re.IGNORECASE))
 
 
 def project(item: Item, projection: str | None, names: dict[str, str]) -> Item:
@@ -164,10 +179,47 @@ def expired_ids(count: int, expired: int) -> list[str]:
 
 
 @dataclass
+class Throttle:
+    """Write limits per wall-clock second, as an on-demand table applies them (None: no limit):
+    the table's write request units (``table_wru``: the per-table quota, 40,000 by default, or less
+    while the table's warm throughput is lower), each of ``partitions`` base-table partitions'
+    ``partition_wcu`` (items spread over them by a hash of the key) and each expiry-index partition
+    key's ``index_key_wcu`` (every entry of a shard has the same partition key, so a shard's index
+    writes go to one partition; an index write that is throttled throttles the base table's write,
+    as a global secondary index's back-pressure does). DynamoDB's burst and adaptive capacity are
+    not emulated."""
+
+    table_wru: float | None = None
+    partitions: int = 1
+    partition_wcu: float | None = None
+    index_key_wcu: float | None = None
+    clock: Callable[[], float] = time.monotonic
+    second: int = -1
+    used: dict[str, float] = field(default_factory=dict)
+
+    def admit(self, writes: dict[str, float]) -> bool:
+        """Whether the writes (units by bucket: "table", "partition:<n>", "index:<shard>") fit this
+        second's room; they are counted when they do."""
+        second = int(self.clock())
+        if second != self.second:
+            self.second, self.used = second, {}
+        for bucket, units in writes.items():
+            kind = bucket.split(":", 1)[0]
+            limit = {"table": self.table_wru, "partition": self.partition_wcu, "index": self.index_key_wcu}[kind]
+            if limit is not None and self.used.get(bucket, 0.0) + units > limit:
+                return False
+        for bucket, units in writes.items():
+            self.used[bucket] = self.used.get(bucket, 0.0) + units
+        return True
+
+
+@dataclass
 class Endpoint:
-    """The table, the latency and the counters of one fake DynamoDB."""
+    """The table, the ledger, the latency, the write limits and the counters of one fake DynamoDB."""
 
     table: Table = field(default_factory=Table)
+    ledger: dict[str, Item] = field(default_factory=dict)
+    throttle: Throttle = field(default_factory=Throttle)
     rtt_seconds: float = 0.0
     calls: Counter[str] = field(default_factory=Counter)
     units: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # read units come in halves
@@ -178,7 +230,10 @@ class Endpoint:
         if operation not in OPERATIONS or handler is None:
             raise DynamoError("UnknownOperationException", f"fake endpoint: {operation} not supported")
         if not operation.startswith("Bench"):
-            self.calls[operation] += 1
+            ledger = request.get("TableName") == LEDGER and operation in ("GetItem", "UpdateItem")
+            self.calls[("Ledger" if ledger else "") + operation] += 1
+            if ledger:
+                return self.ledger_get_item(request) if operation == "GetItem" else self.update_item(request)
             if request.get("TableName") != self.table.name:
                 raise DynamoError(
                     "ResourceNotFoundException", f"Requested resource not found: {request.get('TableName')}"
@@ -191,6 +246,8 @@ class Endpoint:
             make_items(request["items"], request["expired"], request["now"], request["size"], request["shards"])
         )
         self.rtt_seconds = request["rtt_ms"] / 1000
+        self.ledger = {}
+        self.throttle = Throttle(**request.get("throttle", {}))
         self.calls.clear()
         self.units.clear()
         self.cpu_started = time.process_time()
@@ -225,10 +282,48 @@ class Endpoint:
             return {}
         return {"Item": project(item, request.get("ProjectionExpression"), request.get("ExpressionAttributeNames", {}))}
 
+    def ledger_get_item(self, request: Item) -> Item:
+        """A ledger record (a consistent read of a record under 4 KB: one read unit)."""
+        self.units["ledger_read"] += 1.0 if request.get("ConsistentRead") else 0.5
+        record = self.ledger.get(request["Key"]["table"]["S"])
+        return {"Item": record} if record is not None else {}
+
+    def update_item(self, request: Item) -> Item:
+        """SET and ADD on a ledger record under a condition; a failed condition is billed as DynamoDB
+        bills it (one write unit) and answers the record when asked (ReturnValuesOnConditionCheckFailure)."""
+        key = request["Key"]["table"]["S"]
+        record = self.ledger.get(key, {})
+        names, values = request.get("ExpressionAttributeNames", {}), request.get("ExpressionAttributeValues", {})
+        kind = "ledger_rate" if "#rate#" in key else "ledger_budget"  # rate-limit seconds, budget windows
+        self.units[f"{kind}_write"] += 1
+        if not matches(record, request.get("ConditionExpression"), names, values):
+            self.units[f"{kind}_write_failed"] += 1
+            returned = record if record and request.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" else None
+            raise DynamoError("ConditionalCheckFailedException", "The conditional request failed", returned)
+        updated = {**record, "table": {"S": key}}
+        for verb, body in UPDATE_CLAUSE.findall(request["UpdateExpression"]):
+            for action in body.split(","):
+                if verb.upper() == "SET":
+                    name, _, value = (part.strip() for part in action.partition("="))
+                    updated[names.get(name, name)] = values[value]
+                else:
+                    name, value = action.split()
+                    attribute = names.get(name, name)
+                    total = float(updated.get(attribute, {"N": "0"})["N"]) + float(values[value]["N"])
+                    updated[attribute] = {"N": str(int(total) if total.is_integer() else total)}
+        self.ledger[key] = updated
+        return {}
+
     def delete_item(self, request: Item) -> Item:
         t = self.table
         key = request["Key"]["id"]["S"]
         item = t.items.get(key)
+        if not self.throttle.admit(self.write_buckets(key, item)):
+            self.units["throttled"] += 1
+            raise DynamoError(
+                "ProvisionedThroughputExceededException",
+                "The level of configured provisioned throughput for the table was exceeded.",
+            )
         self.units["write"] += math.ceil(item_size(item) / WRITE_UNIT_BYTES) if item else 1
         names, values = request.get("ExpressionAttributeNames", {}), request.get("ExpressionAttributeValues", {})
         if not matches(item or {}, request.get("ConditionExpression"), names, values):
@@ -241,6 +336,16 @@ class Endpoint:
             if entry:
                 self.units["index_write"] += math.ceil(item_size(entry) / WRITE_UNIT_BYTES)
         return {}
+
+    def write_buckets(self, key: str, item: Item | None) -> dict[str, float]:
+        """The write units a DeleteItem of ``key`` takes from each throttling bucket."""
+        units = math.ceil(item_size(item) / WRITE_UNIT_BYTES) if item else 1
+        partition = int(hashlib.md5(key.encode()).hexdigest()[:8], 16) % max(1, self.throttle.partitions)
+        buckets = {"table": float(units), f"partition:{partition}": float(units)}
+        entry = self.table.index_entry(item) if item else None
+        if entry:
+            buckets[f"index:{entry[self.table.shard_attribute]['S']}"] = float(math.ceil(item_size(entry) / 1024))
+        return buckets
 
     def _page(self, request: Item, candidates: Any, sizes: Any) -> Item:
         """One page of ``candidates`` (key, stored thing) after ExclusiveStartKey: up to Limit items or 1 MB."""

@@ -57,11 +57,12 @@ class CpuQuota:
         if self.root is not None and not os.access(self.root, os.W_OK):
             self.root, self.kind = None, f"none ({self.root} is not writable: runs are not limited)"
 
-    def group(self, share: float) -> Path | None:
-        """A cgroup limited to ``share`` of a CPU (None when quotas are unavailable)."""
+    def group(self, share: float, slot: int = 0) -> Path | None:
+        """A cgroup limited to ``share`` of a CPU (None when quotas are unavailable); each ``slot``
+        has its own quota (concurrent Lambda invocations each have their memory's share)."""
         if self.root is None:
             return None
-        path = self.root / f"expiry-bench-{os.getpid()}-{round(share * 1000)}"
+        path = self.root / f"expiry-bench-{os.getpid()}-{round(share * 1000)}{f'-{slot}' if slot else ''}"
         if path in self.groups:
             return path
         path.mkdir()
@@ -172,15 +173,19 @@ def expiry_sweep(dynamodb: Any, case: dict[str, Any]) -> int:
 
     settings: dict[str, Any] = {
         "kind": "sweep",
-        "name": "bench",
-        "table": "bench",
+        "job_name": "bench",
+        "table_name": "bench",
         "key_attributes": ["id"],
         "ttl_attribute": "ttl",
         "workers": case["workers"],
         "unindexed_check_items": case.get("unindexed_check_items", 0),
     }
     if case["variant"] == "index":
-        settings["expiry_index"] = {"name": "expiry-index", "shards": SHARDS, "shard_attribute": "expiry_shard"}
+        settings |= {
+            "expiry_index_name": "expiry-index",
+            "expiry_index_shards": SHARDS,
+            "expiry_shard_attribute": "expiry_shard",
+        }
     summary = run_job(parse_job(settings), sweep_work(lambda _: dynamodb), None, lambda: NOW, io.StringIO())
     deleted: int = summary["counts"]["items_deleted"]
     return deleted

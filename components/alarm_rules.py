@@ -33,6 +33,8 @@ ALARMS = (
     "pg-failed-runs",
     "pg-last-success",
     "pg-backlog",
+    "iterator-age",
+    "failed-batches",
 )
 
 
@@ -47,8 +49,12 @@ class Job:
     interval_seconds: int
     timeout_seconds: int
     function_name: Any = None
-    dead_letter_queue_name: Any = None
+    dead_letter_queue_name: Any = None  # a stream cascade's: its on-failure queue
     pg_cron_interval_seconds: int | None = None
+    iterator_age_seconds: int = 3600  # a stream cascade's
+    paused: bool = False  # as deployed
+    alarm_name_prefix: str | None = None  # alarms `<prefix>-<alarm>`, physical names generated
+    alarm_alias_parent: Any = None  # the URN the alarms were children of
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,8 @@ class Rule:
     """An alarm on a metric the job publishes, as data. ``threshold`` is a number, the name of the
     Settings field holding it, or a function of the job and the settings; ``period`` is "run" (one
     schedule interval), "stalled" (one interval, at least an hour) or seconds; ``extra`` gives the
-    alarm's metric math (the rule's metric is ``m``)."""
+    alarm's metric math (the rule's metric is ``m``). ``source`` says whose metric it is: the job's
+    (namespace and Job + Table), or AWS's of the job's function or queue."""
 
     alarm: str
     metric: str
@@ -161,6 +168,7 @@ class Rule:
     period: int | str = "run"
     window_seconds: Callable[[Job, Settings], float] | None = None  # evaluation periods cover this, if given
     extra: Callable[[Job, Settings], tuple[str, tuple[Any, ...]]] | None = None
+    source: str = "job"
 
     def spec(self, job: Job, s: Settings) -> AlarmSpec | None:
         """The alarm for ``job``, or None when its threshold is unset."""
@@ -178,19 +186,24 @@ class Rule:
         if self.window_seconds is not None:
             periods = max(1, min(MAX_WINDOW_SECONDS // period, math.ceil(self.window_seconds(job, s) / period)))
         expression, extra = self.extra(job, s) if self.extra else (None, ())
+        namespace, dimensions = {
+            "job": (job.namespace, {"Job": job.job_name, "Table": job.table_name}),
+            "function": ("AWS/Lambda", {"FunctionName": job.function_name}),
+            "queue": ("AWS/SQS", {"QueueName": job.dead_letter_queue_name}),
+        }[self.source]
         return AlarmSpec(
             job=job.job_name,
             alarm=self.alarm,
-            namespace=job.namespace,
+            namespace=namespace,
             metric=self.metric,
-            dimensions={"Job": job.job_name, "Table": job.table_name},
+            dimensions=dimensions,
             statistic=self.statistic,
             period=check_period(f"{job.job_name}.{self.alarm}", period, periods),
             evaluation_periods=periods,
             threshold=threshold,
             comparison=COMPARISONS[self.comparison],
             missing_data=self.missing,
-            description=self.description.format(s=s),
+            description=self.description.format(s=s, job=job),
             expression=expression,
             extra=extra,
         )
@@ -310,12 +323,43 @@ RULES = (
     ),
     Rule("pg-backlog", m.EXPIRED_BACKLOG, "Maximum", "pg_backlog_threshold", ">", "expired rows waiting for the purge"),
 )
-KIND_ALARMS = {alarm for registered in kinds.REGISTERED for alarm in registered.alarms}
+# A stream cascade runs per batch of records, not on a schedule: every alarm of BATCH_RULES looks at
+# 5 minutes and fires on anything above its threshold. A job of a kind that is not scheduled gets the
+# rules its kind names (JobKind.alarms), and only those.
+BATCH_RULES = (
+    Rule(
+        "iterator-age",
+        "IteratorAge",
+        "Maximum",
+        lambda job, s: job.iterator_age_seconds * 1000,
+        ">",
+        "the oldest TTL deletion waited over {job.iterator_age_seconds} s: the cascade is falling behind "
+        "(records older than 24 hours leave the stream)",
+        period=300,
+        source="function",
+    ),
+    Rule("errors", "Errors", "Sum", 0, ">", "a batch failed (it is retried)", period=300, source="function"),
+    Rule(
+        "failed-batches",
+        "ApproximateNumberOfMessagesVisible",
+        "Maximum",
+        0,
+        ">",
+        "a batch failed every retry: its records are in the on-failure queue",
+        period=300,
+        source="queue",
+    ),
+    Rule(
+        "cleanup-errors", m.CLEANUP_ERRORS, "Sum", 0, ">", "a record's cascade failed (reported for retry)", period=300
+    ),
+)
+KIND_ALARMS = {alarm for registered in kinds.REGISTERED if registered.scheduled for alarm in registered.alarms}
 
 
 def _applies(rule: Rule, job: Job) -> bool:
-    if rule.alarm in KIND_ALARMS:
-        return rule.alarm in kinds.kind(job.kind).alarms
+    kind = kinds.kind(job.kind)
+    if not kind.scheduled or rule.alarm in KIND_ALARMS:
+        return rule.alarm in kind.alarms
     return rule.metric in published_metrics(job.kind)
 
 
@@ -337,9 +381,10 @@ def _aws(job: Job, alarm: str, namespace: str, metric: str, dimensions: dict[str
 
 def job_alarms(job: Job, s: Settings) -> list[AlarmSpec]:
     """Every alarm ``job`` needs, minus the disabled ones."""
+    scheduled = kinds.kind(job.kind).scheduled
     period = s.error_period_seconds or period_for(job.interval_seconds)
     specs: list[AlarmSpec] = []
-    if job.function_name is not None:
+    if scheduled and job.function_name is not None:
         fn = {"FunctionName": job.function_name}
         specs += [
             _aws(
@@ -379,7 +424,7 @@ def job_alarms(job: Job, s: Settings) -> list[AlarmSpec]:
                 description=f"a run took {s.duration_ratio:.0%} of its timeout or more",
             ),
         ]
-    if job.dead_letter_queue_name is not None:
+    if scheduled and job.dead_letter_queue_name is not None:
         queue = {"QueueName": job.dead_letter_queue_name}
         specs.append(
             _aws(
@@ -395,7 +440,7 @@ def job_alarms(job: Job, s: Settings) -> list[AlarmSpec]:
                 description="scheduled runs could not be delivered to the function",
             )
         )
-    for rule in RULES:
+    for rule in RULES if scheduled else BATCH_RULES:
         spec = rule.spec(job, s) if _applies(rule, job) else None
         if spec is not None:
             specs.append(spec)
@@ -420,56 +465,3 @@ def check_coverage(jobs: list[Job], s: Settings, raw: dict[str, Any]) -> None:
         m.CLEANUP_ERRORS in published_metrics(kind) for kind in watched
     ):
         v.fail(COMPONENT, "cleanup_errors_per_hour", "no given job publishes CleanupErrors")
-
-
-# A stream cascade's alarms: it runs per batch of records, not on a schedule, so every alarm looks at
-# 5 minutes and fires on anything above its threshold. (alarm, source, metric, statistic, threshold,
-# description); the source names the dimensions: the function, the on-failure queue, or the job.
-STREAM_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
-    (
-        "iterator-age",
-        "function",
-        "IteratorAge",
-        "Maximum",
-        "age_ms",
-        "the oldest TTL deletion waited over {age_seconds} s: the cascade is falling behind "
-        "(records older than 24 hours leave the stream)",
-    ),
-    ("errors", "function", "Errors", "Sum", "0", "a batch failed (it is retried)"),
-    (
-        "failed-batches",
-        "queue",
-        "ApproximateNumberOfMessagesVisible",
-        "Maximum",
-        "0",
-        "a batch failed every retry: its records are in the on-failure queue",
-    ),
-    ("cleanup-errors", "job", m.CLEANUP_ERRORS, "Sum", "0", "a record's cascade failed (reported for retry)"),
-)
-STREAM_SOURCES = {"function": "AWS/Lambda", "queue": "AWS/SQS"}
-
-
-def stream_alarms(job: Job, queue_name: Any, age_seconds: int) -> list[AlarmSpec]:
-    """The alarms of a stream cascade ``job`` (its function_name set), from STREAM_RULES."""
-    dimensions = {
-        "function": {"FunctionName": job.function_name},
-        "queue": {"QueueName": queue_name},
-        "job": {"Job": job.job_name, "Table": job.table_name},
-    }
-    return [
-        AlarmSpec(
-            job=job.job_name,
-            alarm=alarm,
-            namespace=STREAM_SOURCES.get(source, job.namespace),
-            metric=metric,
-            dimensions=dimensions[source],
-            statistic=statistic,
-            period=300,
-            evaluation_periods=1,
-            threshold=age_seconds * 1000 if threshold == "age_ms" else float(threshold),
-            comparison=COMPARISONS[">"],
-            missing_data="notBreaching",
-            description=description.format(age_seconds=age_seconds),
-        )
-        for alarm, source, metric, statistic, threshold, description in STREAM_RULES
-    ]

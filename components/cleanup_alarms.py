@@ -11,9 +11,11 @@ from expiry.components import alarm_rules as rules
 from expiry.components import validation as v
 from expiry.components.pg_cron_cleanup import PgCronCleanup
 from expiry.components.schedule import interval_seconds
-from expiry.components.scheduled_sweeper import KINDS, ScheduledSweeper
+from expiry.components.scheduled_sweeper import ScheduledSweeper
+from expiry.components.stream_cascade import TtlStreamCascade
 from expiry.components.transforms import Child, ChildTransform, with_transforms
 from expiry.components.ttl_table import TtlTable
+from expiry.runtime import kinds
 from expiry.runtime.jobs import metrics as m
 
 COMPONENT = rules.COMPONENT
@@ -21,23 +23,24 @@ COMPONENT = rules.COMPONENT
 CHILDREN = {
     "topic": Child(aws.sns.Topic, "-topic"),
     "subscriptions": Child(aws.sns.TopicSubscription, "-email-*"),
-    "alarms": Child(aws.cloudwatch.MetricAlarm, "-*"),
+    "alarms": Child(aws.cloudwatch.MetricAlarm, "*"),  # a stream cascade's are named after it
     "dashboard": Child(aws.cloudwatch.Dashboard, "-dashboard"),
     "query_definitions": Child(aws.cloudwatch.QueryDefinition, "-query-*"),
 }
 
 
 class WatchedJobArgs(TypedDict):
-    """A cleanup job to watch (`watched_job(sweeper)` fills this from a ScheduledSweeper)."""
+    """A cleanup job to watch (`watched_job(sweeper)` fills this from a ScheduledSweeper,
+    `watched_stream(cascade)` from a TtlStreamCascade)."""
 
     job_name: str
     """The job's name: the Job dimension of its metrics."""
     kind: str
-    """ttl-monitor, sweep, orphaned-references, pg-purge or pg-monitor."""
+    """ttl-monitor, sweep, orphaned-references, pg-purge, pg-monitor or stream-cascade."""
     table_name: pulumi.Input[str]
     """The Table dimension of its metrics."""
-    interval_seconds: int
-    """Longest gap between scheduled runs."""
+    interval_seconds: NotRequired[int]
+    """Longest gap between scheduled runs (required, except of a stream-cascade: it runs per batch)."""
     timeout_seconds: int
     """The function's timeout."""
     namespace: NotRequired[str]
@@ -45,11 +48,24 @@ class WatchedJobArgs(TypedDict):
     function_name: NotRequired[pulumi.Input[str]]
     """The Lambda function (Errors, Throttles, Duration alarms)."""
     dead_letter_queue_name: NotRequired[pulumi.Input[str]]
-    """The schedule's dead-letter queue."""
+    """The schedule's dead-letter queue; a stream-cascade's on-failure queue (required for it)."""
     log_group_name: NotRequired[pulumi.Input[str]]
     """The function's log group (saved queries)."""
     pg_cron_interval_seconds: NotRequired[int]
     """pg-monitor: the watched pg_cron job's interval."""
+    iterator_age_alarm_seconds: NotRequired[int]
+    """stream-cascade: alarm when the oldest stream record waited longer than this, 60..604800
+    (default 3600; records leave the stream after 24 hours)."""
+    paused: NotRequired[bool]
+    """The job is deployed paused (its component's paused arg): the dashboard says so."""
+    alarm_name_prefix: NotRequired[str]
+    """Name the job's alarms `<alarm_name_prefix>-<alarm>`, their physical names generated, as a
+    TtlStreamCascade named its own (`watched_stream` gives its name); default `<name>-<job_name>-<alarm>`,
+    physical name `<name>-<stack>-<job_name>-<alarm>`."""
+    alarm_alias_parent: NotRequired[pulumi.Input[str]]
+    """URN of the resource the job's alarms were children of (a TtlStreamCascade's, which made them
+    itself before 0.4; `watched_stream` gives it): the alarms keep that old URN as an alias, so they
+    move under CleanupAlarms without being replaced. Needs alarm_name_prefix."""
 
 
 class CleanupAlarmsArgs(TypedDict):
@@ -103,10 +119,31 @@ def watched_job(sweeper: ScheduledSweeper, pg_cleanup: PgCronCleanup | None = No
         "function_name": sweeper.function_name,
         "dead_letter_queue_name": sweeper.dead_letter_queue.name,
         "log_group_name": sweeper.log_group_name,
+        "paused": sweeper.paused,
     }
     if pg_cleanup is not None:
         watched["pg_cron_interval_seconds"] = interval_seconds(pg_cleanup.spec.schedule)
     return watched
+
+
+def watched_stream(cascade: TtlStreamCascade) -> dict[str, Any]:
+    """The WatchedJobArgs of a TtlStreamCascade: its alarms keep the names and, by an alias, the
+    identity they had when the cascade made them itself."""
+    job = cascade.job
+    return {
+        "job_name": job.name,
+        "kind": job.kind,
+        "table_name": cascade.table_name,
+        "timeout_seconds": cascade.timeout,
+        "namespace": job.namespace,
+        "function_name": cascade.function_name,
+        "dead_letter_queue_name": cascade.failure_queue_name,
+        "log_group_name": cascade.log_group_name,
+        "iterator_age_alarm_seconds": cascade.iterator_age_seconds,
+        "paused": cascade.paused,
+        "alarm_name_prefix": cascade.resource_name,
+        "alarm_alias_parent": cascade.urn,
+    }
 
 
 def table_names(*tables: TtlTable) -> list[pulumi.Output[str]]:
@@ -123,12 +160,7 @@ def watched_jobs(raw: Any) -> list[rules.Job]:
         if not isinstance(item, dict):
             v.fail(COMPONENT, field, "must be a mapping (see watched_job)")
         name = v.text(COMPONENT, f"{field}.job_name", item.get("job_name"))
-        kind = v.one_of(
-            COMPONENT,
-            f"{field}.kind",
-            item.get("kind"),
-            KINDS,
-        )
+        kind = v.one_of(COMPONENT, f"{field}.kind", item.get("kind"), tuple(kinds.KINDS))
         if item.get("table_name") is None:
             v.fail(COMPONENT, f"{field}.table_name", "is required")
         jobs.append(
@@ -137,20 +169,56 @@ def watched_jobs(raw: Any) -> list[rules.Job]:
                 kind=kind,
                 table_name=item["table_name"],
                 namespace=item.get("namespace", m.DEFAULT_NAMESPACE),
-                interval_seconds=v.integer(
-                    COMPONENT, f"{field}.interval_seconds", item.get("interval_seconds"), 60, 366 * 86400
-                ),
+                interval_seconds=_interval(field, kind, item),
                 timeout_seconds=v.integer(COMPONENT, f"{field}.timeout_seconds", item.get("timeout_seconds"), 1, 900),
                 function_name=item.get("function_name"),
                 dead_letter_queue_name=item.get("dead_letter_queue_name"),
                 pg_cron_interval_seconds=item.get("pg_cron_interval_seconds"),
+                **_stream_fields(field, kind, item),
+                paused=v.boolean(COMPONENT, f"{field}.paused", item.get("paused", False)),
+                alarm_name_prefix=_alarm_name_prefix(field, item),
+                alarm_alias_parent=item.get("alarm_alias_parent"),
             )
         )
     names = [job.job_name for job in jobs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         v.fail(COMPONENT, "jobs", f"duplicate job names {duplicates}: alarm names would collide")
+    prefixes = [job.alarm_name_prefix for job in jobs if job.alarm_name_prefix is not None]
+    if len(set(prefixes)) < len(prefixes):
+        v.fail(COMPONENT, "jobs", f"duplicate alarm_name_prefix in {sorted(prefixes)}: alarm names would collide")
     return jobs
+
+
+def _interval(field: str, kind: str, item: dict[str, Any]) -> int:
+    """A scheduled job's interval; a job of another kind (a stream cascade) has none."""
+    if kinds.kind(kind).scheduled:
+        return v.integer(COMPONENT, f"{field}.interval_seconds", item.get("interval_seconds"), 60, 366 * 86400)
+    if item.get("interval_seconds") is not None:
+        v.fail(COMPONENT, f"{field}.interval_seconds", f"a {kind} job runs per batch of records, not on a schedule")
+    return 0
+
+
+def _stream_fields(field: str, kind: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A stream cascade's alarm inputs: its function and on-failure queue (required), its lag threshold."""
+    age = item.get("iterator_age_alarm_seconds")
+    if "iterator-age" not in kinds.kind(kind).alarms:
+        if age is not None:
+            v.fail(COMPONENT, f"{field}.iterator_age_alarm_seconds", "only a stream-cascade job has an iterator age")
+        return {}
+    for key in ("function_name", "dead_letter_queue_name"):
+        if item.get(key) is None:
+            v.fail(COMPONENT, f"{field}.{key}", f"is required for a {kind} job (its alarms watch it)")
+    seconds = 3600 if age is None else age
+    return {"iterator_age_seconds": v.integer(COMPONENT, f"{field}.iterator_age_alarm_seconds", seconds, 60, 7 * 86400)}
+
+
+def _alarm_name_prefix(field: str, item: dict[str, Any]) -> str | None:
+    if item.get("alarm_name_prefix") is None:
+        if item.get("alarm_alias_parent") is not None:
+            v.fail(COMPONENT, f"{field}.alarm_alias_parent", "needs alarm_name_prefix (the alarms' names there)")
+        return None
+    return v.text(COMPONENT, f"{field}.alarm_name_prefix", item["alarm_name_prefix"])
 
 
 class CleanupAlarms(pulumi.ComponentResource):
@@ -220,23 +288,8 @@ class CleanupAlarms(pulumi.ComponentResource):
                 )
                 for i, address in enumerate(emails)
             ]
-        self.alarms = [
-            aws.cloudwatch.MetricAlarm(
-                f"{name}-{spec.job}-{spec.alarm}",
-                name=f"{prefix}-{spec.job}-{spec.alarm}",
-                alarm_description=f"{spec.job}: {spec.description}",
-                **_metric_args(spec),
-                evaluation_periods=spec.evaluation_periods,
-                threshold=spec.threshold,
-                comparison_operator=spec.comparison,
-                treat_missing_data=spec.missing_data,
-                alarm_actions=[topic_arn],
-                ok_actions=[topic_arn] if ok else [],
-                tags=tags,
-                opts=child,
-            )
-            for spec in specs
-        ]
+        by_name = {job.job_name: job for job in jobs}
+        self.alarms = [self._alarm(name, prefix, by_name[spec.job], spec, topic_arn, ok, tags) for spec in specs]
         region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
         body = pulumi.Output.all(
             region, [job.table_name for job in jobs], [job.function_name for job in jobs], raw.get("table_names") or []
@@ -273,6 +326,33 @@ class CleanupAlarms(pulumi.ComponentResource):
                 "alarm_names": self.alarm_names,
                 "dashboard_url": self.dashboard_url,
             }
+        )
+
+    def _alarm(
+        self, name: str, prefix: str, job: rules.Job, spec: rules.AlarmSpec, topic: Any, ok: bool, tags: Any
+    ) -> aws.cloudwatch.MetricAlarm:
+        """One alarm, named `<name>-<job>-<alarm>` (physical `<prefix>-<job>-<alarm>`), or
+        `<job.alarm_name_prefix>-<alarm>` with a generated physical name, aliased from its old parent."""
+        opts = pulumi.ResourceOptions(parent=self)
+        if job.alarm_name_prefix is None:
+            resource, physical = f"{name}-{job.job_name}-{spec.alarm}", f"{prefix}-{job.job_name}-{spec.alarm}"
+        else:
+            resource, physical = f"{job.alarm_name_prefix}-{spec.alarm}", None
+        if job.alarm_alias_parent is not None:
+            opts.aliases = [pulumi.Alias(parent=job.alarm_alias_parent)]
+        return aws.cloudwatch.MetricAlarm(
+            resource,
+            name=physical,
+            alarm_description=f"{spec.job}: {spec.description}",
+            **_metric_args(spec),
+            evaluation_periods=spec.evaluation_periods,
+            threshold=spec.threshold,
+            comparison_operator=spec.comparison,
+            treat_missing_data=spec.missing_data,
+            alarm_actions=[topic],
+            ok_actions=[topic] if ok else [],
+            tags=tags,
+            opts=opts,
         )
 
 
@@ -336,7 +416,8 @@ def _metric_args(spec: rules.AlarmSpec) -> dict[str, Any]:
 def dashboard_body(
     region: str, jobs: list[rules.Job], tables: list[str], functions: list[str | None], ttl_tables: list[str]
 ) -> dict[str, Any]:
-    """Backlog, deletions, errors, durations and TTL deletions: what on-call opens first."""
+    """Which jobs are paused, backlog, deletions, errors, durations and TTL deletions: what on-call
+    opens first."""
 
     def series(metric: str, kinds: tuple[str, ...] | None = None) -> list[list[Any]]:
         return [
@@ -362,12 +443,38 @@ def dashboard_body(
         *[["AWS/Lambda", "Duration", "FunctionName", fn] for fn in functions if fn],
     ]
     ttl = [["AWS/DynamoDB", "TimeToLiveDeletedItemCount", "TableName", table] for table in ttl_tables]
+    top = PAUSED_HEIGHT
     widgets = [
-        _widget("Expired backlog", series(m.EXPIRED_BACKLOG), region, "Maximum", 0, 0),
-        _widget("Deletions", deletions, region, "Sum", 12, 0),
-        _widget("Errors", errors, region, "Sum", 0, 6),
-        _widget("Durations", durations, region, "Maximum", 12, 6),
-        _widget("TTL deletions (DynamoDB)", ttl, region, "Sum", 0, 12),
-        _widget("Oldest expired (s)", series(m.OLDEST_EXPIRED_AGE_SECONDS), region, "Maximum", 12, 12),
+        _widget("Expired backlog", series(m.EXPIRED_BACKLOG), region, "Maximum", 0, top),
+        _widget("Deletions", deletions, region, "Sum", 12, top),
+        _widget("Errors", errors, region, "Sum", 0, top + 6),
+        _widget("Durations", durations, region, "Maximum", 12, top + 6),
+        _widget("TTL deletions (DynamoDB)", ttl, region, "Sum", 0, top + 12),
+        _widget("Oldest expired (s)", series(m.OLDEST_EXPIRED_AGE_SECONDS), region, "Maximum", 12, top + 12),
     ]
-    return {"widgets": [w for w in widgets if w["properties"]["metrics"]]}
+    return {"widgets": [paused_widget(jobs), *[w for w in widgets if w["properties"]["metrics"]]]}
+
+
+PAUSED_HEIGHT = 3
+
+
+def paused_widget(jobs: list[rules.Job]) -> dict[str, Any]:
+    """A text widget naming the jobs deployed paused; the CLI's pause does not show here."""
+    paused = [job.job_name for job in jobs if job.paused]
+    state = (
+        f"**Paused as deployed:** {', '.join(f'`{n}`' for n in paused)}: they run nothing until resumed."
+        if paused
+        else "**Paused as deployed:** none."
+    )
+    note = (
+        "`expiry pause` / `expiry resume` from the CLI change a deployed job until the next `pulumi up`, which "
+        "sets it back to this; they do not show here. The live state: `expiry status --function NAME`."
+    )
+    return {
+        "type": "text",
+        "x": 0,
+        "y": 0,
+        "width": 24,
+        "height": PAUSED_HEIGHT,
+        "properties": {"markdown": f"{state}\n\n{note}"},
+    }

@@ -1,15 +1,19 @@
 """ScheduledSweeper's fan-out: a Step Functions state machine whose Map state, in DISTRIBUTED mode,
-invokes the sweeper's function once per expiry-index shard, each with the payload {"shards": [k]}."""
+invokes the sweeper's function once per unit of its work: a sweep once per expiry-index shard, with the
+payload {"shards": [k]}; an orphaned-references job once per index of its references, with the payload
+{"indexes": [k]}."""
 
+from dataclasses import dataclass
 from typing import Any
 
 from expiry.components import validation as v
-from expiry.runtime.jobs.config import KIND_SWEEP, Job
-from expiry.runtime.jobs.payload import DRY_RUN, FROM, JOB, SCHEDULE_SOURCE, SHARDS
+from expiry.runtime.jobs.config import KIND_ORPHANED_REFERENCES, KIND_SWEEP, Job
+from expiry.runtime.jobs.payload import DRY_RUN, FROM, INDEXES, JOB, SCHEDULE_SOURCE, SHARDS
 
 FIELD = "fan_out"
 FIELDS = ("max_concurrency", "tolerated_failure_percentage")
 SHARD_STATE, MAP_STATE, SWEEP_STATE, SUMMARY_STATE = "Shards", "Sweep shards", "Sweep shard", "Summary"
+INDEX_STATE, INDEX_MAP_STATE, INDEX_TASK_STATE = "Indexes", "Clean indexes", "Clean index"
 # What a Lambda task retries: throttles (the function's reserved concurrency) and the service's errors;
 # not the function's own failure, which the breaker or a bad payload may have decided on purpose.
 RETRIED_ERRORS = (
@@ -20,10 +24,34 @@ RETRIED_ERRORS = (
 )
 
 
+@dataclass(frozen=True)
+class Units:
+    """What a job fans out over: the payload key, the items, the states' names and how they read."""
+
+    key: str
+    items: list[int]
+    list_state: str
+    map_state: str
+    task_state: str
+    described: str
+
+
+def units(job: Job) -> Units:
+    """A sweep's expiry-index shards, or an orphaned-references job's indexes (by position)."""
+    if job.references is not None:
+        items = list(range(len(job.references.indexes)))
+        return Units(INDEXES, items, INDEX_STATE, INDEX_MAP_STATE, INDEX_TASK_STATE, "index of references.indexes")
+    assert job.expiry_index is not None
+    return Units(
+        SHARDS, list(range(job.expiry_index.shards)), SHARD_STATE, MAP_STATE, SWEEP_STATE, "expiry-index shard"
+    )
+
+
 def checked_fan_out(component: str, value: Any, job: Job) -> dict[str, Any] | None:
     """The fan-out settings with their defaults, or None when there is no fan-out; refused, naming
-    ``fan_out``, unless the job is a sweep over an expiry index whose breaker holds a per-table
-    budget in a ledger (a per-run breaker would give each child the whole budget)."""
+    ``fan_out``, unless the job is a sweep over an expiry index or an orphaned-references job with
+    more than one index, and its breaker holds a per-table budget in a ledger (a per-run breaker
+    would give each child the whole budget)."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -31,9 +59,21 @@ def checked_fan_out(component: str, value: Any, job: Job) -> dict[str, Any] | No
     unknown = sorted(set(value) - set(FIELDS))
     if unknown:
         v.fail(component, FIELD, f"unknown fields {unknown} (allowed: {list(FIELDS)})")
-    if job.kind != KIND_SWEEP:
-        v.fail(component, FIELD, f"only sweep jobs fan out over expiry-index shards, not {job.kind}")
-    if job.expiry_index is None:
+    if job.kind not in (KIND_SWEEP, KIND_ORPHANED_REFERENCES):
+        v.fail(
+            component,
+            FIELD,
+            "only sweep jobs (over expiry-index shards) and orphaned-references jobs (over their "
+            f"references.indexes) fan out, not {job.kind}",
+        )
+    if job.references is not None and len(job.references.indexes) < 2:
+        v.fail(
+            component,
+            FIELD,
+            "fans an orphaned-references job out over its references.indexes, one invocation each: "
+            f"it needs at least 2, got {len(job.references.indexes)}",
+        )
+    if job.kind == KIND_SWEEP and job.expiry_index is None:
         v.fail(
             component,
             FIELD,
@@ -49,11 +89,10 @@ def checked_fan_out(component: str, value: Any, job: Job) -> dict[str, Any] | No
 
 
 def definition(job: Job, function_arn: str, fan_out: dict[str, Any]) -> dict[str, Any]:
-    """The state machine's ASL: a Pass state listing every shard (and the run's dryRun, false unless
-    the execution's input says true), a distributed Map invoking the function once per shard, a
+    """The state machine's ASL: a Pass state listing every unit (and the run's dryRun, false unless
+    the execution's input says true), a distributed Map invoking the function once per unit, a
     summary."""
-    assert job.expiry_index is not None
-    shards = list(range(job.expiry_index.shards))
+    unit = units(job)
     sweep = {
         "Type": "Task",
         "Resource": "arn:aws:states:::lambda:invoke",
@@ -76,30 +115,30 @@ def definition(job: Job, function_arn: str, fan_out: dict[str, Any]) -> dict[str
         "End": True,
     }
     return {
-        "Comment": f"Expiry: sweep job {job.name}, one invocation per expiry-index shard",
-        "StartAt": SHARD_STATE,
+        "Comment": f"Expiry: {job.kind} job {job.name}, one invocation per {unit.described}",
+        "StartAt": unit.list_state,
         "States": {
-            SHARD_STATE: {
+            unit.list_state: {
                 "Type": "Pass",
                 "Parameters": {
                     "run.$": "States.JsonMerge(States.StringToJson('{\"dryRun\":false}'), $, false)",
-                    "shards": shards,
+                    unit.key: unit.items,
                 },
-                "Next": MAP_STATE,
+                "Next": unit.map_state,
             },
-            MAP_STATE: {
+            unit.map_state: {
                 "Type": "Map",
-                "ItemsPath": "$.shards",
+                "ItemsPath": f"$.{unit.key}",
                 "ItemSelector": {
-                    f"{SHARDS}.$": "States.Array($$.Map.Item.Value)",
+                    f"{unit.key}.$": "States.Array($$.Map.Item.Value)",
                     FROM: SCHEDULE_SOURCE,
                     JOB: job.name,
                     f"{DRY_RUN}.$": "$.run.dryRun",
                 },
                 "ItemProcessor": {
                     "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
-                    "StartAt": SWEEP_STATE,
-                    "States": {SWEEP_STATE: sweep},
+                    "StartAt": unit.task_state,
+                    "States": {unit.task_state: sweep},
                 },
                 "MaxConcurrency": fan_out["max_concurrency"],
                 "ToleratedFailurePercentage": fan_out["tolerated_failure_percentage"],
@@ -108,7 +147,7 @@ def definition(job: Job, function_arn: str, fan_out: dict[str, Any]) -> dict[str
             },
             SUMMARY_STATE: {
                 "Type": "Pass",
-                "Parameters": {"job": job.name, "shards.$": "$.shards", "children.$": "$.children"},
+                "Parameters": {"job": job.name, f"{unit.key}.$": f"$.{unit.key}", "children.$": "$.children"},
                 "End": True,
             },
         },

@@ -77,6 +77,9 @@ class PgCronCleanupArgs(TypedDict):
     """Value of `extra_column` that rows must have."""
     tags: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
     """VPC mode: tags of the provisioning Lambda's resources."""
+    paused: NotRequired[bool]
+    """Pause the cleanup: its pg_cron jobs (the purge and the history job) are set inactive in place, so pg_cron
+    runs neither, and active again when false (default false). A run already going on finishes."""
     create_index: NotRequired[bool]
     """Create the btree index on the expiry column (CONCURRENTLY) when it is missing (default false)."""
     breaker_max_share: NotRequired[float]
@@ -139,8 +142,9 @@ def purge_spec(name: str, args: dict[str, Any]) -> PurgeSpec:
         v.fail(COMPONENT, "expiry_column", "is required (or give expiry_expression)")
     for key, value in fields.items():
         v.plain(COMPONENT, key, value)
-    if "create_index" in fields:
-        v.boolean(COMPONENT, "create_index", fields["create_index"])
+    for key in ("create_index", "paused"):
+        if key in fields:
+            v.boolean(COMPONENT, key, fields[key])
     try:
         return PurgeSpec(**fields)
     except CleanupError as error:

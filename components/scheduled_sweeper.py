@@ -3,6 +3,7 @@ monitors a TTL table or cleans what TTL cannot (S3 objects, uploads, orphans).""
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 import pulumi
@@ -11,6 +12,7 @@ import pulumi_aws as aws
 from expiry.components import validation as v
 from expiry.components.budget_ledger import budget_ledger
 from expiry.components.fan_out import checked_fan_out, definition
+from expiry.components.inventory import InventoryArgs, bucket_inventory
 from expiry.components.lambda_bundle import build_bundle
 from expiry.components.lambda_parts import (
     existing_log_group,
@@ -42,6 +44,7 @@ from expiry.runtime.jobs.config import (
     SWEEPING_KINDS,
     Job,
     JobConfigError,
+    check_names,
     parse_job,
 )
 from expiry.runtime.jobs.cpu import FULL_VCPU_MB
@@ -164,6 +167,9 @@ class OrphanedObjectsArgs(TypedDict):
     """Key prefix to list (default: the whole bucket)."""
     older_than_seconds: NotRequired[int]
     """Only objects older than this (default 86400, at least 3600)."""
+    inventory: NotRequired[InventoryArgs]
+    """Read the newest daily S3 Inventory report instead of listing the bucket (large buckets): the
+    component configures the report on the bucket; without a fresh report, the pass lists."""
 
 
 class BreakerArgs(TypedDict):
@@ -261,15 +267,17 @@ class PurgeArgs(TypedDict):
 
 
 class FanOutArgs(TypedDict):
-    """Fan-out over the expiry index's shards: the schedule starts a Step Functions state machine whose
-    distributed Map invokes the function once per shard (payload {"shards": [k]}), the breaker's budget
-    ledger holding the table's limits across all of them."""
+    """Fan-out: the schedule starts a Step Functions state machine whose distributed Map invokes the
+    function once per expiry-index shard of a sweep (payload {"shards": [k]}) or once per index of an
+    orphaned-references job's references (payload {"indexes": [k]}), the breaker's budget ledger holding
+    the table's limits across all of them."""
 
     max_concurrency: NotRequired[int]
-    """Most shards swept at once, 1..1000 (default 10); also the function's reserved concurrency when
-    reserve_concurrency is on."""
+    """Most shards or indexes cleaned at once, 1..1000 (default 10); also the function's reserved
+    concurrency when reserve_concurrency is on."""
     tolerated_failure_percentage: NotRequired[float]
-    """Share of shards, 0..100, whose invocation may fail without failing the execution (default 0)."""
+    """Share of shards or indexes, 0..100, whose invocation may fail without failing the execution
+    (default 0)."""
 
 
 class ScheduledSweeperArgs(TypedDict):
@@ -382,8 +390,9 @@ class ScheduledSweeperArgs(TypedDict):
     reserve_concurrency: NotRequired[bool]
     """Reserve a concurrency of 1 so runs never overlap (default true; off for accounts without quota)."""
     fan_out: NotRequired[FanOutArgs]
-    """Sweep the expiry index's shards in parallel through a Step Functions distributed Map (sweep jobs
-    with an expiry index; default: one invocation sweeps every shard)."""
+    """Clean the expiry index's shards (sweep jobs with an expiry index) or the references' indexes
+    (orphaned-references jobs with two or more) in parallel through a Step Functions distributed Map
+    (default: one invocation does all of them)."""
     tags: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
     """Tags of every child that takes tags."""
 
@@ -394,8 +403,17 @@ def table_target(table: TtlTable) -> dict[str, Any]:
     return with_table(COMPONENT, {"table": table.target}, TABLE_FIELDS)
 
 
+# The args that are job settings: the EXPIRY_JOB the function reads holds these, under these names and
+# nesting (expiry.runtime.jobs.config parses them); every other arg is for deployment only.
 JOB_SETTINGS = (
+    "kind",
+    "job_name",
+    "table_name",
+    "key_attributes",
     "ttl_attribute",
+    "expiry_index_name",
+    "expiry_index_shards",
+    "expiry_shard_attribute",
     "namespace",
     "dry_run",
     "max_items",
@@ -407,49 +425,53 @@ JOB_SETTINGS = (
     "unindexed_check_items",
     "delete_expired",
     "breaker",
+    "budget_table_name",
+    "s3",
+    "stuck_uploads",
+    "orphaned_objects",
+    "references",
+    "postgres",
+    "purge",
+    "hooks_path",
 )
+# Keys of a job-settings section that are for deployment only (IAM): left out of EXPIRY_JOB.
+DEPLOY_ONLY = {"s3": ("object_prefix",), "references": ("target_table_arn",)}
 
 
-def job_settings(name: str, args: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    """The job's settings as the handler reads them; ``names`` supplies table and bucket names."""
-    raw: dict[str, Any] = {
-        "kind": args.get("kind"),
-        "name": args.get("job_name", name),
-        "table": names["table"],
-    }
-    if "key_attributes" in args:
-        raw["key_attributes"] = args["key_attributes"]
-    raw |= {key: args[key] for key in JOB_SETTINGS if key in args}
-    if "expiry_index_name" in args:
-        raw["expiry_index"] = {
-            "name": args["expiry_index_name"],
-            "shards": args.get("expiry_index_shards"),
-            "shard_attribute": args.get("expiry_shard_attribute"),
-        }
-    if "s3" in args:
-        raw["s3"] = {k: val for k, val in args["s3"].items() if k != "object_prefix"} | {"bucket": names["bucket"]}
-    for section in ("stuck_uploads", "orphaned_objects"):
-        if section in args:
-            raw[section] = dict(args[section])
-    if "references" in args:
-        refs = {k: val for k, val in args["references"].items() if k not in ("target_table_name", "target_table_arn")}
-        if "target_table_name" in args["references"]:
-            refs["target_table"] = names["target_table"]
-        raw["references"] = refs
-    if "postgres" in args:
-        raw["postgres"] = {
-            **args["postgres"],
-            "host": names["host"],
-            "database": names["database"],
-            "secret_arn": names["secret_arn"],
-        }
-    if "purge" in args:
-        raw["purge"] = dict(args["purge"])
-    if names.get("budget_table") and isinstance(raw.get("breaker", {}), dict):
-        raw["breaker"] = {**raw.get("breaker", {}), "budget_table": names["budget_table"]}
-    if args.get("hooks_path"):
-        raw["hook"] = True
-    return raw
+def job_settings(name: str, args: dict[str, Any], names: dict[str, Any]) -> dict[str, Any]:
+    """The job's settings as the handler reads them: the args that are settings, under their own names,
+    with ``names`` (dotted path -> value, e.g. s3.bucket) in place of the Outputs at those paths and
+    hooks_path as the hook file's name (where it is on this machine is no setting of the job)."""
+    settings = {"job_name": name} | {key: args[key] for key in JOB_SETTINGS if key in args}
+    for section, deploy_only in DEPLOY_ONLY.items():
+        if isinstance(settings.get(section), dict):
+            settings[section] = {key: val for key, val in settings[section].items() if key not in deploy_only}
+    if isinstance(settings.get("hooks_path"), str):
+        settings["hooks_path"] = Path(settings["hooks_path"]).resolve().name
+    return with_names(settings, names)
+
+
+def with_names(settings: dict[str, Any], names: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the value of each of ``names`` (dotted path -> value) at its path."""
+    settings = dict(settings)
+    for path, value in names.items():
+        section, _, key = path.rpartition(".")
+        if section:
+            settings[section] = {**settings[section], key: value}
+        else:
+            settings[key] = value
+    return settings
+
+
+def name_sources(args: dict[str, Any], ledger: Any) -> dict[str, Any]:
+    """The settings that are names of other resources, possibly Outputs (dotted path -> arg): resolved
+    in EXPIRY_JOB once known. ``ledger``: the budget table's name, None without one."""
+    s3, refs, postgres = args.get("s3") or {}, args.get("references") or {}, args.get("postgres") or {}
+    sources = {"table_name": args.get("table_name")}
+    sources |= {"s3.bucket": s3.get("bucket")} if "s3" in args else {}
+    sources |= {"references.target_table_name": refs["target_table_name"]} if "target_table_name" in refs else {}
+    sources |= {f"postgres.{key}": postgres.get(key) for key in POSTGRES_NAMES if "postgres" in args}
+    return sources | ({"budget_table_name": ledger} if ledger is not None else {})
 
 
 def _placeholder(value: Any) -> Any:
@@ -471,28 +493,30 @@ def _validated_job(name: str, args: dict[str, Any]) -> Job:
         v.fail(COMPONENT, "budget_table_name", f"only {' and '.join(SWEEPING_KINDS)} jobs reserve deletions")
     if isinstance(args.get("breaker"), dict) and "budget_table" in args["breaker"]:
         v.fail(COMPONENT, "breaker.budget_table", "is set by the component; give budget_table_name and _arn instead")
-    names = {
-        "table": _placeholder(args.get("table_name")),
-        "budget_table": ledger or (PLACEHOLDER if args.get("kind") in SWEEPING_KINDS else None),
-        "bucket": _placeholder((args.get("s3") or {}).get("bucket")),
-        "target_table": _placeholder(refs.get("target_table_name")),
-        **{key: _placeholder((args.get("postgres") or {}).get(key)) for key in POSTGRES_NAMES},
-    }
-    return checked_settings(name, args, names)[0]
-
-
-def checked_settings(name: str, args: dict[str, Any], names: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
-    """The job and its settings, checked as the handler will check them and sized against Lambda's
-    4 KB: with placeholders at construction, and again with the real names once they are known."""
+    ledger = ledger or (PLACEHOLDER if args.get("kind") in SWEEPING_KINDS else None)
+    names = {path: _placeholder(value) for path, value in name_sources(args, ledger).items()}
     settings = job_settings(name, args, names)
     try:
         job = parse_job(settings, source=COMPONENT)
-        if job.purge is not None:
-            PurgeSpec.from_dict({"job_name": job.name, **job.purge, "table": job.table})
-    except CleanupError as error:
-        raise ValueError(f"{COMPONENT}: purge.{error}") from error
     except JobConfigError as error:
         raise ValueError(str(error)) from error
+    _check_purge(job, job.table)
+    _check_size(settings)
+    return job
+
+
+def _check_purge(job: Job, table: str) -> None:
+    """A PostgreSQL job's purge, checked as the handler will check it (PurgeSpec), on ``table``."""
+    if job.purge is None:
+        return
+    try:
+        PurgeSpec.from_dict({"job_name": job.name, **job.purge, "table": table})
+    except CleanupError as error:
+        raise ValueError(f"{COMPONENT}: purge.{error}") from error
+
+
+def _check_size(settings: dict[str, Any]) -> None:
+    """Refuse settings that do not fit in Lambda's 4 KB of environment."""
     size = len(ENV_VAR) + len(json.dumps(settings, separators=(",", ":")))
     if size > ENVIRONMENT_LIMIT:
         v.fail(
@@ -500,7 +524,6 @@ def checked_settings(name: str, args: dict[str, Any], names: dict[str, Any]) -> 
             "environment",
             f"the job's settings take {size} bytes; Lambda allows {ENVIRONMENT_LIMIT} for all environment variables",
         )
-    return job, settings
 
 
 class ScheduledSweeper(pulumi.ComponentResource):
@@ -662,6 +685,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
             ledger_arn,
         ).apply(lambda a: json.dumps(function_policy(job, Arns(*a), object_prefix)))
         self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=role_name, policy=policy, opts=child)
+        self.inventory = bucket_inventory(name, raw, job, child)
         depends_on: list[pulumi.Resource] = [self.log_group, self.role_policy]
         if vpc:
             self.vpc_access = vpc_access(name, self.role if existing_role_name is None else existing_role_name, child)
@@ -673,22 +697,10 @@ class ScheduledSweeper(pulumi.ComponentResource):
             self.psycopg_layer = psycopg_layer(name, architecture, lambda_runtime, bundle.path.parent, child)
             layers = [self.psycopg_layer.arn]
 
-        sources = dict(
-            zip(
-                ("table", "bucket", "target_table", *POSTGRES_NAMES, "budget_table"),
-                (
-                    raw["table_name"],
-                    (raw.get("s3") or {}).get("bucket"),
-                    refs.get("target_table_name"),
-                    *(postgres.get(key) for key in POSTGRES_NAMES),
-                    ledger_name,
-                ),
-                strict=True,
-            )
-        )
+        sources = name_sources(raw, ledger_name)
         settings = pulumi.Output.all(*sources.values()).apply(
             lambda a: _environment(
-                name, raw, dict(zip(sources, a, strict=True)), v.unresolved(COMPONENT, name, sources, a)
+                name, raw, job, dict(zip(sources, a, strict=True)), v.unresolved(COMPONENT, name, sources, a)
             )
         )
         self.function = aws.lambda_.Function(
@@ -768,6 +780,7 @@ class ScheduledSweeper(pulumi.ComponentResource):
         self.job = job
         self.schedule_expression = schedule
         self.timeout = timeout
+        self.paused = paused
         self.function_name = self.function.name
         self.function_arn = self.function.arn
         self.role_arn = self.role.arn
@@ -835,7 +848,8 @@ class ScheduledSweeper(pulumi.ComponentResource):
         )
         self.fan_out_alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-fan-out-failed",
-            alarm_description=f"A fan-out execution of sweep job {job.name} failed (its shards: see the execution).",
+            alarm_description=f"A fan-out execution of {job.kind} job {job.name} failed "
+            f"(its {'indexes' if job.references else 'shards'}: see the execution).",
             namespace="AWS/States",
             metric_name="ExecutionsFailed",
             dimensions={"StateMachineArn": self.state_machine.arn},
@@ -885,8 +899,17 @@ def _vpc(raw: dict[str, Any]) -> dict[str, Any] | None:
     return {"subnet_ids": subnets, "security_group_ids": groups}
 
 
-def _environment(name: str, raw: dict[str, Any], names: dict[str, Any], unknown: set[str]) -> str:
-    """The EXPIRY_JOB value, checked again with the real names once they are known; a name that
-    resolved to None (``unknown``) is checked as a placeholder and left null."""
-    checked_settings(name, raw, names | dict.fromkeys(unknown, PLACEHOLDER))
-    return json.dumps(job_settings(name, raw, names), separators=(",", ":"))
+def _environment(name: str, raw: dict[str, Any], job: Job, names: dict[str, Any], unknown: set[str]) -> str:
+    """The EXPIRY_JOB value. The job was parsed at construction with placeholders for the names not yet
+    known; now only the resolved names are checked, as the parser checks them, and the size with them.
+    A name that resolved to None (``unknown``) stays a placeholder for the size and is left null."""
+    settings = job_settings(name, raw, names)
+    resolved = [path for path in names if path not in unknown]
+    try:
+        check_names(settings, resolved, COMPONENT)
+    except JobConfigError as error:
+        raise ValueError(str(error)) from error
+    if "table_name" in resolved:
+        _check_purge(job, names["table_name"])
+    _check_size(with_names(settings, dict.fromkeys(unknown, PLACEHOLDER)))
+    return json.dumps(settings, separators=(",", ":"))

@@ -9,16 +9,15 @@ from typing import Any, NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
-from expiry.components import alarm_rules as rules
 from expiry.components import validation as v
 from expiry.components.lambda_bundle import build_bundle
 from expiry.components.lambda_parts import existing_log_group, existing_names, existing_role, lambda_role, log_group
-from expiry.components.scheduled_sweeper import ARCHITECTURES, LOG_RETENTION_DAYS, RUNTIMES, S3CascadeArgs
+from expiry.components.scheduled_sweeper import ARCHITECTURES, LOG_RETENTION_DAYS, RUNTIMES, S3CascadeArgs, with_names
 from expiry.components.transforms import Child, ChildTransform, rails, with_transforms
 from expiry.components.ttl_table import TableTarget, TtlTable, with_table
 from expiry.runtime import kinds
 from expiry.runtime.dynamodb.stream_cascade import TTL_DELETIONS_FILTER
-from expiry.runtime.jobs.config import ENV_VAR, KIND_STREAM_CASCADE, Job, JobConfigError, parse_job
+from expiry.runtime.jobs.config import ENV_VAR, KIND_STREAM_CASCADE, Job, JobConfigError, check_names, parse_job
 from expiry.runtime.kinds.iam import Arns, list_prefix, statement
 
 COMPONENT = "TtlStreamCascade"
@@ -35,7 +34,6 @@ CHILDREN = {
     "function": Child(aws.lambda_.Function, "-function", rails("environment", "role", "code", "handler")),
     "failure_queue": Child(aws.sqs.Queue, "-failures"),
     "event_source_mapping": Child(aws.lambda_.EventSourceMapping, "-stream", rails("filter_criteria")),
-    "alarms": Child(aws.cloudwatch.MetricAlarm, "-*"),
 }
 
 
@@ -84,9 +82,8 @@ class TtlStreamCascadeArgs(TypedDict):
     deletions wait on the stream, to be cascaded on resuming. The stream keeps a record 24 hours only:
     the deletions of a longer pause are never cascaded (their objects stay until an orphan pass)."""
     iterator_age_alarm_seconds: NotRequired[int]
-    """Alarm when the oldest record waits longer than this (default 3600)."""
-    alarm_topic_arn: NotRequired[pulumi.Input[str]]
-    """SNS topic the alarms notify (default: alarms without actions)."""
+    """How long the oldest record may wait, 60..604800 (default 3600): the iterator-age alarm that
+    CleanupAlarms makes of this cascade (`watched_stream(cascade)`) fires past it."""
     timeout_seconds: NotRequired[int]
     """Lambda timeout, 1..900 (default 120)."""
     memory_mb: NotRequired[int]
@@ -128,44 +125,58 @@ def _old_images(target: TableTarget) -> None:
         )
 
 
-def job_settings(name: str, raw: dict[str, Any], table: Any, bucket: Any, archive_bucket: Any) -> dict[str, Any]:
-    """The job's settings as the handler reads them."""
-    settings: dict[str, Any] = {
-        "kind": KIND_STREAM_CASCADE,
-        "name": raw.get("job_name", name),
-        "table": table,
-        "key_attributes": raw.get("key_attributes"),
+# The args that are job settings, under the names and nesting of EXPIRY_JOB (expiry.runtime.jobs.config
+# parses them); every other arg is for deployment only, and so is s3.object_prefix (IAM).
+JOB_SETTINGS = (
+    "job_name",
+    "table_name",
+    "key_attributes",
+    "ttl_attribute",
+    "namespace",
+    "dry_run",
+    "workers",
+    "s3",
+    "archive_bucket",
+    "archive_prefix",
+)
+
+
+def job_settings(name: str, raw: dict[str, Any], names: dict[str, Any]) -> dict[str, Any]:
+    """The job's settings as the handler reads them: the args that are settings, under their own names,
+    with ``names`` (dotted path -> value: table_name, s3.bucket, archive_bucket) in place of Outputs."""
+    settings = {"kind": KIND_STREAM_CASCADE, "job_name": name} | {key: raw[key] for key in JOB_SETTINGS if key in raw}
+    if isinstance(settings.get("s3"), dict):
+        settings["s3"] = {key: val for key, val in settings["s3"].items() if key != "object_prefix"}
+    return with_names(settings, names)
+
+
+def name_sources(raw: dict[str, Any]) -> dict[str, Any]:
+    """The settings that are names of other resources, possibly Outputs (dotted path -> arg)."""
+    sources = {"table_name": raw.get("table_name")}
+    sources |= {"s3.bucket": (raw.get("s3") or {}).get("bucket")} if "s3" in raw else {}
+    return sources | ({"archive_bucket": raw["archive_bucket"]} if "archive_bucket" in raw else {})
+
+
+def checked_job(name: str, raw: dict[str, Any]) -> Job:
+    """The job, parsed once, as the handler will parse it, with placeholders for names not yet known."""
+    names = {
+        path: PLACEHOLDER if isinstance(value, pulumi.Output) else value for path, value in name_sources(raw).items()
     }
-    for key in ("ttl_attribute", "namespace", "dry_run", "workers"):
-        if key in raw:
-            settings[key] = raw[key]
-    if "s3" in raw:
-        settings["s3"] = {k: val for k, val in raw["s3"].items() if k != "object_prefix"} | {"bucket": bucket}
-    if "archive_bucket" in raw:
-        settings["archive"] = {"bucket": archive_bucket, "prefix": raw.get("archive_prefix", "expired/")}
-    return settings
-
-
-def checked_job(name: str, raw: dict[str, Any], table: Any, bucket: Any, archive_bucket: Any) -> tuple[Job, str]:
-    """The job, checked as the handler will check it, and its EXPIRY_JOB value."""
-    settings = job_settings(name, raw, table, bucket, archive_bucket)
     try:
-        job = parse_job(settings, source=COMPONENT)
+        return parse_job(job_settings(name, raw, names), source=COMPONENT)
     except JobConfigError as error:
         raise ValueError(str(error)) from error
-    return job, json.dumps(settings, separators=(",", ":"))
 
 
-def _placeholder(value: Any) -> Any:
-    return PLACEHOLDER if isinstance(value, pulumi.Output) else value
-
-
-def _environment(name: str, raw: dict[str, Any], names: list[Any], unknown: set[str]) -> str:
-    """The EXPIRY_JOB value, checked with the resolved names; one that resolved to None (``unknown``:
-    table, s3.bucket, archive_bucket) is checked as a placeholder and left null."""
-    keys = ("table", "s3.bucket", "archive_bucket")
-    checked_job(name, raw, *(PLACEHOLDER if key in unknown else value for key, value in zip(keys, names, strict=True)))
-    return json.dumps(job_settings(name, raw, *names), separators=(",", ":"))
+def _environment(name: str, raw: dict[str, Any], names: dict[str, Any], unknown: set[str]) -> str:
+    """The EXPIRY_JOB value: only the resolved names are checked (as the parser checks them); one that
+    resolved to None (``unknown``) was checked as a placeholder at construction and is left null."""
+    settings = job_settings(name, raw, names)
+    try:
+        check_names(settings, [path for path in names if path not in unknown], COMPONENT)
+    except JobConfigError as error:
+        raise ValueError(str(error)) from error
+    return json.dumps(settings, separators=(",", ":"))
 
 
 class TtlStreamCascade(pulumi.ComponentResource):
@@ -177,6 +188,23 @@ class TtlStreamCascade(pulumi.ComponentResource):
     """The stream's event source mapping."""
     failure_queue_arn: pulumi.Output[str]
     """Queue receiving batches that failed every retry (their shard and sequence range)."""
+    # What CleanupAlarms needs of the cascade (a WatchedJobArgs; `watched_stream(cascade)` in Python).
+    failure_queue_name: pulumi.Output[str]
+    """The on-failure queue's name: a watched job's dead_letter_queue_name."""
+    log_group_name: pulumi.Output[str]
+    """The function's log group."""
+    job_name: pulumi.Output[str]
+    """The job's name: the Job dimension of its metrics."""
+    kind: pulumi.Output[str]
+    """stream-cascade."""
+    table_name: pulumi.Output[str]
+    """The table: the Table dimension of its metrics."""
+    namespace: pulumi.Output[str]
+    """The metric namespace."""
+    timeout_seconds: pulumi.Output[int]
+    """The function's timeout."""
+    iterator_age_alarm_seconds: pulumi.Output[int]
+    """How long the oldest record may wait before the iterator-age alarm fires."""
 
     def __init__(
         self,
@@ -187,6 +215,13 @@ class TtlStreamCascade(pulumi.ComponentResource):
         transforms: Mapping[str, ChildTransform] | None = None,
     ) -> None:
         """``transforms``: a transform per child (keys: CHILDREN), for what the args do not cover."""
+        if isinstance(args, dict) and "alarm_topic_arn" in args:
+            v.fail(
+                COMPONENT,
+                "alarm_topic_arn",
+                "a TtlStreamCascade makes no alarms since 0.4: CleanupAlarms makes them "
+                "(jobs: [watched_stream(cascade)]) and they notify its topic",
+            )
         given = v.known_fields(COMPONENT, args, TtlStreamCascadeArgs)
         raw = with_table(COMPONENT, given, TABLE_FIELDS)
         if given.get("table") is not None:
@@ -199,13 +234,7 @@ class TtlStreamCascade(pulumi.ComponentResource):
         if "archive_prefix" in raw and "archive_bucket" not in raw:
             v.fail(COMPONENT, "archive_prefix", "needs archive_bucket")
         s3 = raw.get("s3") or {}
-        job, _ = checked_job(
-            name,
-            raw,
-            _placeholder(raw["table_name"]),
-            _placeholder(s3.get("bucket")),
-            _placeholder(raw.get("archive_bucket")),
-        )
+        job = checked_job(name, raw)
         batch_size = v.integer(COMPONENT, "batch_size", raw.get("batch_size", 100), 1, 10_000)
         window = v.integer(
             COMPONENT, "maximum_batching_window_seconds", raw.get("maximum_batching_window_seconds", 5), 0, 300
@@ -267,13 +296,11 @@ class TtlStreamCascade(pulumi.ComponentResource):
             self.failure_queue.arn,
         ).apply(lambda a: json.dumps(_policy(job, *a, object_prefix=object_prefix, archive_prefix=archive_prefix)))
         self.role_policy = aws.iam.RolePolicy(f"{name}-policy", role=role_name, policy=policy, opts=child)
-        sources = {
-            "table": raw["table_name"],
-            "s3.bucket": s3.get("bucket"),
-            "archive_bucket": raw.get("archive_bucket"),
-        }
+        sources = name_sources(raw)
         environment = pulumi.Output.all(*sources.values()).apply(
-            lambda a: _environment(name, raw, a, v.unresolved(COMPONENT, name, sources, a))
+            lambda a: _environment(
+                name, raw, dict(zip(sources, a, strict=True)), v.unresolved(COMPONENT, name, sources, a)
+            )
         )
         self.function = aws.lambda_.Function(
             f"{name}-function",
@@ -321,36 +348,36 @@ class TtlStreamCascade(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        actions = [raw["alarm_topic_arn"]] if raw.get("alarm_topic_arn") is not None else []
-        watched = rules.Job(job.name, job.kind, raw["table_name"], job.namespace, 0, 0, self.function.name)
-        self.alarms = [
-            aws.cloudwatch.MetricAlarm(
-                f"{name}-{spec.alarm}",
-                alarm_description=f"{job.name}: {spec.description}",
-                namespace=spec.namespace,
-                metric_name=spec.metric,
-                dimensions=spec.dimensions,
-                statistic=spec.statistic,
-                period=spec.period,
-                evaluation_periods=spec.evaluation_periods,
-                threshold=spec.threshold,
-                comparison_operator=spec.comparison,
-                treat_missing_data=spec.missing_data,
-                alarm_actions=actions,
-                ok_actions=actions,
-                tags=tags,
-                opts=child,
-            )
-            for spec in rules.stream_alarms(watched, self.failure_queue.name, age_alarm)
-        ]
+        # Plain values for watched_stream: the job, its name as a resource, its settings as deployed.
+        self.resource_name = name
+        self.job = job
+        self.timeout = timeout
+        self.iterator_age_seconds = age_alarm
+        self.paused = paused
         self.function_name = self.function.name
         self.event_source_mapping_id = self.event_source_mapping.id
         self.failure_queue_arn = self.failure_queue.arn
+        self.failure_queue_name = self.failure_queue.name
+        self.log_group_name = pulumi.Output.from_input(log_group_name)
+        self.job_name = pulumi.Output.from_input(job.name)
+        self.kind = pulumi.Output.from_input(job.kind)
+        self.table_name = pulumi.Output.from_input(raw["table_name"])
+        self.namespace = pulumi.Output.from_input(job.namespace)
+        self.timeout_seconds = pulumi.Output.from_input(timeout)
+        self.iterator_age_alarm_seconds = pulumi.Output.from_input(age_alarm)
         self.register_outputs(
             {
                 "function_name": self.function_name,
                 "event_source_mapping_id": self.event_source_mapping_id,
                 "failure_queue_arn": self.failure_queue_arn,
+                "failure_queue_name": self.failure_queue_name,
+                "log_group_name": self.log_group_name,
+                "job_name": self.job_name,
+                "kind": self.kind,
+                "table_name": self.table_name,
+                "namespace": self.namespace,
+                "timeout_seconds": self.timeout_seconds,
+                "iterator_age_alarm_seconds": self.iterator_age_alarm_seconds,
             }
         )
 

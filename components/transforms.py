@@ -88,7 +88,8 @@ class Child:
     """The resource class (whose type token is read) or the type token itself."""
     suffix: str
     """The logical name after the component's name (``-role``); ending in ``*``, every child of this
-    type whose name starts so (``-email-*``: one subscription per address)."""
+    type whose name starts so (``-email-*``: one subscription per address); ``*`` alone, every child of
+    this type, whatever its name."""
     protected: Mapping[str, str] = field(default_factory=dict)
     """Arguments a transform must not change -> why (the error says it); ``{ALL: why}`` for all."""
 
@@ -104,6 +105,8 @@ class Child:
     def matches(self, component_name: str, type_: str, name: str) -> bool:
         if type_ != self.token:
             return False
+        if self.suffix == "*":
+            return True
         if self.suffix.endswith("*"):
             return name.startswith(component_name + self.suffix[:-1])
         return name == component_name + self.suffix

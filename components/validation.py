@@ -2,10 +2,14 @@
 component, the field and what is allowed, raised before anything reaches AWS."""
 
 import re
-from collections.abc import Iterable
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn, TypeVar
 
 import pulumi
+
+from expiry.runtime.jobs import fields
+
+T = TypeVar("T")
 
 AWS_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 LAYER_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]{1,140}:\d+$")
@@ -25,35 +29,33 @@ def plain(component: str, field: str, value: Any) -> Any:
     return value
 
 
+def checked(component: str, field: str, check: Callable[..., T], value: Any, *limits: Any) -> T:
+    """``check(value, *limits)`` (a check of expiry.runtime.jobs.fields, shared with the job parser), its
+    error naming the component and the field."""
+    try:
+        return check(value, *limits)
+    except fields.FieldError as error:
+        fail(component, field, str(error))
+
+
 def one_of(component: str, field: str, value: Any, allowed: Iterable[str]) -> str:
     """Check that ``value`` is one of ``allowed``."""
-    allowed = list(allowed)
-    if value not in allowed:
-        fail(component, field, f"must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+    return checked(component, field, fields.one_of, value, allowed)
 
 
 def boolean(component: str, field: str, value: Any) -> bool:
     """Check that ``value`` is a real bool (not a truthy string from config)."""
-    if not isinstance(plain(component, field, value), bool):
-        fail(component, field, f"must be true or false, got {value!r}")
-    return value
+    return checked(component, field, fields.boolean, plain(component, field, value))
 
 
 def integer(component: str, field: str, value: Any, low: int, high: int) -> int:
     """Check that ``value`` is an int in ``low..high``."""
-    plain(component, field, value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        fail(component, field, f"must be an integer in {low}..{high}, got {value!r}")
-    return value
+    return checked(component, field, fields.integer, plain(component, field, value), low, high)
 
 
 def text(component: str, field: str, value: Any, max_length: int = 255) -> str:
     """Check that ``value`` is a non-empty string of at most ``max_length`` characters."""
-    plain(component, field, value)
-    if not isinstance(value, str) or not value or len(value) > max_length:
-        fail(component, field, f"must be a non-empty string of at most {max_length} characters, got {value!r}")
-    return value
+    return checked(component, field, fields.text, plain(component, field, value), max_length)
 
 
 def aws_name(component: str, field: str, value: Any) -> str:

@@ -10,6 +10,7 @@ and `psql`, and a sweep run now, with the same library code as the Lambda handle
     expiry sweep --table upload-sessions-prod --plan-out plan.json    # a dry run that saves its plan
     expiry sweep --table upload-sessions-prod --plan plan.json --yes  # carries out that plan, nothing else
     expiry pause --function upload-sweeper-prod     # its schedule DISABLED until `expiry resume`
+    expiry pause --postgres "host=db dbname=app user=ops" --job-name attributes-purge   # its pg_cron jobs inactive
 
 A sweep plans first, shows its target and what it would delete (counts, and the keys of the plan's sample),
 and deletes only once "yes" or the table's name is typed in full on a terminal, or with --yes (scripts); what
@@ -27,6 +28,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from importlib.metadata import version
@@ -49,6 +51,8 @@ from expiry.runtime.jobs.config import (
     SWEEPING_KINDS,
     Job,
     JobConfigError,
+    SettingsDeprecationWarning,
+    current_schema,
     loads_object,
     parse_job,
 )
@@ -75,7 +79,8 @@ EXAMPLES = """examples:
   expiry sweep --table upload-sessions-prod --plan plan.json --yes
   expiry sweep --table scratch-table --yes --ignore-deployed   # not the deployed job's rules: spelled out
   expiry sweep --postgres "$DSN" --table attributes --expiry-column ttl_timestamp --dry-run
-  expiry pause --function upload-sweeper-prod     # until `expiry resume --function upload-sweeper-prod`"""
+  expiry pause --function upload-sweeper-prod     # until `expiry resume --function upload-sweeper-prod`
+  expiry pause --postgres "$DSN" --job-name attributes-purge    # a PgCronCleanup's pg_cron jobs inactive"""
 FUNCTION_FIXES = (  # what would change the deployed job: refused with --function
     "job",
     "table",
@@ -95,7 +100,22 @@ PAUSE_NOTE = (
     "Pulumi does not know of the change: a refresh or the next update of the schedule or mapping sets it back "
     "to the stack's paused setting; for a lasting pause set expiry:paused (or the component's paused arg)."
 )
-STATUS_SETTINGS = ("name", "table", "namespace", "key_attributes", "ttl_attribute", "expiry_index", "page_size")
+PG_PAUSE_DRIFT = (
+    "Pulumi does not know of this change: the next update of the PgCronCleanup (a change of its settings or of "
+    "Expiry's version) sets its pg_cron jobs back to its paused arg (expiry:paused in this stack); for a lasting "
+    "pause set that instead"
+)
+STATUS_SETTINGS = (
+    "job_name",
+    "table_name",
+    "namespace",
+    "key_attributes",
+    "ttl_attribute",
+    "expiry_index_name",
+    "expiry_index_shards",
+    "expiry_shard_attribute",
+    "page_size",
+)
 
 
 class UsageError(Exception):
@@ -197,11 +217,18 @@ def _parser() -> argparse.ArgumentParser:
                 help="progress on stderr (default: when stderr is a terminal)",
             )
     for name, text in (
-        ("pause", "pause a deployed job: disable its schedule (sweeper) or stream mapping (cascade)"),
-        ("resume", "resume a paused deployed job: enable its schedule or stream mapping again"),
+        (
+            "pause",
+            "pause a deployed job: disable its schedule (sweeper), stream mapping (cascade) or pg_cron jobs "
+            "(PgCronCleanup, with --postgres and --job-name)",
+        ),
+        ("resume", "resume a paused deployed job: enable its schedule, stream mapping or pg_cron jobs again"),
     ):
         command = commands.add_parser(name, help=text, description=f"{text}. {PAUSE_NOTE}", **texts)
-        command.add_argument("--function", metavar="NAME", required=True, help="the deployed job's Lambda")
+        command.add_argument("--function", metavar="NAME", help="the deployed job's Lambda")
+        pg = command.add_argument_group("PostgreSQL (a PgCronCleanup)")
+        pg.add_argument("--postgres", metavar="DSN", help="libpq connection string or URL of its database")
+        pg.add_argument("--job-name", help="the PgCronCleanup job: its pg_cron job's name")
         command.add_argument("--profile", help="AWS profile (default: your AWS configuration's)")
         command.add_argument("--endpoint-url", help="any AWS-compatible endpoint (moto_server, LocalStack)")
         command.add_argument("--region", help="AWS region (default: your AWS configuration's)")
@@ -218,12 +245,42 @@ def _parser() -> argparse.ArgumentParser:
 
 def _pause(args: argparse.Namespace, err: TextIO) -> dict[str, Any]:
     """`expiry pause` / `expiry resume`: what changed, then the drift warning on stderr."""
+    if args.postgres or args.job_name:
+        return _pg_pause(args, err)
+    if not args.function:
+        raise UsageError("give --function NAME (a sweeper or cascade), or --postgres DSN with --job-name NAME")
     clients, shown = _clients(args)
     result = {"target": shown()} | cli_pause.set_paused(clients, args.function, args.command == "pause")
     warning = cli_pause.drift_warning(result)
     if warning:
         err.write(f"{PROG}: warning: {warning}\n")
     return result
+
+
+def _pg_pause(args: argparse.Namespace, err: TextIO) -> dict[str, Any]:
+    """`expiry pause|resume --postgres DSN --job-name NAME`: the PgCronCleanup's pg_cron jobs, only if Expiry's."""
+    from expiry.runtime.postgres import pause as pg_pause  # only PostgreSQL commands need psycopg
+
+    if args.function or not (args.postgres and args.job_name):
+        raise UsageError("a PgCronCleanup is paused with --postgres DSN and --job-name NAME (and no --function)")
+    with pg_pause.cron_connection(_conninfo(args.postgres)) as cron:
+        target = {"database": cron.info.dbname, "host": cron.info.host}
+        result = {"target": target} | pg_pause.set_paused(cron, args.job_name, args.command == "pause")
+    if result["pg_cron_jobs_changed"]:
+        err.write(f"{PROG}: warning: {PG_PAUSE_DRIFT}\n")
+    return result
+
+
+def _conninfo(dsn: str) -> str:
+    """``dsn`` once psycopg can read it; a UsageError naming --postgres otherwise."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as error:
+        raise UsageError(f"--postgres: not a libpq connection string or URL: {_first_line(error)}") from error
+    return dsn
 
 
 def _paused_status(clients: Callable[[str], Any], function: str, err: TextIO) -> dict[str, Any]:
@@ -272,7 +329,7 @@ def _table_job(args: argparse.Namespace, kind: str, clients: Callable[[str], Any
             text = _deployed_job(clients("lambda"), args.function)
         else:
             text = Path(args.job[1:]).read_text() if args.job.startswith("@") else args.job
-        given = loads_object(text, source)
+        given = current_schema(loads_object(text, source), source)
         if kind == KIND_SWEEP and isinstance(given, dict) and given.get("kind") not in SWEEPING_KINDS:
             raise JobConfigError(
                 f"{source}: kind: sweep runs {' and '.join(SWEEPING_KINDS)} jobs, got {given.get('kind')!r}"
@@ -295,8 +352,8 @@ def _table_job(args: argparse.Namespace, kind: str, clients: Callable[[str], Any
         raise JobConfigError(f"{args.table}: TTL is not enabled, so no item is expired; give --ttl-attribute")
     raw: dict[str, Any] = {
         "kind": kind,
-        "name": f"cli-{kind}",
-        "table": args.table,
+        "job_name": f"cli-{kind}",
+        "table_name": args.table,
         "key_attributes": keys,
         "ttl_attribute": ttl_attribute,
     }
@@ -486,16 +543,14 @@ def _postgres(
     import psycopg  # only PostgreSQL commands need psycopg
     from psycopg.conninfo import conninfo_to_dict
 
+    from expiry.runtime.postgres import pause as pg_pause
     from expiry.runtime.postgres import purge as pg_purge
     from expiry.runtime.postgres import status as pg_status
     from expiry.runtime.postgres.spec import PurgeSpec
 
     if not args.table or not args.expiry_column:
         raise UsageError("with --postgres, give --table and --expiry-column")
-    try:
-        where = conninfo_to_dict(args.postgres)
-    except psycopg.ProgrammingError as error:
-        raise UsageError(f"--postgres: not a libpq connection string or URL: {_first_line(error)}") from error
+    where = conninfo_to_dict(_conninfo(args.postgres))
     spec = PurgeSpec(
         job_name=args.job_name or f"cli-{args.table}"[:48],
         table=args.table,
@@ -513,7 +568,11 @@ def _postgres(
     }
     with psycopg.connect(args.postgres, autocommit=True, connect_timeout=15) as conn:
         if args.command == "status":
-            return {"target": target, **pg_status.table_status(conn, spec, args.job_name)}
+            status = {"target": target, **pg_status.table_status(conn, spec, args.job_name)}
+            if args.job_name:  # whether its pg_cron jobs are paused
+                with pg_pause.cron_connection(args.postgres) as cron:
+                    status |= pg_pause.pause_status(cron, args.job_name)
+            return status
         planned = pg_purge.plan(conn, spec)
         if args.dry_run:
             return {"target": target, "dry_run": True, **asdict(planned)}
@@ -792,6 +851,23 @@ def _check_deployed(
 def main(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr, stdin: TextIO = sys.stdin
 ) -> int:
+    """The CLI; settings written by 0.3 (a --job file, a function not yet updated) are read with one
+    warning line per renamed key."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SettingsDeprecationWarning)
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *rest: Any, **named: Any) -> None:
+            if issubclass(category, SettingsDeprecationWarning):
+                err.write(f"{PROG}: warning: {message}\n")
+            else:
+                shown(message, category, *rest, **named)
+
+        warnings.showwarning = show
+        return _main(argv, out, err, stdin)
+
+
+def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     as_json = False
     deleting = threading.Event()  # set once a run may delete: an interruption then cannot say "nothing"
     try:

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from expiry.runtime.dynamodb.items import plain
 from expiry.runtime.dynamodb.saved_plan import settings
 from expiry.runtime.dynamodb.sweep import Plan, Sweeper
-from expiry.runtime.jobs.config import ENV_VAR, Job, loads_object, parse_job
+from expiry.runtime.jobs.config import ENV_VAR, Job, current_schema, loads_object, parse_job
 from expiry.runtime.jobs.run_control import Tally
 
 OVERRIDE = "--ignore-deployed"
@@ -95,8 +95,8 @@ def deployed_jobs(lambda_client: Any, table: str, kind: str) -> list[Deployed]:
         if not text:
             continue
         source = f"--function {name} (deployed on {table})"
-        raw = loads_object(text, source)
-        if isinstance(raw, dict) and raw.get("table") == table and raw.get("kind") == kind:
+        raw = current_schema(loads_object(text, source), source)  # a function not yet updated from 0.3
+        if isinstance(raw, dict) and raw.get("table_name") == table and raw.get("kind") == kind:
             found.append(Deployed(name, parse_job(raw, source=source)))
     return found
 

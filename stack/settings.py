@@ -14,6 +14,7 @@ from pulumi.runtime import config as runtime_config
 from expiry.components.schedule import check_expression
 from expiry.components.scheduled_sweeper import LOG_RETENTION_DAYS
 from expiry.components.validation import EMAIL
+from expiry.runtime.jobs import fields
 from expiry.runtime.jobs.config import KEEP_MARKERS
 from expiry.runtime.postgres.spec import CleanupError, check_cron
 
@@ -154,10 +155,10 @@ class _Reader:
         return value
 
     def one_of(self, name: str, allowed: tuple[str, ...]) -> str:
-        value = self.text(name)
-        if value not in allowed:
-            raise SettingError(f"{self.key(name)}: must be one of {', '.join(allowed)}, got {value!r}")
-        return value
+        try:
+            return fields.one_of(self.text(name), allowed)
+        except fields.FieldError as error:
+            raise SettingError(f"{self.key(name)}: {error}") from error
 
     def schedule(self, name: str) -> str:
         """An EventBridge Scheduler expression, checked now rather than halfway through `pulumi up`."""
@@ -245,16 +246,24 @@ def uploads_layout(r: _Reader) -> UploadsLayout:
 
 
 def fan_out(r: _Reader) -> bool:
-    """expiry:fanOut, refused where the upload sweeper would have no expiry index to fan out over."""
+    """expiry:fanOut: the upload sweeper over its expiry-index shards and the ActingWeb job over its
+    indexes; refused where the upload sweeper would have no expiry index to fan out over, or where
+    neither job is built."""
     wanted = r.boolean("fanOut")
-    if wanted and not (
-        r.boolean("uploadsEnabled")
-        and r.integer("expiryIndexShards", 0, 100)
-        and r.boolean("uploadsWritersSetExpiryShard")
+    uploads = r.boolean("uploadsEnabled")
+    if (
+        wanted
+        and uploads
+        and not (r.integer("expiryIndexShards", 0, 100) and r.boolean("uploadsWritersSetExpiryShard"))
     ):
         raise SettingError(
             f"{r.key('fanOut')}: fans the upload sweeper out over its expiry-index shards, so it needs "
-            "uploadsEnabled, expiryIndexShards > 0 and uploadsWritersSetExpiryShard true"
+            "expiryIndexShards > 0 and uploadsWritersSetExpiryShard true (or uploadsEnabled false)"
+        )
+    if wanted and not uploads and not r.boolean("actingwebEnabled"):
+        raise SettingError(
+            f"{r.key('fanOut')}: fans out the upload sweeper and the ActingWeb job, but uploadsEnabled and "
+            "actingwebEnabled are both false"
         )
     return wanted
 

@@ -1,6 +1,5 @@
 """The cleanup infrastructure of the systems Expiry was designed from, built from stack settings."""
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -8,7 +7,7 @@ import pulumi
 import pulumi_aws as aws
 
 from expiry.components.budget_ledger import budget_ledger
-from expiry.components.cleanup_alarms import CleanupAlarms, table_names, watched_job
+from expiry.components.cleanup_alarms import CleanupAlarms, table_names, watched_job, watched_stream
 from expiry.components.pg_cron_cleanup import PgCronCleanup
 from expiry.components.scheduled_sweeper import ScheduledSweeper, table_target
 from expiry.components.stream_cascade import TtlStreamCascade, stream_target
@@ -45,8 +44,6 @@ class Built:
     tables: dict[str, TtlTable] = field(default_factory=dict)
     sweepers: dict[str, ScheduledSweeper] = field(default_factory=dict)
     cascades: dict[str, TtlStreamCascade] = field(default_factory=dict)
-    # Stream cascades wait for the alarm topic, which CleanupAlarms creates last.
-    pending_cascades: list[Callable[[pulumi.Input[str] | None], None]] = field(default_factory=list)
     archive_bucket: aws.s3.Bucket | None = None
     watched: list[dict[str, Any]] = field(default_factory=list)
     bucket: aws.s3.Bucket | None = None
@@ -191,22 +188,20 @@ def video_uploads(s: StackSettings, built: Built) -> None:
     if stream:
         archive = _archive_bucket(s, built) if layout.archive_expired else None
 
-        def cascade(topic: pulumi.Input[str] | None) -> None:
-            built.cascades["upload-cascade"] = TtlStreamCascade(
-                "upload-cascade",
-                {
-                    **stream_target(table),
-                    "s3": s3,
-                    "dry_run": s.dry_run,
-                    "paused": s.paused,
-                    "log_retention_days": s.log_retention_days,
-                    "tags": s.tags,
-                    **({"archive_bucket": archive.bucket} if archive else {}),
-                    **({"alarm_topic_arn": topic} if topic is not None else {}),
-                },
-            )
-
-        built.pending_cascades.append(cascade)
+        cascade = TtlStreamCascade(
+            "upload-cascade",
+            {
+                **stream_target(table),
+                "s3": s3,
+                "dry_run": s.dry_run,
+                "paused": s.paused,
+                "log_retention_days": s.log_retention_days,
+                "tags": s.tags,
+                **({"archive_bucket": archive.bucket} if archive else {}),
+            },
+        )
+        built.cascades["upload-cascade"] = cascade
+        built.watched.append(watched_stream(cascade))
     # With the stream cascade, TTL deletes expired sessions and the stream cleans after them: the
     # sweeper only marks finished videos ahead of TTL and removes orphans. Without it, the sweeper
     # deletes expired sessions itself, with the upload system's stuck rule (still "created" an hour
@@ -227,7 +222,6 @@ def video_uploads(s: StackSettings, built: Built) -> None:
             **table_target(table),
             "s3": s3,
             **({"delete_expired": False} if stream else {"stuck_uploads": stuck}),
-            # The ActingWeb job is orphaned-references, not a sweep over an expiry index: it does not fan out.
             **({"fan_out": {}} if s.fan_out else {}),
             "orphaned_objects": {
                 "prefix": layout.object_prefix,
@@ -289,6 +283,8 @@ def actingweb(s: StackSettings, built: Built) -> None:
             "schedule": s.actingweb_schedule,
             **table_target(table),
             "references": ACTINGWEB_REFERENCES,
+            # One invocation per index of ACTINGWEB_REFERENCES, the shared ledger holding the table's budget.
+            **({"fan_out": {}} if s.fan_out else {}),
         },
     )
     if s.postgres is not None:
@@ -304,6 +300,7 @@ def actingweb(s: StackSettings, built: Built) -> None:
                 "database": pg.database,
                 "user": pg.user,
                 "password": pg.password,
+                "paused": s.paused,
             },
         )
         built.pg_cleanup = cleanup
@@ -361,7 +358,4 @@ def build(s: StackSettings) -> Built:
                 "tags": s.tags,
             },
         )
-    topic = built.alarms.topic_arn if built.alarms else None
-    for cascade in built.pending_cascades:
-        cascade(topic)
     return built

@@ -335,21 +335,21 @@ def job_references(raw: dict[str, Any]) -> list[tuple[str, Any, str]]:
     job = parse_job(raw)
     named: list[tuple[str, Any, str]] = []
     if job.kind != "pg-monitor":
-        named.append(("table", job.table, "EXPIRY_JOB.table"))
+        named.append(("table", job.table, "EXPIRY_JOB.table_name"))
     breaker, s3, archive = getattr(job, "breaker", None), getattr(job, "s3", None), getattr(job, "archive", None)
     refs, index = getattr(job, "references", None), getattr(job, "expiry_index", None)
     if breaker is not None:
-        named.append(("table", breaker.budget_table, "EXPIRY_JOB.breaker.budget_table"))
+        named.append(("table", breaker.budget_table, "EXPIRY_JOB.budget_table_name"))
     if s3 is not None:
         named.append(("bucket", s3.bucket, "EXPIRY_JOB.s3.bucket"))
         if s3.owner_index:
             named.append(("index", f"{job.table}/{s3.owner_index}", "EXPIRY_JOB.s3.owner_index"))
     if archive is not None:
-        named.append(("bucket", archive.bucket, "EXPIRY_JOB.archive.bucket"))
+        named.append(("bucket", archive.bucket, "EXPIRY_JOB.archive_bucket"))
     if index is not None:
-        named.append(("index", f"{job.table}/{index.name}", "EXPIRY_JOB.expiry_index.name"))
+        named.append(("index", f"{job.table}/{index.name}", "EXPIRY_JOB.expiry_index_name"))
     if refs is not None:
-        named.append(("table", refs.target_table, "EXPIRY_JOB.references.target_table"))
+        named.append(("table", refs.target_table, "EXPIRY_JOB.references.target_table_name"))
     return named
 
 
@@ -565,7 +565,7 @@ def create_function(em: Emulator, r: Deployed, mocked: dict[str, Any]) -> dict[s
     em._known("function", function["FunctionName"], arn, f"{arn}:$LATEST")
     job = json.loads((i.get("environment") or {}).get("variables", {}).get("EXPIRY_JOB", "{}"))
     if job.get("kind") == "pg-monitor":  # the PostgreSQL table it watches, outside AWS
-        em.names.setdefault("pg-table", set()).add(job["table"])
+        em.names.setdefault("pg-table", set()).add(job["table_name"])
     return {"name": function["FunctionName"], "arn": arn, "qualifiedArn": f"{arn}:$LATEST", "id": arn}
 
 

@@ -489,8 +489,8 @@ def sweeper_job(world: World, mode: str = "sweep", **overrides: Any) -> Job:
     One worker, so that every example replays the same calls."""
     raw: dict[str, Any] = {
         "kind": "sweep",
-        "name": "upload-sweeper",
-        "table": TABLE,
+        "job_name": "upload-sweeper",
+        "table_name": TABLE,
         "key_attributes": [ID],
         "ttl_attribute": TTL,
         "workers": 1,
@@ -504,8 +504,8 @@ def sweeper_job(world: World, mode: str = "sweep", **overrides: Any) -> Job:
         "breaker": {
             "max_share": STACK["breakerMaxSharePercent"] / 100,
             "allow_mass_deletion": STACK["allowMassDeletion"],
-            **({"budget_table": LEDGER} if BUDGET_SUPPORTED else {}),
         },
+        **({"budget_table_name": LEDGER} if BUDGET_SUPPORTED else {}),
     }
     if mode == "sweep":
         raw["stuck_uploads"] = {
@@ -517,7 +517,7 @@ def sweeper_job(world: World, mode: str = "sweep", **overrides: Any) -> Job:
     else:
         raw["delete_expired"] = False
     if world.expiry_index:
-        raw["expiry_index"] = {"name": EXPIRY_INDEX, "shards": world.shards, "shard_attribute": SHARD}
+        raw |= {"expiry_index_name": EXPIRY_INDEX, "expiry_index_shards": world.shards, "expiry_shard_attribute": SHARD}
         raw["unindexed_check_items"] = UNINDEXED_CHECK_ITEMS
     return parse_job({**raw, **overrides})
 
@@ -526,8 +526,8 @@ def cascade_job(world: World, **overrides: Any) -> Job:
     """The upload cascade on the table's stream (TtlStreamCascade), one worker."""
     raw = {
         "kind": "stream-cascade",
-        "name": "upload-cascade",
-        "table": TABLE,
+        "job_name": "upload-cascade",
+        "table_name": TABLE,
         "key_attributes": [ID],
         "ttl_attribute": TTL,
         "workers": 1,

@@ -186,7 +186,10 @@ def test_a_misspelled_key_names_the_declared_one(pulumi_mocks):
 
 
 def test_duplicate_keys_in_the_job_settings_are_refused():
-    text = '{"kind": "sweep", "name": "j", "table": "t", "key_attributes": ["id"], "dry_run": true, "dry_run": false}'
+    text = (
+        '{"kind": "sweep", "job_name": "j", "table_name": "t", "key_attributes": ["id"], '
+        '"dry_run": true, "dry_run": false}'
+    )
     with pytest.raises(JobConfigError) as raised:
         job_from_environment({"EXPIRY_JOB": text})
     assert one_line(raised.value) == "EXPIRY_JOB: dry_run: given more than once"
@@ -209,11 +212,11 @@ def test_cli_refuses_a_bad_dsn_as_a_wrong_setting():
     ("job", "message"),
     [
         (
-            {"kind": "ttl-monitor", "name": "m", "table": "t", "key_attributes": ["id"]},
+            {"kind": "ttl-monitor", "job_name": "m", "table_name": "t", "key_attributes": ["id"]},
             "expiry: error: --job: kind: sweep runs sweep and orphaned-references jobs, got 'ttl-monitor'",
         ),
         (
-            {"kind": "pg-purge", "name": "p", "table": "t"},
+            {"kind": "pg-purge", "job_name": "p", "table_name": "t"},
             "expiry: error: --job: kind: sweep runs sweep and orphaned-references jobs, got 'pg-purge'",
         ),
         ('{"kind": "sweep", "kind": "sweep"}', "expiry: error: --job: kind: given more than once"),

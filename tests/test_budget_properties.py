@@ -36,8 +36,8 @@ def test_the_runs_of_a_window_delete_no_more_than_the_breaker_allows_of_the_tabl
             put_session(dynamodb, f"old.{n}", NOW - 60, shard=True)
         for n in range(live):
             put_session(dynamodb, f"live.{n}", NOW + 3600, shard=True)
-        breaker = {"max_share": max_share, "ignore_below": ignore_below, "budget_table": LEDGER, "window_seconds": 3600}
-        job = sweep_job(expiry_index=INDEX_SETTINGS, breaker=breaker)
+        breaker = {"max_share": max_share, "ignore_below": ignore_below, "window_seconds": 3600}
+        job = sweep_job(**INDEX_SETTINGS, breaker=breaker, budget_table_name=LEDGER)
         work = sweep_work(lambda service: dynamodb)
         for shards in invocations:
             run_at(job, work, event={"shards": shards})

@@ -134,7 +134,7 @@ def test_shipped_sweep_handler_runs_against_moto_server(pulumi_mocks, tmp_path, 
     job_at_now = {**job, "ttl_attribute": "ttl"}
     with aws_backend("moto_server", moto_server) as aws:
         create_table(aws.dynamodb)
-        create_ledger(aws.dynamodb, job["breaker"]["budget_table"])
+        create_ledger(aws.dynamodb, job["budget_table_name"])
         aws.s3.create_bucket(Bucket=BUCKET)
         aws.s3.put_object(Bucket=BUCKET, Key="uploads/old/v.mp4", Body=b"x")
         put_session(aws.dynamodb, "old", 1_000_000_000, key="uploads/old/v.mp4")  # 2001: expired now
@@ -169,7 +169,7 @@ def test_shipped_handlers_of_other_kinds_run(pulumi_mocks, tmp_path, monkeypatch
     with aws_backend("moto_server", moto_server) as aws:
         if kind == "orphaned-references":
             create_table(aws.dynamodb, range_key="ref")
-            create_ledger(aws.dynamodb, job["breaker"]["budget_table"])
+            create_ledger(aws.dynamodb, job["budget_table_name"])
             for ref, owner in (("r:1", "nobody"), ("r:2", "someone")):
                 aws.dynamodb.put_item(
                     TableName=TABLE,
@@ -198,4 +198,4 @@ def test_shipped_handler_refuses_bad_configuration_at_cold_start(pulumi_mocks, t
         archive, tmp_path, function["handler"], {"kind": "sweep", "key_attributes": ["id"]}, moto_server.url
     )
     assert result.returncode != 0
-    assert "EXPIRY_JOB: table: must be a non-empty string" in result.stderr
+    assert "EXPIRY_JOB: table_name: must be a non-empty string" in result.stderr

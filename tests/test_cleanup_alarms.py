@@ -364,7 +364,9 @@ def test_alarms_can_be_turned_off_and_thresholds_changed(pulumi_mocks):
 def test_dashboard_is_valid_json_naming_only_metrics_that_exist(pulumi_mocks):
     pulumi_mocks.run(lambda: CleanupAlarms("alarms", jobs(table_names=["checkpoints", "uploads"])))
     body = json.loads(pulumi_mocks.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
-    titles = [w["properties"]["title"] for w in body["widgets"]]
+    paused, *graphs = body["widgets"]
+    assert paused["type"] == "text" and "**Paused as deployed:** none." in paused["properties"]["markdown"]
+    titles = [w["properties"]["title"] for w in graphs]
     assert titles == [
         "Expired backlog",
         "Deletions",
@@ -374,16 +376,111 @@ def test_dashboard_is_valid_json_naming_only_metrics_that_exist(pulumi_mocks):
         "Oldest expired (s)",
     ]
     aws_metrics = {("AWS/Lambda", "Errors"), ("AWS/Lambda", "Duration"), ("AWS/DynamoDB", "TimeToLiveDeletedItemCount")}
-    for widget in body["widgets"]:
+    for widget in graphs:
         assert widget["properties"]["region"] == "us-east-1"
         for series in widget["properties"]["metrics"]:
             namespace, name = series[0], series[1]
             assert name in metrics.ALL_METRICS if namespace == "Expiry" else (namespace, name) in aws_metrics
-    ttl = next(w for w in body["widgets"] if w["properties"]["title"].startswith("TTL"))
+    ttl = next(w for w in graphs if w["properties"]["title"].startswith("TTL"))
     assert ttl["properties"]["metrics"] == [
         ["AWS/DynamoDB", "TimeToLiveDeletedItemCount", "TableName", "checkpoints"],
         ["AWS/DynamoDB", "TimeToLiveDeletedItemCount", "TableName", "uploads"],
     ]
+
+
+def test_the_dashboard_names_the_jobs_deployed_paused_and_says_the_cli_s_pause_is_not_shown(pulumi_mocks):
+    paused = jobs()
+    paused["jobs"][1]["paused"] = True
+    pulumi_mocks.run(lambda: CleanupAlarms("alarms", paused))
+    body = json.loads(pulumi_mocks.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    text = body["widgets"][0]["properties"]["markdown"]
+    assert text.startswith("**Paused as deployed:** `upload-sweeper`: they run nothing until resumed.")
+    assert "`expiry pause`" in text and "until the next `pulumi up`" in text and "expiry status --function" in text
+    assert all(w["y"] >= body["widgets"][0]["height"] for w in body["widgets"][1:])  # nothing hides under it
+
+
+def test_a_sweeper_s_pause_as_deployed_reaches_the_dashboard(pulumi_mocks):
+    def program() -> ScheduledSweeper:
+        table = TtlTable("t", {"hash_key": "id", "ttl_attribute": "expires_at", "table_name": "paused-table"})
+        sweeper = ScheduledSweeper(
+            "s", {"kind": "ttl-monitor", "schedule": "rate(1 hour)", "paused": True, **table_target(table)}
+        )
+        CleanupAlarms("alarms", {"jobs": [watched_job(sweeper)]})
+        return sweeper
+
+    assert pulumi_mocks.run(program).paused is True
+    body = json.loads(pulumi_mocks.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    assert "`s`" in body["widgets"][0]["properties"]["markdown"]
+
+
+STREAM = {
+    "job_name": "upload-cascade",
+    "kind": "stream-cascade",
+    "table_name": "uploads",
+    "timeout_seconds": 120,
+    "function_name": "fn-cascade",
+    "dead_letter_queue_name": "cascade-failures",
+}
+
+
+def test_a_stream_cascade_gets_the_alarms_its_kind_names_and_no_others():
+    job = watched_jobs([{**STREAM, "iterator_age_alarm_seconds": 600}])[0]
+    specs = {spec.alarm: spec for spec in job_alarms(job, settings({}))}
+    assert list(specs) == ["iterator-age", "errors", "failed-batches", "cleanup-errors"]
+    assert all(s.period == 300 and s.comparison == "GreaterThanThreshold" for s in specs.values())
+    assert (specs["iterator-age"].namespace, specs["iterator-age"].metric) == ("AWS/Lambda", "IteratorAge")
+    assert specs["iterator-age"].threshold == 600_000 and "over 600 s" in specs["iterator-age"].description
+    assert specs["errors"].dimensions == {"FunctionName": "fn-cascade"} and specs["errors"].threshold == 0
+    assert specs["failed-batches"].dimensions == {"QueueName": "cascade-failures"}
+    assert specs["cleanup-errors"].dimensions == {"Job": "upload-cascade", "Table": "uploads"}
+    assert [s.alarm for s in job_alarms(job, settings({"disabled_alarms": ["errors"]}))] == [
+        "iterator-age",
+        "failed-batches",
+        "cleanup-errors",
+    ]
+
+
+def test_alarm_names_can_keep_another_component_s_names(pulumi_mocks):
+    job = {**STREAM, "alarm_name_prefix": "upload-cascade", "alarm_alias_parent": "urn:pulumi:test::expiry::x::y"}
+
+    def breaching(props, opts):
+        props["treat_missing_data"] = "breaching"
+
+    # The `alarms` transform reaches them too, whatever their names.
+    pulumi_mocks.run(lambda: CleanupAlarms("alarms", {"jobs": [job]}, transforms={"alarms": breaching}))
+    found = {r.name: r.inputs for r in pulumi_mocks.of_type(ALARM)}
+    assert set(found) == {f"upload-cascade-{a}" for a in ("iterator-age", "errors", "failed-batches", "cleanup-errors")}
+    assert all("name" not in inputs for inputs in found.values())  # physical names generated, as before
+    assert {inputs["treatMissingData"] for inputs in found.values()} == {"breaching"}
+
+
+BAD_STREAM = [
+    ({"interval_seconds": 300}, "jobs[0].interval_seconds: a stream-cascade job runs per batch of records"),
+    ({"function_name": None}, "jobs[0].function_name: is required for a stream-cascade job"),
+    ({"dead_letter_queue_name": None}, "jobs[0].dead_letter_queue_name: is required for a stream-cascade job"),
+    ({"iterator_age_alarm_seconds": 30}, "jobs[0].iterator_age_alarm_seconds: must be an integer in 60..604800"),
+    ({"alarm_alias_parent": "urn:x"}, "jobs[0].alarm_alias_parent: needs alarm_name_prefix"),
+    ({"paused": "yes"}, "jobs[0].paused: must be"),
+    ({"kind": "sweep", "interval_seconds": 3600, "iterator_age_alarm_seconds": 600}, "only a stream-cascade job"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"), BAD_STREAM, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD_STREAM)]
+)
+def test_a_bad_stream_job_is_refused_by_field(pulumi_mocks, change, message):
+    job = {key: value for key, value in {**STREAM, **change}.items() if value is not None}
+    with pytest.raises(ValueError) as error:
+        pulumi_mocks.run(lambda: CleanupAlarms("alarms", {"jobs": [job]}))
+    assert str(error.value).startswith("CleanupAlarms: ") and message in str(error.value)
+    assert pulumi_mocks.resources == []
+
+
+def test_two_jobs_with_one_alarm_name_prefix_are_refused(pulumi_mocks):
+    twins = [{**STREAM, "alarm_name_prefix": "c"}, {**STREAM, "job_name": "other", "alarm_name_prefix": "c"}]
+    with pytest.raises(ValueError, match=r"CleanupAlarms: jobs: duplicate alarm_name_prefix in \['c', 'c'\]"):
+        pulumi_mocks.run(lambda: CleanupAlarms("alarms", {"jobs": twins}))
+    assert pulumi_mocks.resources == []
 
 
 def test_saved_queries_cover_every_log_group(pulumi_mocks):
@@ -500,7 +597,7 @@ def test_every_alarmed_custom_metric_is_emitted_by_the_runtime(aws_in_process, p
     create_table(aws.dynamodb, name="owners", hash_key="id")
     clients = aws.client
     lines: list[dict] = []
-    lines += run(sweep_job(name="upload-sweeper"), sweep_work(clients)).lines
+    lines += run(sweep_job(job_name="upload-sweeper"), sweep_work(clients)).lines
     lines += run(
         parse_job(
             {

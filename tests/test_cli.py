@@ -106,8 +106,8 @@ def test_sweep_with_the_settings_a_lambda_runs(uploads, tmp_path):
     aws, url = uploads
     job = {
         "kind": "sweep",
-        "name": "upload-sweeper",
-        "table": TABLE,
+        "job_name": "upload-sweeper",
+        "table_name": TABLE,
         "key_attributes": ["uploadSessionId"],
         "ttl_attribute": "ttl",
         "max_items": 5,
@@ -227,8 +227,8 @@ def test_status_shows_the_last_runs_from_the_log_group(uploads):
 
 DEPLOYED_JOB = {
     "kind": "sweep",
-    "name": "upload-sweeper",
-    "table": TABLE,
+    "job_name": "upload-sweeper",
+    "table_name": TABLE,
     "key_attributes": ["uploadSessionId"],
     "ttl_attribute": "ttl",
     "s3": {
@@ -312,7 +312,7 @@ def test_sweep_on_function_refuses_what_would_change_the_deployed_job(deployed, 
 
 def test_yes_on_a_dry_run_job_says_it_deletes_nothing(uploads):
     aws, url = uploads
-    job = {"kind": "sweep", "name": "quiet", "table": TABLE, "key_attributes": ["uploadSessionId"]}
+    job = {"kind": "sweep", "job_name": "quiet", "table_name": TABLE, "key_attributes": ["uploadSessionId"]}
     job |= {"ttl_attribute": "ttl", "dry_run": True, "breaker": {"allow_mass_deletion": True}}
     result = cli("sweep", "--job", json.dumps(job), "--yes", "--json", endpoint=url)
     assert result.returncode == 0, result.stderr

@@ -29,8 +29,8 @@ FUNCTION = "upload-sweeper-prod"
 CASCADE = ("--s3-bucket", BUCKET, "--s3-key-attribute", "key")
 DEPLOYED_JOB: dict[str, Any] = {
     "kind": "sweep",
-    "name": "upload-sweeper",
-    "table": TABLE,
+    "job_name": "upload-sweeper",
+    "table_name": TABLE,
     "key_attributes": ["uploadSessionId"],
     "ttl_attribute": "ttl",
     "s3": {"bucket": BUCKET, "key_attribute": "key", "status_attribute": "status", "keep_statuses": ["uploaded"]},
@@ -201,7 +201,7 @@ def test_a_denied_lookup_fails_closed_unless_overridden(world, monkeypatch, oper
 
 def test_a_function_of_another_table_is_not_the_deployed_job(world):
     world.client("lambda").delete_function(FunctionName=FUNCTION)
-    deploy(world, "other-sweeper", {"EXPIRY_JOB": json.dumps({**DEPLOYED_JOB, "table": "other"})})
+    deploy(world, "other-sweeper", {"EXPIRY_JOB": json.dumps({**DEPLOYED_JOB, "table_name": "other"})})
     deploy(world, "not-expiry", {"SOMETHING": "else"})
     code, _, err = run("sweep", "--table", TABLE, *CASCADE, "--yes")
     assert code == 0, err
@@ -305,8 +305,8 @@ s3_sections = st.fixed_dictionaries(
 jobs = st.fixed_dictionaries(
     {
         "kind": st.just("sweep"),
-        "name": st.just("adhoc"),
-        "table": st.just(TABLE),
+        "job_name": st.just("adhoc"),
+        "table_name": st.just(TABLE),
         "key_attributes": st.just(["uploadSessionId"]),
         "ttl_attribute": st.sampled_from(["ttl", "ttl", "createdAt"]),
     },

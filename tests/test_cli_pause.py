@@ -24,8 +24,8 @@ SWEEPER = "upload-sweeper-prod"
 CASCADE = "upload-cascade-prod"
 CASCADE_JOB = {
     "kind": "stream-cascade",
-    "name": "upload-cascade",
-    "table": TABLE,
+    "job_name": "upload-cascade",
+    "table_name": TABLE,
     "key_attributes": ["uploadSessionId"],
     "ttl_attribute": "ttl",
 }
@@ -69,7 +69,7 @@ def sweeper(aws_in_process):
     create_table(aws.dynamodb)
     aws.dynamodb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
     deploy(aws, SWEEPER, {"EXPIRY_JOB": json.dumps(DEPLOYED_JOB)})
-    deploy(aws, "other-function", {"EXPIRY_JOB": json.dumps({**DEPLOYED_JOB, "name": "other"})})
+    deploy(aws, "other-function", {"EXPIRY_JOB": json.dumps({**DEPLOYED_JOB, "job_name": "other"})})
     schedule_of(aws, SWEEPER)
     schedule_of(aws, "other-function", group="default", name="other-schedule")  # not ours: left alone
     return aws

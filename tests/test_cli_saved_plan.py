@@ -242,8 +242,8 @@ def test_a_saved_plan_carries_out_its_orphans(world, tmp_path):
     """The plan's orphans go through the run's orphan deletion; an object it does not list stays."""
     settings = {
         "kind": "sweep",
-        "name": "upload-sweeper",
-        "table": TABLE,
+        "job_name": "upload-sweeper",
+        "table_name": TABLE,
         "key_attributes": ["uploadSessionId"],
         "ttl_attribute": "ttl",
         "s3": {"bucket": BUCKET, "key_attribute": "key"},

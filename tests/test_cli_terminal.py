@@ -271,8 +271,8 @@ class Context:
 def test_a_silent_endpoint_fails_the_lambda_run_with_its_metric_within_budget(silent, monkeypatch, capsys):
     settings = {
         "kind": "sweep",
-        "name": "upload-sweeper",
-        "table": TABLE,
+        "job_name": "upload-sweeper",
+        "table_name": TABLE,
         "key_attributes": ["uploadSessionId"],
         "ttl_attribute": "ttl",
         "safety_margin_seconds": 5,

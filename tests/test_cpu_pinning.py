@@ -40,7 +40,7 @@ def test_more_than_one_vcpu_or_no_lambda_leaves_the_cpus_as_they_are(memory):
 
 
 def test_the_sweep_handler_pins_at_cold_start():
-    job = {"kind": "sweep", "name": "pinned", "table": "t", "key_attributes": ["id"], "ttl_attribute": "ttl"}
+    job = {"kind": "sweep", "job_name": "pinned", "table_name": "t", "key_attributes": ["id"], "ttl_attribute": "ttl"}
     code = (
         "import os, json; from expiry.runtime.handlers import sweep; print(json.dumps(sorted(os.sched_getaffinity(0))))"
     )

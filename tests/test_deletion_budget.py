@@ -33,8 +33,9 @@ from expiry.runtime.jobs.runner import Work, run_job
 LEDGER = "expiry-deletion-budget"
 SHARDS = 10
 ITEMS = 200
-INDEX = {"name": "expiry-index", "shards": SHARDS, "shard_attribute": "expiry_shard"}
-BUDGET = {"budget_table": LEDGER, "window_seconds": 3600}
+INDEX = {"expiry_index_name": "expiry-index", "expiry_index_shards": SHARDS, "expiry_shard_attribute": "expiry_shard"}
+BUDGET = {"window_seconds": 3600}  # the breaker, with the ledger LEDGERED names
+LEDGERED = {"budget_table_name": LEDGER}
 
 
 def ledger_record(dynamodb: Any, table: str = TABLE) -> dict[str, int] | None:
@@ -82,7 +83,7 @@ def expired(aws):
 
 def test_ten_shard_invocations_delete_no_more_than_one_run_may(expired):
     """Issue 18, finding 4: one run is refused, and ten {"shards": [k]} invocations deleted 181 of 200."""
-    job = sweep_job(expiry_index=INDEX, breaker=BUDGET)
+    job = sweep_job(**INDEX, breaker=BUDGET, **LEDGERED)
     whole = run_at(job, sweep_work(clients(expired)))
     assert whole.counts.get("items_deleted", 0) == 0 and whole.emf[metrics.MASS_DELETION_REFUSED] == 1
     runs = [run_at(job, sweep_work(clients(expired)), event={"shards": [k]}) for k in range(SHARDS)]
@@ -125,7 +126,7 @@ class SerializedLedger:
 
 
 def test_concurrent_shard_invocations_share_one_budget(expired):
-    job = sweep_job(expiry_index=INDEX, breaker=BUDGET)
+    job = sweep_job(**INDEX, breaker=BUDGET, **LEDGERED)
     dynamodb = SerializedLedger(expired.dynamodb, SHARDS)
     with ThreadPoolExecutor(max_workers=SHARDS) as pool:
         runs = list(
@@ -148,7 +149,7 @@ def test_a_run_within_the_budget_deletes_and_reserves_what_it_planned(aws):
         put_session(aws.dynamodb, f"live-{n}", NOW + 3600)
     for n in range(12):
         put_session(aws.dynamodb, f"gone-{n}", NOW - 60)
-    result = run_at(sweep_job(breaker=BUDGET), sweep_work(clients(aws)))
+    result = run_at(sweep_job(breaker=BUDGET, **LEDGERED), sweep_work(clients(aws)))
     assert result.counts["items_deleted"] == 12 and result.summary["plan"]["refused"] == []
     budget = result.summary["budget"]
     assert budget["ledger"] == LEDGER and budget["window_ends"] == NOW + 3600
@@ -159,7 +160,7 @@ def test_a_run_within_the_budget_deletes_and_reserves_what_it_planned(aws):
 
 
 def test_the_window_rolls_over(expired):
-    job = sweep_job(expiry_index=INDEX, breaker=BUDGET)
+    job = sweep_job(**INDEX, breaker=BUDGET, **LEDGERED)
     for k in range(SHARDS):
         run_at(job, sweep_work(clients(expired)), event={"shards": [k]})
     first = ITEMS - remaining(expired.dynamodb)
@@ -177,7 +178,7 @@ def test_the_window_rolls_over(expired):
 
 
 def test_a_dry_run_judges_the_window_and_reserves_nothing(expired):
-    job = sweep_job(expiry_index=INDEX, breaker=BUDGET)
+    job = sweep_job(**INDEX, breaker=BUDGET, **LEDGERED)
     for k in range(SHARDS):
         run_at(job, sweep_work(clients(expired)), event={"shards": [k]})
     before = ledger_record(expired.dynamodb)
@@ -188,7 +189,7 @@ def test_a_dry_run_judges_the_window_and_reserves_nothing(expired):
 
 def test_breaker_off_is_named_in_the_summary_and_metric(expired):
     off = run_at(
-        sweep_job(expiry_index=INDEX, breaker={**BUDGET, "allow_mass_deletion": True}), sweep_work(clients(expired))
+        sweep_job(**INDEX, breaker={**BUDGET, "allow_mass_deletion": True}, **LEDGERED), sweep_work(clients(expired))
     )
     assert off.summary["breaker"] == "off" and off.emf[metrics.BREAKER_DISABLED] == 1
     assert remaining(expired.dynamodb) == 0 and "budget" not in off.summary
@@ -213,7 +214,7 @@ def test_orphaned_objects_have_their_own_budget_for_the_window(aws):
     for n in range(15):
         put(f"orphan-{n}", with_item=False)
     orphans = {"prefix": "uploads/", "older_than_seconds": 86400, "id_pattern": r"^uploads/[^/]+/(?P<id>[^/]+)\.mp4$"}
-    job = sweep_job(s3=S3_SETTINGS, orphaned_objects=orphans, breaker=BUDGET)
+    job = sweep_job(s3=S3_SETTINGS, orphaned_objects=orphans, breaker=BUDGET, **LEDGERED)
     first = run_at(job, sweep_work(clients(aws)))
     assert first.counts["orphans_deleted"] == 15  # 15 of 40 examined: within 50 %
     for n in range(10):
@@ -246,8 +247,8 @@ def test_index_entries_have_their_own_budget_for_the_window(aws):
     job = parse_job(
         {
             "kind": "orphaned-references",
-            "name": "index-cleanup",
-            "table": table,
+            "job_name": "index-cleanup",
+            "table_name": table,
             "key_attributes": ["id", "bucket_name"],
             "references": {
                 "hash_value": "_index",
@@ -255,6 +256,7 @@ def test_index_entries_have_their_own_budget_for_the_window(aws):
                 "indexes": [{"range_prefix": "_token:", "target": ["{owner}", "tokens:{token}"]}],
             },
             "breaker": BUDGET,
+            **LEDGERED,
         }
     )
     first = run_at(job, references_work(clients(aws)))
@@ -269,17 +271,21 @@ def test_index_entries_have_their_own_budget_for_the_window(aws):
 
 
 @pytest.mark.parametrize(
-    ("breaker", "kind", "message"),
+    ("settings", "kind", "message"),
     [
-        ({"window_seconds": 3600}, "sweep", r"breaker\.window_seconds: needs budget_table"),
-        ({"budget_table": LEDGER, "window_seconds": 10}, "sweep", r"breaker\.window_seconds: must be an integer in 60"),
-        ({"budget_table": ""}, "sweep", r"breaker\.budget_table: must be a non-empty string"),
-        ({"budget_table": LEDGER, "ttl": 1}, "sweep", r"breaker: unknown settings \['ttl'\]"),
-        ({"budget_table": LEDGER}, "pg-purge", r"breaker\.budget_table: only sweep and orphaned-references jobs"),
+        ({"breaker": {"window_seconds": 3600}}, "sweep", r"breaker\.window_seconds: needs budget_table_name"),
+        (
+            {**LEDGERED, "breaker": {"window_seconds": 10}},
+            "sweep",
+            r"breaker\.window_seconds: must be an integer in 60",
+        ),
+        ({"budget_table_name": ""}, "sweep", r"budget_table_name: must be a non-empty string"),
+        ({**LEDGERED, "breaker": {"ttl": 1}}, "sweep", r"breaker: unknown settings \['ttl'\]"),
+        ({**LEDGERED, "breaker": {}}, "pg-purge", r"budget_table_name: only sweep and orphaned-references jobs"),
     ],
 )
-def test_budget_settings_that_are_wrong_name_the_field(breaker, kind, message):
-    raw: dict[str, Any] = {"kind": kind, "name": "job", "table": TABLE, "key_attributes": ["id"], "breaker": breaker}
+def test_budget_settings_that_are_wrong_name_the_field(settings, kind, message):
+    raw: dict[str, Any] = {"kind": kind, "job_name": "job", "table_name": TABLE, "key_attributes": ["id"], **settings}
     if kind == "pg-purge":
         raw |= {
             "postgres": {"host": "db", "database": "app", "secret_arn": "arn:aws:secretsmanager:x"},

@@ -112,7 +112,7 @@ def check_created(emulator: Emulator, stack: str) -> None:
     [
         (
             (TABLE, "deletion-budget"),
-            ["upload-sweeper-function EXPIRY_JOB.breaker.budget_table -> table expiry-deletion-budget-dev"],
+            ["upload-sweeper-function EXPIRY_JOB.budget_table_name -> table expiry-deletion-budget-dev"],
         ),
         ((FUNCTION, "upload-cascade-function"), ["EventSourceMapping upload-cascade-stream: An error occurred"]),
         (("aws:cloudwatch/logGroup:LogGroup", "upload-sweeper-logs"), ["QueryDefinition cleanup-alarms-query"]),
@@ -218,12 +218,12 @@ def test_the_stack_deploys_and_every_function_runs_under_its_role(server, tmp_pa
     dry_run = stack == "dev"
     assert {job["dry_run"] for job in jobs.values()} == {dry_run}
     seeded = Seeded(emulator)
-    seeded.checkpoints(jobs["checkpoints-monitor"]["table"])
-    seeded.attributes(jobs["attribute-index-cleanup"]["table"])
+    seeded.checkpoints(jobs["checkpoints-monitor"]["table_name"])
+    seeded.attributes(jobs["attribute-index-cleanup"]["table_name"])
     sweeper = jobs["upload-sweeper"]
-    world, made = seeded.uploads(sweeper["table"], sweeper["s3"]["bucket"])
+    world, made = seeded.uploads(sweeper["table_name"], sweeper["s3"]["bucket"])
     before = world.snapshot()
-    attributes_before = seeded.count(jobs["attribute-index-cleanup"]["table"])
+    attributes_before = seeded.count(jobs["attribute-index-cleanup"]["table_name"])
 
     runs = {name: run_deployed(emulator, server, tmp_path, name) for name in sorted(jobs) if name != "upload-cascade"}
     expired = made["expired"] | made["stuck"] | made["expired_finished"]
@@ -241,19 +241,19 @@ def test_the_stack_deploys_and_every_function_runs_under_its_role(server, tmp_pa
 
     monitor = runs["checkpoints-monitor"].summary
     assert monitor["expired_backlog"] == 6 and monitor["ttl_enabled"] is True
-    assert seeded.count(jobs["checkpoints-monitor"]["table"]) == 10  # the monitor deletes nothing
+    assert seeded.count(jobs["checkpoints-monitor"]["table_name"]) == 10  # the monitor deletes nothing
     cascade = json.loads(runs["upload-cascade"].stdout.split("RESULT ", 1)[1].splitlines()[0])
     assert cascade.get("batchItemFailures", []) == []
     objects = world.objects()
     assert made["live"] | made["finished"] | made["expired_finished"] <= objects
     if dry_run:  # dev reports and deletes nothing: the sweep, the cascade and the index cleanup alike
         assert made["orphans"] | made["expired"] <= objects and world.uploads() == before[2]
-        assert seeded.count(jobs["attribute-index-cleanup"]["table"]) == attributes_before
+        assert seeded.count(jobs["attribute-index-cleanup"]["table_name"]) == attributes_before
         return
     assert not (made["orphans"] | made["expired"]) & objects and not world.uploads()
     assert made["expired_finished"] <= world.marked()
     assert runs["attribute-index-cleanup"].summary["counts"]["orphans_deleted"] == 2
-    assert seeded.count(jobs["attribute-index-cleanup"]["table"]) == attributes_before - 2
+    assert seeded.count(jobs["attribute-index-cleanup"]["table_name"]) == attributes_before - 2
     # The PostgreSQL monitor: its role reads the database secret (moto holds it); the database is the
     # operator's private host (actingweb-db.internal.example.com), unreachable here, so the run fails at
     # connect and says so. Its SQL runs against a real PostgreSQL in test_iam_enforced.py and test_pg_*.

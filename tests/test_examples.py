@@ -277,7 +277,7 @@ def test_the_yaml_example_runs_through_the_plugin(plugin: Plugin):
         states[name] = plugin.construct(component, name, resolved(args))
     (function,) = plugin.monitor.of_type("aws:lambda/function:Function")
     job = function.inputs["environment"]["variables"]["EXPIRY_JOB"]
-    assert f'"table":"{states["sessions"]["tableName"]}"' in job and '"expiry_index":{"name":"expiry-index"' in job
+    assert f'"table_name":"{states["sessions"]["tableName"]}"' in job and '"expiry_index_name":"expiry-index"' in job
 
 
 # --- TypeScript, compiled: declarations generated from the served schema, checked by the tsc that

@@ -1,4 +1,5 @@
-"""The benchmarks' fake DynamoDB answers like DynamoDB for what the sweeper and the loop send."""
+"""The benchmarks' fake DynamoDB answers like DynamoDB for what the sweeper, its ledger and the loop send,
+and throttles writes as an on-demand table does."""
 
 import sys
 from collections import Counter
@@ -12,10 +13,13 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from fake_dynamodb import expired_ids, item_size, make_items
+from fake_dynamodb import LEDGER, Throttle, expired_ids, item_size, make_items
 from sweep_benchmark import NOW, SHARDS, admin, expiry_sweep, fake_endpoint
 
+from expiry.runtime.dynamodb.deletion_budget import ITEMS, Claim, reserve
+from expiry.runtime.dynamodb.rate_limit import LedgerLimiter
 from expiry.runtime.dynamodb.ttl import expiry_shard
+from expiry.runtime.jobs.config import parse_job
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +100,48 @@ def test_describe_table_counts_what_is_left_after_deletes(endpoint: str) -> None
     dynamodb.delete_item(TableName="bench", Key={"id": {"S": expired_ids(1000, 10)[0]}})
     table = dynamodb.describe_table(TableName="bench")["Table"]
     assert (table["ItemCount"], table["TableSizeBytes"]) == (999, 999 * 100)
+
+
+def test_the_ledger_takes_the_breakers_reservations_and_rate_tokens(endpoint: str) -> None:
+    """The runtime's own ledger calls (a budget reservation, rate-limit seconds) against the fake."""
+    reset(endpoint, 1000, 10)
+    dynamodb = client(endpoint)
+    job = parse_job(
+        {"kind": "sweep", "job_name": "bench", "table_name": "bench", "key_attributes": ["id"],
+         "ttl_attribute": "ttl", "budget_table_name": LEDGER}
+    )  # fmt: skip
+    claims = [Claim(ITEMS, 10, 1000)]
+    assert reserve(dynamodb, job, claims, NOW)[0] == []
+    assert reserve(dynamodb, job, claims, NOW)[0] == []  # the second run's write is conditioned on the version
+    record = dynamodb.get_item(TableName=LEDGER, Key={"table": {"S": "bench"}}, ConsistentRead=True)["Item"]
+    assert (record["items_reserved"], record["version"]) == ({"N": "20"}, {"N": "2"})
+    limiter = LedgerLimiter(30, dynamodb, LEDGER, "bench", lambda: False, clock=lambda: NOW + 0.5)
+    assert [limiter.tokens(NOW, True) for _ in range(3)] == [25, 5, 0]  # never past the limit in a second
+    units = admin(endpoint, "Stats", {})["units"]
+    assert (units["ledger_budget_write"], units["ledger_rate_write"]) == (2, 4)  # a failed condition is billed
+    assert units["ledger_rate_write_failed"] == 2
+
+
+def test_writes_past_an_index_keys_capacity_are_throttled_and_delete_nothing(endpoint: str) -> None:
+    admin(endpoint, "Reset", {"items": 10, "expired": 1, "now": NOW, "size": 63, "shards": SHARDS, "rtt_ms": 0,
+                              "throttle": {"index_key_wcu": 0}})  # fmt: skip
+    dynamodb = boto3.client(
+        "dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x",
+        aws_secret_access_key="x", config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+    )  # fmt: skip
+    with pytest.raises(dynamodb.exceptions.ProvisionedThroughputExceededException):
+        dynamodb.delete_item(TableName="bench", Key={"id": {"S": "item-00000000"}})
+    stats = admin(endpoint, "Stats", {})
+    assert (stats["items"], stats["units"]["throttled"]) == (10, 1)
+
+
+def test_a_throttle_counts_each_bucket_per_second() -> None:
+    now = [100.2]
+    throttle = Throttle(table_wru=3, partitions=2, partition_wcu=2, clock=lambda: now[0])
+    assert throttle.admit({"table": 1, "partition:0": 1})
+    assert throttle.admit({"table": 1, "partition:0": 1})
+    assert not throttle.admit({"table": 1, "partition:0": 1})  # the partition is full, the table is not
+    assert throttle.admit({"table": 1, "partition:1": 1})
+    assert not throttle.admit({"table": 1, "partition:1": 1})  # now the table is full
+    now[0] = 101.0
+    assert throttle.admit({"table": 1, "partition:0": 1})  # a new second

@@ -73,7 +73,8 @@ class Seeds:
         buckets = set()
         for function in stack.functions.values():
             settings = function.settings
-            buckets |= {settings[part]["bucket"] for part in ("s3", "archive") if part in settings}
+            buckets |= {settings["s3"]["bucket"]} if "s3" in settings else set()
+            buckets |= {settings["archive_bucket"]} if "archive_bucket" in settings else set()
         for bucket in sorted(buckets):
             self.s3.create_bucket(Bucket=bucket)
 
@@ -85,8 +86,8 @@ class Seeds:
         """The table's expiry-index shards (0: no expiry index)."""
         for function in self.stack.functions.values():
             settings = function.settings
-            if settings["table"] == table and settings.get("expiry_index"):
-                return int(settings["expiry_index"]["shards"])
+            if settings["table_name"] == table and settings.get("expiry_index_name"):
+                return int(settings["expiry_index_shards"])
         return 0
 
     def checkpoints(self) -> dict[str, int]:

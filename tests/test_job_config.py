@@ -8,7 +8,7 @@ import pytest
 
 from expiry.runtime.jobs.config import JobConfigError, job_from_environment, parse_job
 
-BASE = {"kind": "sweep", "name": "j", "table": "t", "key_attributes": ["id"]}
+BASE = {"kind": "sweep", "job_name": "j", "table_name": "t", "key_attributes": ["id"]}
 S3 = {"bucket": "b", "key_attribute": "k"}
 REFS = {"hash_value": "h", "owner_attribute": "data", "indexes": [{"range_prefix": "a:", "target": ["{owner}"]}]}
 
@@ -28,7 +28,7 @@ def test_defaults():
 
 BAD = [
     ({**BASE, "kind": "purge"}, "EXPIRY_JOB: kind: must be one of ttl-monitor, sweep, orphaned-references"),
-    ({**BASE, "table": ""}, "EXPIRY_JOB: table: must be a non-empty string"),
+    ({**BASE, "table_name": ""}, "EXPIRY_JOB: table_name: must be a non-empty string"),
     ({**BASE, "key_attributes": []}, "EXPIRY_JOB: key_attributes: must name the table's hash key"),
     ({**BASE, "workers": 0}, "EXPIRY_JOB: workers: must be an integer in 1..64, got 0"),
     ({**BASE, "dry_run": "yes"}, "EXPIRY_JOB: dry_run: must be true or false, got 'yes'"),
@@ -69,8 +69,13 @@ BAD = [
     ),
     ({**BASE, "kind": "orphaned-references"}, "EXPIRY_JOB: references: is required"),
     (
-        {**BASE, "expiry_index": {"name": "x", "shards": 0, "shard_attribute": "s"}},
-        "EXPIRY_JOB: expiry_index.shards: must be an integer in 1..100, got 0",
+        {**BASE, "expiry_index_name": "x", "expiry_index_shards": 0, "expiry_shard_attribute": "s"},
+        "EXPIRY_JOB: expiry_index_shards: must be an integer in 1..100, got 0",
+    ),
+    ({**BASE, "expiry_index_shards": 4}, "EXPIRY_JOB: expiry_index_shards: needs expiry_index_name"),
+    (
+        {**BASE, "kind": "stream-cascade", "s3": S3, "archive_prefix": "x/"},
+        "EXPIRY_JOB: archive_prefix: needs archive_bucket",
     ),
     ("[]", "EXPIRY_JOB: must be an object"),
     ({**BASE, "breaker": {"max_share": 1.5}}, "EXPIRY_JOB: breaker.max_share: must be a number in 0.0..1.0"),
@@ -85,7 +90,7 @@ BAD = [
         },
         "EXPIRY_JOB: s3.keep_marker: must be tag when keep_statuses and orphaned_objects are both set",
     ),
-    ({**BASE, "unindexed_check_items": 100}, "EXPIRY_JOB: unindexed_check_items: needs expiry_index"),
+    ({**BASE, "unindexed_check_items": 100}, "EXPIRY_JOB: unindexed_check_items: needs expiry_index_name"),
     (
         {**BASE, "kind": "orphaned-references", "references": {**REFS, "indexes": []}},
         "EXPIRY_JOB: references.indexes: must be a non-empty list",

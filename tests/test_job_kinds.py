@@ -78,7 +78,9 @@ def toy_registered(monkeypatch: pytest.MonkeyPatch) -> JobKind:
 
 
 def test_a_registered_kind_is_parsed_run_granted_and_watched(toy_registered: JobKind):
-    job = parse_job({"kind": "toy-count", "name": "toy", "table": "t", "key_attributes": ["id"], "breaker": {}})
+    job = parse_job(
+        {"kind": "toy-count", "job_name": "toy", "table_name": "t", "key_attributes": ["id"], "breaker": {}}
+    )
     assert job.kind == "toy-count" and "toy-count" in kinds.names(deletes=True)
 
     stream = io.StringIO()
@@ -98,7 +100,7 @@ def test_a_registered_kind_is_parsed_run_granted_and_watched(toy_registered: Job
 
 def test_an_unregistered_kind_is_refused_by_the_parser_naming_the_field():
     with pytest.raises(ValueError, match="kind: must be one of ttl-monitor, sweep"):
-        parse_job({"kind": "toy-count", "name": "toy", "table": "t", "key_attributes": ["id"]})
+        parse_job({"kind": "toy-count", "job_name": "toy", "table_name": "t", "key_attributes": ["id"]})
 
 
 def test_a_kind_is_plain_data():

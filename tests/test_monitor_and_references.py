@@ -18,8 +18,8 @@ def monitor_job(**settings: Any):
     return parse_job(
         {
             "kind": "ttl-monitor",
-            "name": "checkpoints-monitor",
-            "table": TABLE,
+            "job_name": "checkpoints-monitor",
+            "table_name": TABLE,
             "key_attributes": ["uploadSessionId"],
             "ttl_attribute": "ttl",
             **settings,
@@ -39,7 +39,7 @@ def test_monitor_reports_backlog_ages_sample_and_table_figures(aws, expiry_index
         put_session(aws.dynamodb, f"old-{i:02}", NOW - 100 - i * 3600, shard=True)
     for i in range(5):
         put_session(aws.dynamodb, f"live-{i}", NOW + 100, shard=True)
-    job = monitor_job(page_size=7, expiry_index=INDEX_SETTINGS if expiry_index else None)
+    job = monitor_job(page_size=7, **(INDEX_SETTINGS if expiry_index else {}))
     result = run(job, monitor_work(clients(aws)))
     summary = result.summary
     assert summary["ttl_enabled"] is True and summary["ttl_status"] == "ENABLED"
@@ -101,8 +101,8 @@ def reference_job(**settings: Any):
     return parse_job(
         {
             "kind": "orphaned-references",
-            "name": "attribute-index-cleanup",
-            "table": ATTRIBUTES,
+            "job_name": "attribute-index-cleanup",
+            "table_name": ATTRIBUTES,
             "key_attributes": ["id", "bucket_name"],
             "ttl_attribute": "ttl_timestamp",
             "references": ACTINGWEB_REFERENCES,
@@ -212,7 +212,7 @@ def test_references_into_another_table(aws):
         "owner_attribute": "data",
         "owner_format": "json",
         "indexes": [{"range_prefix": "_session_index:", "target": ["{owner}"]}],
-        "target_table": "sessions",
+        "target_table_name": "sessions",
         "target_key_attributes": ["session"],
     }
     run(reference_job(references=references), references_work(clients(aws)))

@@ -183,7 +183,7 @@ def test_the_rule_itself(world):
     key = video(world, "mine")
     put_session(world.dynamodb, "mine", NOW + 60, key=key)
     job = parse_job(
-        {"kind": "sweep", "name": "j", "table": "upload-sessions", "key_attributes": ["uploadSessionId"]}
+        {"kind": "sweep", "job_name": "j", "table_name": "upload-sessions", "key_attributes": ["uploadSessionId"]}
         | {"ttl_attribute": "ttl", "s3": s3_settings(world)}
     )
     rule = Ownership(job, world.dynamodb, world.s3, Tally())

@@ -38,7 +38,7 @@ def clients(aws):
 
 @pytest.mark.parametrize(("payload", "key", "meant"), LOOK_ALIKES)
 def test_a_look_alike_key_refuses_the_run_and_deletes_nothing(table, payload, key, meant):
-    job = sweep_job(expiry_index=INDEX_SETTINGS)
+    job = sweep_job(**INDEX_SETTINGS)
     with pytest.raises(JobConfigError) as refused:
         run(job, sweep_work(clients(table)), event=payload)
     message = str(refused.value)
@@ -55,7 +55,7 @@ def test_a_look_alike_key_refuses_the_run_and_deletes_nothing(table, payload, ke
 )
 def test_a_payload_that_is_not_an_object_refuses_the_run(table, payload):
     with pytest.raises(JobConfigError, match=r"^invocation payload: must be a JSON object of \['dryRun'"):
-        run(sweep_job(expiry_index=INDEX_SETTINGS), sweep_work(clients(table)), event=payload)
+        run(sweep_job(**INDEX_SETTINGS), sweep_work(clients(table)), event=payload)
     assert session_ids(table.dynamodb) == set(IDS)
 
 
@@ -70,12 +70,12 @@ def test_a_payload_that_is_not_an_object_refuses_the_run(table, payload):
 )
 def test_a_known_key_of_the_wrong_type_or_value_is_refused(table, payload, key):
     with pytest.raises(JobConfigError, match=rf"^invocation payload: {key}: "):
-        run(sweep_job(expiry_index=INDEX_SETTINGS), sweep_work(clients(table)), event=payload)
+        run(sweep_job(**INDEX_SETTINGS), sweep_work(clients(table)), event=payload)
     assert session_ids(table.dynamodb) == set(IDS)
 
 
 def test_what_the_schedule_sends_and_the_documented_dry_run_still_work(table):
-    job = sweep_job(expiry_index=INDEX_SETTINGS, breaker={"ignore_below": 10})
+    job = sweep_job(**INDEX_SETTINGS, breaker={"ignore_below": 10})
     dry = run(job, sweep_work(clients(table)), event={"dryRun": True, "source": "expiry-schedule"})
     assert dry.summary["dry_run"] is True and dry.summary["plan"]["counts"]["items_to_delete"] == len(IDS)
     assert session_ids(table.dynamodb) == set(IDS)

@@ -37,8 +37,8 @@ def pg_job(kind: str, postgres, database: str, secret_arn: str, **extra) -> obje
     return parse_job(
         {
             "kind": kind,
-            "name": "purge-attributes",
-            "table": "attributes",
+            "job_name": "purge-attributes",
+            "table_name": "attributes",
             "namespace": "Expiry",
             "postgres": {"host": "127.0.0.1", "port": postgres.port, "database": database, "secret_arn": secret_arn},
             "purge": {"expiry_column": "ttl_timestamp", "batch_size": 10, "target_batch_ms": 0},
@@ -222,7 +222,7 @@ def test_lambda_drops_partitions_as_its_dry_run_listed(postgres, app, secret):
     settings = {"expiry_column": "expires_at", "mode": "drop-partitions"}
     breaker = {"max_share": 0.6, "ignore_below": 0}
     dry = run(
-        pg_job("pg-purge", postgres, app, arn, table="events", purge=settings, breaker=breaker, dry_run=True),
+        pg_job("pg-purge", postgres, app, arn, table_name="events", purge=settings, breaker=breaker, dry_run=True),
         purge_work(clients(aws)),
     )
     listed = [p["partition"] for p in dry.summary["plan"]["partitions"]]
@@ -230,7 +230,7 @@ def test_lambda_drops_partitions_as_its_dry_run_listed(postgres, app, secret):
     with postgres.connect(app) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 18
     done = run(
-        pg_job("pg-purge", postgres, app, arn, table="events", purge=settings, breaker=breaker),
+        pg_job("pg-purge", postgres, app, arn, table_name="events", purge=settings, breaker=breaker),
         purge_work(clients(aws)),
     )
     assert done.summary["partitions_dropped"] == listed and done.emf[metrics.ROWS_PURGED] == 9

@@ -330,8 +330,8 @@ def test_the_job_settings_name_the_expression_field(postgres):
 
     base = {
         "kind": "pg-purge",
-        "name": "sessions",
-        "table": "sessions",
+        "job_name": "sessions",
+        "table_name": "sessions",
         "postgres": {"host": "db", "database": "app", "secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:x"},
     }
     job = parse_job({**base, "purge": {"expiry_expression": EXPRESSION}})

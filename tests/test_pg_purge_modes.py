@@ -364,8 +364,8 @@ def test_the_job_settings_reach_the_purge():
     job = parse_job(
         {
             "kind": "pg-purge",
-            "name": "purge-attributes",
-            "table": "attributes",
+            "job_name": "purge-attributes",
+            "table_name": "attributes",
             "namespace": "Expiry",
             "postgres": {"host": "h", "database": "d", "secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:x"},
             "purge": {"expiry_column": "e", "archive": True, "archive_days": 9, "target_batch_ms": 50},

@@ -524,8 +524,11 @@ def test_a_table_target_wires_a_sweeper_and_a_cascade_from_other_languages(monit
     )
     (function,) = monitor.monitor.of_type("aws:lambda/function:Function")
     job = json.loads(function.inputs["environment"]["variables"]["EXPIRY_JOB"])
-    assert job["table"] == target["tableName"] and job["key_attributes"] == ["id"] and job["ttl_attribute"] == "ttl"
-    assert job["expiry_index"] == {"name": "expiry-index", "shards": 10, "shard_attribute": "expiry_shard"}
+    assert (
+        job["table_name"] == target["tableName"] and job["key_attributes"] == ["id"] and job["ttl_attribute"] == "ttl"
+    )
+    index = ("expiry_index_name", "expiry_index_shards", "expiry_shard_attribute")
+    assert [job[key] for key in index] == ["expiry-index", 10, "expiry_shard"]
     policies = {r.name: r.inputs["policy"] for r in monitor.monitor.of_type("aws:iam/rolePolicy:RolePolicy")}
     assert target["tableArn"] in policies["sweeper-policy"]
     monitor.monitor.registered.clear()

@@ -96,9 +96,7 @@ def rate_records(dynamodb: Any) -> dict[str, dict[str, Any]]:
 
 def limited_job(limit: int, ledger: bool, **settings: Any) -> Job:
     breaker: dict[str, Any] = {"allow_mass_deletion": True, "max_deletes_per_second": limit}
-    if ledger:
-        breaker["budget_table"] = LEDGER
-    return sweep_job(expiry_index=INDEX_SETTINGS, breaker=breaker, **settings)
+    return sweep_job(**INDEX_SETTINGS, breaker=breaker, budget_table_name=LEDGER if ledger else None, **settings)
 
 
 def sweep_shards(

@@ -360,12 +360,13 @@ def test_a_table_given_whole_is_what_its_fields_were(pulumi_mocks):
 
     pulumi_mocks.run(program)
     whole, fields = job_of(pulumi_mocks, "whole"), job_of(pulumi_mocks, "fields")
-    assert {k: val for k, val in whole.items() if k != "breaker"} == {
-        k: val for k, val in fields.items() if k != "breaker"
+    assert {k: val for k, val in whole.items() if k != "budget_table_name"} == {
+        k: val for k, val in fields.items() if k != "budget_table_name"
     }
     assert whole["key_attributes"] == ["uploadSessionId"] and whole["ttl_attribute"] == "ttl"
-    assert whole["expiry_index"] == {"name": "expiry-index", "shards": 10, "shard_attribute": "expiry_shard"}
-    assert whole["table"] == "sessions-table-physical"
+    index = ("expiry_index_name", "expiry_index_shards", "expiry_shard_attribute")
+    assert [whole[key] for key in index] == ["expiry-index", 10, "expiry_shard"]
+    assert whole["table_name"] == "sessions-table-physical"
     assert (
         statements(pulumi_mocks, "whole-policy")["ExpiryIndex"]
         == statements(pulumi_mocks, "fields-policy")["ExpiryIndex"]

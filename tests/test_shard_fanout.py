@@ -28,21 +28,21 @@ def clients(aws):
 
 
 def test_an_invocation_for_some_shards_deletes_only_theirs(table):
-    job = sweep_job(expiry_index=INDEX_SETTINGS, breaker=ALLOW)
+    job = sweep_job(**INDEX_SETTINGS, breaker=ALLOW)
     result = run(job, sweep_work(clients(table)), event={"shards": [1, 3]})
     assert result.counts["items_deleted"] == len(in_shards(1, 3)) > 0
     assert session_ids(table.dynamodb) == set(IDS) - in_shards(1, 3)
 
 
 def test_a_job_restricted_to_shards_reads_only_those(table):
-    job = sweep_job(expiry_index={**INDEX_SETTINGS, "only_shards": [0]}, breaker=ALLOW)
+    job = sweep_job(**INDEX_SETTINGS, only_shards=[0], breaker=ALLOW)
     result = run(job, sweep_work(clients(table)))
     assert result.counts["items_read"] == result.counts["items_deleted"] == len(in_shards(0))
     assert session_ids(table.dynamodb) == set(IDS) - in_shards(0)
 
 
 def test_a_payload_only_narrows_the_shards():
-    job = sweep_job(expiry_index={**INDEX_SETTINGS, "only_shards": [0, 2]})
+    job = sweep_job(**INDEX_SETTINGS, only_shards=[0, 2])
     assert as_invoked(job, {"shards": [2.0]}).expiry_index.only_shards == (2,)  # 2.0: integers from other languages
     for shards in ([1], [], "0", [True]):
         with pytest.raises(JobConfigError, match=r"invocation payload: shards: .*\[0, 2\]"):
@@ -52,7 +52,5 @@ def test_a_payload_only_narrows_the_shards():
 
 
 def test_only_shards_must_name_shards_of_the_index():
-    with pytest.raises(
-        JobConfigError, match=r"expiry_index\.only_shards: must be a non-empty list of shard numbers 0\.\.3"
-    ):
-        sweep_job(expiry_index={**INDEX_SETTINGS, "only_shards": [4]})
+    with pytest.raises(JobConfigError, match=r"only_shards: must be a non-empty list of shard numbers 0\.\.3"):
+        sweep_job(**INDEX_SETTINGS, only_shards=[4])

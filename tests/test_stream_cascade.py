@@ -25,12 +25,13 @@ SEQUENCE = count(1000)
 def cascade_job(**settings: Any):
     raw = {
         "kind": "stream-cascade",
-        "name": "upload-cascade",
-        "table": TABLE,
+        "job_name": "upload-cascade",
+        "table_name": TABLE,
         "key_attributes": ["uploadSessionId"],
         "ttl_attribute": "ttl",
         "s3": S3_SETTINGS,
-        "archive": {"bucket": ARCHIVE, "prefix": "expired/"},
+        "archive_bucket": ARCHIVE,
+        "archive_prefix": "expired/",
         "workers": 4,
         **settings,
     }
@@ -199,6 +200,6 @@ def test_the_filter_and_the_check_agree():
 
 def test_a_stream_job_needs_something_to_do():
     with pytest.raises(ValueError, match="EXPIRY_JOB: s3: a stream-cascade job needs s3"):
-        cascade_job(s3=None, archive=None)
-    with pytest.raises(ValueError, match="EXPIRY_JOB: archive.prefix: must be a key prefix ending in '/'"):
-        cascade_job(archive={"bucket": ARCHIVE, "prefix": "expired"})
+        cascade_job(s3=None, archive_bucket=None, archive_prefix=None)
+    with pytest.raises(ValueError, match="EXPIRY_JOB: archive_prefix: must be a key prefix ending in '/'"):
+        cascade_job(archive_prefix="expired")

@@ -1,5 +1,6 @@
 """TtlStreamCascade under Pulumi's mocks: the event source mapping, the function, IAM statement by
-statement, alarms, bad input; and the archive it builds, run on a stream batch against moto_server."""
+statement, its alarms (CleanupAlarms'), bad input; and the archive it builds, run on a stream batch
+against moto_server."""
 
 import json
 from typing import Any
@@ -8,6 +9,7 @@ import pytest
 from test_bundle import run_from_archive
 from uploads_world import BUCKET, NOW, S3_SETTINGS, TABLE, create_table, object_keys, put_session
 
+from expiry.components.cleanup_alarms import CleanupAlarms, watched_stream
 from expiry.components.stream_cascade import TtlStreamCascade, stream_target
 from expiry.components.ttl_table import TtlTable
 from expiry.runtime.jobs.config import parse_job
@@ -38,7 +40,6 @@ def build(harness, **args: Any) -> None:
                 **stream_target(sessions()),
                 "s3": {**S3_SETTINGS, "object_prefix": "uploads/"},
                 "archive_bucket": "archive-bucket",
-                "alarm_topic_arn": "arn:aws:sns:us-east-1:123456789012:alarms",
                 **args,
             },
         )
@@ -93,17 +94,49 @@ def test_policy_names_exact_resources(pulumi_mocks):
             assert sid == "Metrics" and "Condition" in statement
 
 
-def test_alarms_on_iterator_age_errors_failed_batches(pulumi_mocks):
+def test_alone_it_makes_no_alarms_and_cleanup_alarms_makes_its_four(pulumi_mocks):
     build(pulumi_mocks, iterator_age_alarm_seconds=600)
-    alarms = {r.name: r.inputs for r in pulumi_mocks.of_type(ALARM)}
-    assert set(alarms) == {
-        "cascade-iterator-age",
-        "cascade-errors",
-        "cascade-failed-batches",
-        "cascade-cleanup-errors",
-    }
-    assert alarms["cascade-iterator-age"]["threshold"] == 600_000
-    assert all(a["alarmActions"] == ["arn:aws:sns:us-east-1:123456789012:alarms"] for a in alarms.values())
+    assert pulumi_mocks.of_type(ALARM) == []
+
+    def program() -> TtlStreamCascade:
+        cascade = TtlStreamCascade("cascade", {**stream_target(sessions()), "s3": S3_SETTINGS, "paused": True})
+        CleanupAlarms("alarms", {"jobs": [watched_stream(cascade)]})
+        return cascade
+
+    pulumi_mocks.monitor.registered.clear()
+    cascade = pulumi_mocks.run(program)
+    # What other languages build the watched job from: the cascade's outputs.
+    outputs = ("kind", "job_name", "table_name", "failure_queue_name", "timeout_seconds", "iterator_age_alarm_seconds")
+    assert [pulumi_mocks.value(getattr(cascade, output)) for output in outputs] == [
+        "stream-cascade",
+        "cascade",
+        TABLE,
+        "cascade-failures-physical",
+        120,
+        3600,
+    ]
+    alarms = {r.name: r for r in pulumi_mocks.of_type(ALARM)}
+    # The names a TtlStreamCascade gave its own alarms, physical names generated; CleanupAlarms' children.
+    assert set(alarms) == {"cascade-iterator-age", "cascade-errors", "cascade-failed-batches", "cascade-cleanup-errors"}
+    parent = pulumi_mocks.urn_of("expiry:index:CleanupAlarms", "alarms")
+    assert all(r.parent == parent and "name" not in r.inputs for r in alarms.values())
+    inputs = {name: r.inputs for name, r in alarms.items()}
+    assert inputs["cascade-iterator-age"]["threshold"] == 3_600_000
+    assert inputs["cascade-iterator-age"]["dimensions"] == {"FunctionName": "cascade-function-physical"}
+    assert inputs["cascade-failed-batches"]["dimensions"] == {"QueueName": "cascade-failures-physical"}
+    assert inputs["cascade-cleanup-errors"]["dimensions"] == {"Job": "cascade", "Table": TABLE}
+    topic = pulumi_mocks.value(pulumi_mocks.one("aws:sns/topic:Topic").inputs["name"])
+    assert all(
+        a["alarmActions"] == [f"arn:aws:sns:us-east-1:123456789012:alarms-topic/{topic}"] for a in inputs.values()
+    )
+    body = json.loads(pulumi_mocks.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    assert "`cascade`" in body["widgets"][0]["properties"]["markdown"]  # deployed paused
+
+
+def test_an_alarm_topic_is_refused_naming_cleanup_alarms(pulumi_mocks):
+    with pytest.raises(ValueError, match=r"TtlStreamCascade: alarm_topic_arn: .*watched_stream"):
+        build(pulumi_mocks, alarm_topic_arn="arn:aws:sns:us-east-1:123456789012:alarms")
+    assert pulumi_mocks.of_type(MAPPING) == [] and pulumi_mocks.of_type(FUNCTION) == []
 
 
 @pytest.mark.parametrize(
@@ -139,8 +172,8 @@ def test_the_shipped_archive_handles_a_stream_batch(pulumi_mocks, tmp_path, moto
 
     build(pulumi_mocks)
     function = pulumi_mocks.one(FUNCTION).inputs
-    job = json.loads(function["environment"]["variables"]["EXPIRY_JOB"]) | {"table": TABLE}
-    job["s3"]["bucket"], job["archive"]["bucket"] = BUCKET, "archive-bucket"
+    job = json.loads(function["environment"]["variables"]["EXPIRY_JOB"]) | {"table_name": TABLE}
+    job["s3"]["bucket"], job["archive_bucket"] = BUCKET, "archive-bucket"
     with aws_backend("moto_server", moto_server) as aws:
         create_table(aws.dynamodb)
         aws.s3.create_bucket(Bucket=BUCKET)

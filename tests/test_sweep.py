@@ -70,7 +70,7 @@ def test_many_pages_deletes_only_expired(world, expiry_index):
         put_session(world.dynamodb, f"old-{i}", NOW - 60 - i, shard=True)
     for i in range(80):
         put_session(world.dynamodb, f"live-{i}", NOW + 60 + i, shard=True)
-    job = sweep_job(page_size=25, expiry_index=INDEX_SETTINGS if expiry_index else None, breaker=ALLOW)
+    job = sweep_job(page_size=25, **(INDEX_SETTINGS if expiry_index else {}), breaker=ALLOW)
     result = run(job, sweep_work(clients_of(world)))
     assert result.counts["items_deleted"] == 120
     assert session_ids(world.dynamodb) == {f"live-{i}" for i in range(80)}

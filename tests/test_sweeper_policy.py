@@ -14,7 +14,13 @@ S3 = {"bucket": "videos", "key_attribute": "key", "upload_id_attribute": "upload
 
 
 def job(kind: str = "sweep", **settings: Any) -> Any:
-    raw = {"kind": kind, "name": "videos", "table": "sessions", "key_attributes": ["id"], "ttl_attribute": "ttl"}
+    raw = {
+        "kind": kind,
+        "job_name": "videos",
+        "table_name": "sessions",
+        "key_attributes": ["id"],
+        "ttl_attribute": "ttl",
+    }
     return parse_job({**raw, **settings})
 
 

@@ -24,7 +24,7 @@ def endpoint(moto_server):
 def world_for(deployed, endpoint) -> World:
     dynamodb, s3 = make_client("dynamodb", endpoint), make_client("s3", endpoint)
     create_table(dynamodb, deployed.table_inputs)
-    create_ledger(dynamodb, deployed.job["breaker"]["budget_table"])  # the sweepers' shared budget ledger
+    create_ledger(dynamodb, deployed.job["budget_table_name"])  # the sweepers' shared budget ledger
     s3.create_bucket(Bucket=deployed.bucket)
     return World(dynamodb, s3, deployed.table, deployed.bucket)
 
@@ -217,7 +217,7 @@ def test_unindexed_items_are_reported(pulumi_mocks, tmp_path, monkeypatch, endpo
         uploadsWritersSetExpiryShard=True,
         expiryIndexShards=4,
     )
-    assert deployed.job["expiry_index"]["name"] and deployed.job["unindexed_check_items"] > 0
+    assert deployed.job["expiry_index_name"] and deployed.job["unindexed_check_items"] > 0
     world = world_for(deployed, endpoint)
     for i in range(6):
         world.session(f"old-{i}", NOW - HOUR // 2, "created")

@@ -69,7 +69,7 @@ def test_component_example_runs_under_a_users_mocks(mocks, where, code):
     if mocks is ExpiryMocks:  # every name a function's job names is known
         for function in harness.of_type(FUNCTION):
             job = json.loads(function.inputs.get("environment", {}).get("variables", {}).get("EXPIRY_JOB", "{}"))
-            assert None not in (job.get("table", "-"), *job.get("postgres", {}).values()), (function.name, job)
+            assert None not in (job.get("table_name", "-"), *job.get("postgres", {}).values()), (function.name, job)
 
 
 def cascade_program() -> tuple[TtlTable, ScheduledSweeper]:
@@ -91,9 +91,9 @@ def test_expiry_mocks_resolve_names_arns_and_the_stream_as_aws_would():
     arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{name}"
     assert harness.value(table.table_arn) == arn
     assert harness.value(sweeper.table_name) == name
-    assert job_of(harness, "sweeper-function")["table"] == name
-    assert job_of(harness, "cascade-function")["table"] == name
-    assert re.fullmatch(r"archive-[0-9a-f]{7}", job_of(harness, "cascade-function")["archive"]["bucket"])
+    assert job_of(harness, "sweeper-function")["table_name"] == name
+    assert job_of(harness, "cascade-function")["table_name"] == name
+    assert re.fullmatch(r"archive-[0-9a-f]{7}", job_of(harness, "cascade-function")["archive_bucket"])
     mapping = harness.one("aws:lambda/eventSourceMapping:EventSourceMapping").inputs
     assert mapping["eventSourceArn"] == f"{arn}/stream/2026-01-01T00:00:00.000"
     policy = json.loads(harness.one("aws:iam/rolePolicy:RolePolicy", "cascade-policy").inputs["policy"])
@@ -116,9 +116,9 @@ def test_expiry_mocks_resolve_resources_read_by_id():
 def test_under_documented_mocks_unknown_names_are_left_null_not_guessed():
     harness = mocked(DocumentedMocks())
     harness.run(cascade_program)
-    assert job_of(harness, "sweeper-function")["table"] is None
-    assert job_of(harness, "cascade-function")["table"] is None
-    assert job_of(harness, "cascade-function")["archive"]["bucket"] is None
+    assert job_of(harness, "sweeper-function")["table_name"] is None
+    assert job_of(harness, "cascade-function")["table_name"] is None
+    assert job_of(harness, "cascade-function")["archive_bucket"] is None
     policy = json.loads(harness.one("aws:iam/rolePolicy:RolePolicy", "cascade-policy").inputs["policy"])
     assert "Stream" not in {s["Sid"] for s in policy["Statement"]}  # no statement names an unknown ARN
 
@@ -137,7 +137,7 @@ def test_under_documented_mocks_unknown_names_are_left_null_not_guessed():
                     "key_attributes": ["id"],
                 },
             ),
-            "ScheduledSweeper: table: must be a non-empty string",
+            "ScheduledSweeper: table_name: must be a non-empty string",
         ),
         (
             lambda: TtlStreamCascade(
@@ -150,7 +150,7 @@ def test_under_documented_mocks_unknown_names_are_left_null_not_guessed():
                     "archive_bucket": "archive",
                 },
             ),
-            "TtlStreamCascade: table: must be a non-empty string",
+            "TtlStreamCascade: table_name: must be a non-empty string",
         ),
     ],
 )

@@ -72,7 +72,7 @@ class Deployed:
 
     @property
     def table(self) -> str:
-        return str(self.job["table"])
+        return str(self.job["table_name"])
 
     @property
     def bucket(self) -> str:

@@ -121,8 +121,8 @@ def upload_ids(s3: Any) -> set[str]:
 def sweep_job(**settings: Any) -> Job:
     raw = {
         "kind": "sweep",
-        "name": "video-sweeper",
-        "table": TABLE,
+        "job_name": "video-sweeper",
+        "table_name": TABLE,
         "key_attributes": ["uploadSessionId"],
         "ttl_attribute": "ttl",
         "workers": 4,
@@ -139,7 +139,11 @@ S3_SETTINGS = {
     "keep_statuses": ["uploaded"],
 }
 ALLOW = {"allow_mass_deletion": True}  # for tests of paging and stopping, where everything expired
-INDEX_SETTINGS = {"name": "expiry-index", "shards": SHARDS, "shard_attribute": "expiry_shard"}
+INDEX_SETTINGS = {
+    "expiry_index_name": "expiry-index",
+    "expiry_index_shards": SHARDS,
+    "expiry_shard_attribute": "expiry_shard",
+}
 
 
 @dataclass

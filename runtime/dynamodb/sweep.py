@@ -37,7 +37,7 @@ from expiry.runtime.jobs.breaker import refusal, report_refusals, scope
 from expiry.runtime.jobs.config import HOOK_MODULE, Job
 from expiry.runtime.jobs.run_control import Tally
 from expiry.runtime.ownership import Ownership
-from expiry.runtime.s3 import objects
+from expiry.runtime.s3 import inventory, objects
 
 Item = dict[str, Any]
 Hook = Callable[[dict[str, Any], Job], bool | None]
@@ -70,6 +70,7 @@ class Plan:
     orphans: list[str] = field(default_factory=list)
     orphan_uploads: list[tuple[str, str]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    orphans_source: dict[str, Any] = field(default_factory=dict)  # with an inventory: which source, and why
 
     def counts(self) -> dict[str, int]:
         d = self.decisions
@@ -104,6 +105,7 @@ class Sweeper:
         self.acting_stop = should_stop
         self.planning_over = planning_over or should_stop
         self.item_count: int | None = None
+        self.manifest: inventory.Manifest | None = None  # the inventory report the orphan pass reads
         self.limiter = limiter or limiter_for(job, dynamodb, lambda: self.should_stop())
         self.ownership = Ownership(job, dynamodb, s3, tally, lambda: self.should_stop()) if job.s3 else None
         s3_settings, stuck = job.s3, job.stuck_uploads
@@ -195,7 +197,14 @@ class Sweeper:
             if reason := refusal(self.job.breaker, "items", deletions, examined):
                 plan.refused.append(reason)
         if self.job.orphaned_objects and not self.should_stop():
-            self.plan_orphans(plan)
+            try:
+                self.plan_orphans(plan)
+            except inventory.InventoryError as error:
+                # A report failing its checks: no orphan is planned on its word, nor on a listing's that
+                # would hide the failure run after run; counted as an error (CleanupErrors, alarmed).
+                plan.orphans.clear()
+                plan.orphans_source = {"source": "none", "reason": str(error)}
+                self.tally.error("read_inventory", error)
         return plan
 
     def _item_count(self) -> int:
@@ -329,9 +338,7 @@ class Sweeper:
             plan.refused.append(misread)
             return
         decided = {d.object_key for d in plan.decisions if d.object_key}
-        candidates = objects.orphan_candidates(
-            self.s3, s3.bucket, orphans, self.now, self.tally, lambda key: key in decided
-        )
+        candidates = self._orphan_candidates(plan, decided)
         owners_found = examined = 0
         assert self.ownership is not None
         for batch in chunks(candidates, BATCH_GET):
@@ -342,7 +349,7 @@ class Sweeper:
             owners_found += len(batch) - len(ownerless)
             examined += len(batch)
             marked = self._each(ownerless, self._marked)
-            self.tally.add("orphans_kept_marked", sum(m is not False for m in marked))
+            self.tally.add("orphans_kept_marked", sum(m is True or m is None for m in marked))
             plan.orphans += [key for key, m in zip(ownerless, marked, strict=True) if m is False]
             if self.should_stop():
                 return
@@ -377,9 +384,48 @@ class Sweeper:
         if reason := refusal(self.job.breaker, "orphaned uploads", len(plan.orphan_uploads), examined):
             plan.refused.append(reason)
 
-    def _marked(self, key: str) -> bool:
-        s3 = self.job.s3
-        assert s3 is not None
+    def _orphan_candidates(self, plan: Plan, decided: set[str]) -> Iterator[objects.Orphan]:
+        """Objects the orphan pass judges: from the newest S3 Inventory report when the job names one
+        and it is fresh, else from a listing of the prefix (why, in the plan's ``orphans_source``)."""
+        orphans, s3 = self.job.orphaned_objects, self.job.s3
+        assert orphans and s3
+        settings = orphans.inventory
+        if settings:
+            why: list[str] = []
+            self.manifest = inventory.latest_manifest(
+                self.s3,
+                settings.destination_bucket,
+                settings.destination_prefix,
+                s3.bucket,
+                settings.inventory_id,
+                self.now,
+                settings.max_age_seconds,
+                why.append,
+            )
+            if self.manifest:
+                location = f"s3://{settings.destination_bucket}/{self.manifest.key}"
+                age = round((self.now - self.manifest.created) / 3600, 1)
+                plan.orphans_source = {"source": "inventory", "manifest": location, "age_hours": age}
+                return inventory.orphan_candidates(
+                    self.s3, self.manifest, orphans, self.now, self.tally, decided.__contains__, self.should_stop
+                )
+            plan.orphans_source = {"source": "listing", "reason": why[0]}
+        return objects.orphan_candidates(self.s3, s3.bucket, orphans, self.now, self.tally, decided.__contains__)
+
+    def _marked(self, key: str) -> bool | str:
+        """Whether the object carries the keep mark. From an inventory, first whether it is still the
+        object the report listed: gone since, or written again since the report or within the
+        grace, it is no candidate (counted; neither kept by a mark nor deleted)."""
+        s3, orphans = self.job.s3, self.job.orphaned_objects
+        assert s3 is not None and orphans is not None
+        if self.manifest:
+            modified = objects.last_modified(self.s3, s3.bucket, key)
+            if modified is None:
+                self.tally.add("orphans_gone_since_inventory")
+                return "gone"
+            if modified >= self.manifest.created or self.now - modified < orphans.older_than_seconds:
+                self.tally.add("orphans_written_since_inventory")
+                return "written"
         return objects.is_marked_kept(self.s3, s3.bucket, key)
 
     def _misread_key(self, plan: Plan) -> str | None:
@@ -510,8 +556,10 @@ def report(job: Job, plan: Plan) -> dict[str, Any]:
     d = plan.decisions
     rate = job.breaker.max_deletes_per_second
     pace = {"seconds_at_rate_limit": math.ceil(sum(x.delete for x in d) / rate)} if rate else {}
+    source = {"orphans_source": plan.orphans_source} if plan.orphans_source else {}
     return {
         **pace,
+        **source,
         "counts": plan.counts(),
         "refused": plan.refused,
         "sample": {

@@ -1,13 +1,29 @@
 """Job settings: what a component writes into the Lambda's environment and what a handler reads
-back at cold start. One parser serves both, so a bad setting fails at `pulumi up`, not at 3 a.m."""
+back at cold start. One parser serves both, so a bad setting fails at `pulumi up`, not at 3 a.m.
+
+The settings' keys are the component args' own names and nesting (ScheduledSweeperArgs,
+TtlStreamCascadeArgs); the Job keeps its attribute names. Where the two differ, the parser maps:
+
+    job_name                                  -> Job.name
+    table_name                                -> Job.table
+    expiry_index_name, expiry_index_shards,
+      expiry_shard_attribute, only_shards     -> Job.expiry_index (.name, .shards, .shard_attribute, .only_shards)
+    references.target_table_name              -> Job.references.target_table
+    budget_table_name                         -> Job.breaker.budget_table
+    hooks_path (the hook file, bundled)       -> Job.hook (True)
+    archive_bucket, archive_prefix            -> Job.archive (.bucket, .prefix)
+
+Settings written by 0.3 (RENAMED_0_3) are still read, each renamed key with a warning, for one release."""
 
 import json
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from expiry.runtime import kinds
+from expiry.runtime.jobs import fields
 from expiry.runtime.jobs.metrics import DEFAULT_NAMESPACE
 from expiry.runtime.kinds import (
     names,
@@ -20,6 +36,7 @@ from expiry.runtime.kinds import (
 )
 
 ENV_VAR = "EXPIRY_JOB"
+T = TypeVar("T")
 KIND_TTL_MONITOR = ttl_monitor.KIND.name
 KIND_SWEEP = sweep.KIND.name
 KIND_ORPHANED_REFERENCES = orphaned_references.KIND.name
@@ -63,6 +80,28 @@ MAX_WINDOW_SECONDS = 7 * 86400  # a breaker's window: CloudWatch's longest alarm
 
 class JobConfigError(ValueError):
     """A job setting that is missing or wrong; the message names it."""
+
+
+class SettingsDeprecationWarning(DeprecationWarning):
+    """Job settings written by Expiry 0.3: read for one more release; the message names the new key."""
+
+
+# Keys of 0.3's settings (dotted: within a section) -> the key now; read for one release (0.4), then refused.
+RENAMED_0_3 = {
+    "name": "job_name",
+    "table": "table_name",
+    "expiry_index.name": "expiry_index_name",
+    "expiry_index.shards": "expiry_index_shards",
+    "expiry_index.shard_attribute": "expiry_shard_attribute",
+    "expiry_index.only_shards": "only_shards",
+    "references.target_table": "references.target_table_name",
+    "breaker.budget_table": "budget_table_name",
+    "archive.bucket": "archive_bucket",
+    "archive.prefix": "archive_prefix",
+    "hook": "hooks_path",
+}
+# 0.3's sections whose every key moved to the top level.
+FLATTENED_0_3 = ("expiry_index", "archive")
 
 
 @dataclass(frozen=True)
@@ -139,11 +178,37 @@ class Breaker:
     max_deletes_per_second: int | None = None
 
 
+# An S3 Inventory configuration's id; bucket names as S3 allows them today.
+INVENTORY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def inventory_reports_prefix(destination_prefix: str, source_bucket: str, inventory_id: str) -> str:
+    """Where S3 publishes an inventory configuration's reports in the destination bucket:
+    ``<destination-prefix>/<source-bucket>/<config-ID>/`` (AWS, "Locating your inventory list")."""
+    return "/".join(part for part in (destination_prefix, source_bucket, inventory_id) if part) + "/"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The daily S3 Inventory report the orphan pass reads instead of listing the bucket; a report
+    older than ``max_age_seconds`` (or none) and the pass lists the bucket."""
+
+    destination_bucket: str
+    destination_prefix: str
+    inventory_id: str
+    max_age_seconds: int
+
+    def reports_prefix(self, source_bucket: str) -> str:
+        return inventory_reports_prefix(self.destination_prefix, source_bucket, self.inventory_id)
+
+
 @dataclass(frozen=True)
 class OrphanedObjects:
     prefix: str
     older_than_seconds: int
     id_pattern: re.Pattern[str]
+    inventory: Inventory | None = None
 
     def owner(self, key: str) -> str | None:
         """The owner id the rule reads from a whole object key (group `id`, else the first); None when
@@ -255,37 +320,33 @@ class _Reader:
         if unknown:
             self.fail("", f"unknown settings {unknown}; allowed: {sorted(allowed)}")
 
+    def checked(self, field: str, check: Callable[..., T], value: Any, *limits: Any) -> T:
+        """``check(value, *limits)`` (a check of expiry.runtime.jobs.fields), its error naming the field."""
+        try:
+            return check(value, *limits)
+        except fields.FieldError as error:
+            self.fail(field, str(error))
+
     def text(self, field: str, default: str | None = None, required: bool = True) -> str:
         value = self.raw.get(field, default)
         if value is None and not required:
             return None  # type: ignore[return-value]
-        if not isinstance(value, str) or not value:
-            self.fail(field, f"must be a non-empty string, got {value!r}")
-        return value
+        return self.checked(field, fields.text, value)
 
     def integer(self, field: str, default: int, low: int, high: int) -> int:
-        value = self.raw.get(field, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self.fail(field, f"must be an integer in {low}..{high}, got {value!r}")
-        return value
+        return self.checked(field, fields.integer, self.raw.get(field, default), low, high)
 
     def number(self, field: str, default: float, low: float, high: float) -> float:
-        value = self.raw.get(field, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            self.fail(field, f"must be a number in {low}..{high}, got {value!r}")
-        return float(value)
+        return self.checked(field, fields.number, self.raw.get(field, default), low, high)
 
     def boolean(self, field: str, default: bool) -> bool:
-        value = self.raw.get(field, default)
-        if not isinstance(value, bool):
-            self.fail(field, f"must be true or false, got {value!r}")
-        return value
+        return self.checked(field, fields.boolean, self.raw.get(field, default))
 
     def texts(self, field: str) -> tuple[str, ...]:
-        value = self.raw.get(field, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.fail(field, f"must be a list of non-empty strings, got {value!r}")
-        return tuple(value)
+        return self.checked(field, fields.texts, self.raw.get(field, []))
+
+    def one_of(self, field: str, default: str, allowed: tuple[str, ...]) -> str:
+        return self.checked(field, fields.one_of, self.raw.get(field, default), allowed)
 
     def matching(self, field: str, default: str, pattern: re.Pattern[str], allowed: str) -> str:
         value = self.text(field, default)
@@ -298,16 +359,21 @@ class _Reader:
         return None if value is None else _Reader(value, f"{self.path}.{field}" if self.path else field, self.source)
 
 
-def _expiry_index(r: _Reader | None) -> ExpiryIndex | None:
-    if r is None:
+INDEX_SETTINGS = ("expiry_index_shards", "expiry_shard_attribute", "only_shards")
+
+
+def _expiry_index(r: _Reader) -> ExpiryIndex | None:
+    if "expiry_index_name" not in r.raw:
+        for field in INDEX_SETTINGS:
+            if field in r.raw:
+                r.fail(field, "needs expiry_index_name")
         return None
-    r.check_known({"name", "shards", "shard_attribute", "only_shards"})
-    shards = r.integer("shards", 10, 1, 100)
+    shards = r.integer("expiry_index_shards", 10, 1, 100)
     only = r.raw.get("only_shards")
     subset = () if only is None else shard_subset(only, tuple(range(shards)))
     if subset is None:
         r.fail("only_shards", f"must be a non-empty list of shard numbers 0..{shards - 1}, got {only!r}")
-    return ExpiryIndex(r.text("name"), shards, r.text("shard_attribute"), subset or ())
+    return ExpiryIndex(r.text("expiry_index_name"), shards, r.text("expiry_shard_attribute"), subset or ())
 
 
 def _s3(r: _Reader | None) -> S3Cascade | None:
@@ -329,9 +395,7 @@ def _s3(r: _Reader | None) -> S3Cascade | None:
     status_attribute = r.text("status_attribute", required=False)
     if keep and not status_attribute:
         r.fail("keep_statuses", "needs status_attribute")
-    marker = r.text("keep_marker", "tag")
-    if marker not in KEEP_MARKERS:
-        r.fail("keep_marker", f"must be one of {', '.join(KEEP_MARKERS)}, got {marker!r}")
+    marker = r.one_of("keep_marker", "tag", KEEP_MARKERS)
     return S3Cascade(
         bucket=r.text("bucket"),
         key_attribute=r.text("key_attribute"),
@@ -359,25 +423,24 @@ def _stuck(r: _Reader | None, ttl_attribute: str) -> StuckUploads | None:
     return stuck
 
 
-def _breaker(r: _Reader | None) -> Breaker:
+def _breaker(r: _Reader | None, budget_table: str | None) -> Breaker:
+    """The breaker section; ``budget_table`` is the top-level budget_table_name (its ledger)."""
     if r is None:
-        return Breaker()
+        return Breaker(budget_table=budget_table)
     r.check_known(
         {
             "max_share",
             "max_count",
             "ignore_below",
             "allow_mass_deletion",
-            "budget_table",
             "window_seconds",
             "max_deletes_per_second",
         }
     )
     max_count = r.raw.get("max_count")
     rate = r.raw.get("max_deletes_per_second")
-    budget_table = r.text("budget_table", required=False)
     if "window_seconds" in r.raw and budget_table is None:
-        r.fail("window_seconds", "needs budget_table (without a ledger, each run is judged alone)")
+        r.fail("window_seconds", "needs budget_table_name (without a ledger, each run is judged alone)")
     return Breaker(
         max_share=r.number("max_share", 0.5, 0.0, 1.0),
         max_count=None if max_count is None else r.integer("max_count", 0, 0, 100_000_000),
@@ -392,7 +455,7 @@ def _breaker(r: _Reader | None) -> Breaker:
 def _orphans(r: _Reader | None) -> OrphanedObjects | None:
     if r is None:
         return None
-    r.check_known({"prefix", "older_than_seconds", "id_pattern"})
+    r.check_known({"prefix", "older_than_seconds", "id_pattern", "inventory"})
     pattern_text = r.text("id_pattern")
     try:
         pattern = re.compile(pattern_text)
@@ -407,6 +470,25 @@ def _orphans(r: _Reader | None) -> OrphanedObjects | None:
         prefix=prefix,
         older_than_seconds=r.integer("older_than_seconds", 86400, 3600, 3650 * 86400),
         id_pattern=pattern,
+        inventory=_inventory(r.section("inventory")),
+    )
+
+
+def _inventory(r: _Reader | None) -> Inventory | None:
+    if r is None:
+        return None
+    r.check_known({"destination_bucket", "destination_prefix", "inventory_id", "max_age_hours"})
+    prefix = r.raw.get("destination_prefix", "")
+    if not isinstance(prefix, str) or prefix.startswith("/") or prefix.endswith("/"):
+        r.fail(
+            "destination_prefix", f"must be a key prefix without a leading or trailing '/' (or empty), got {prefix!r}"
+        )
+    return Inventory(
+        destination_bucket=r.matching("destination_bucket", "", BUCKET_NAME, "an S3 bucket name"),
+        destination_prefix=prefix,
+        inventory_id=r.matching("inventory_id", "", INVENTORY_ID, "1..64 characters of A-Z a-z 0-9 . _ -"),
+        # A daily report is up to a day old by design, and S3 may take up to 48 hours to deliver the first.
+        max_age_seconds=3600 * r.integer("max_age_hours", 48, 24, 720),
     )
 
 
@@ -435,7 +517,7 @@ def _references(r: _Reader | None, table: str, key_attributes: tuple[str, ...]) 
             "owner_attribute",
             "owner_format",
             "grace_seconds",
-            "target_table",
+            "target_table_name",
             "target_key_attributes",
         }
     )
@@ -453,24 +535,22 @@ def _references(r: _Reader | None, table: str, key_attributes: tuple[str, ...]) 
     for i, prefix in enumerate(prefixes):
         if any(other != prefix and other.startswith(prefix) for other in prefixes) or prefixes.count(prefix) > 1:
             r.fail(f"indexes[{i}].range_prefix", f"{prefix!r} overlaps another index's prefix")
-    owner_format = r.text("owner_format", "text")
-    if owner_format not in OWNER_FORMATS:
-        r.fail("owner_format", f"must be one of {', '.join(OWNER_FORMATS)}, got {owner_format!r}")
+    owner_format = r.one_of("owner_format", "text", OWNER_FORMATS)
     return References(
         hash_value=r.text("hash_value"),
         indexes=indexes,
         owner_attribute=r.text("owner_attribute"),
         owner_format=owner_format,
         grace_seconds=r.integer("grace_seconds", 0, 0, 366 * 86400),
-        target_table=r.text("target_table", table),
+        target_table=r.text("target_table_name", table),
         target_key_attributes=target_keys,
     )
 
 
 COMMON = {
     "kind",
-    "name",
-    "table",
+    "job_name",
+    "table_name",
     "namespace",
     "key_attributes",
     "ttl_attribute",
@@ -481,8 +561,9 @@ COMMON = {
     "safety_margin_seconds",
     "sample_size",
     "page_size",
-    "expiry_index",
-    "hook",
+    "expiry_index_name",
+    *INDEX_SETTINGS,
+    "hooks_path",
     "plan_sample_size",
     "unindexed_check_items",
 }
@@ -502,14 +583,15 @@ def _postgres(r: _Reader | None) -> Postgres | None:
     )
 
 
-def _archive(r: _Reader | None) -> Archive | None:
-    if r is None:
+def _archive(r: _Reader) -> Archive | None:
+    if "archive_bucket" not in r.raw:
+        if "archive_prefix" in r.raw:
+            r.fail("archive_prefix", "needs archive_bucket")
         return None
-    r.check_known({"bucket", "prefix"})
-    prefix = r.raw.get("prefix", "expired/")
+    prefix = r.raw.get("archive_prefix", "expired/")
     if not isinstance(prefix, str) or (prefix and not prefix.endswith("/")):
-        r.fail("prefix", f"must be a key prefix ending in '/' (or empty), got {prefix!r}")
-    return Archive(bucket=r.text("bucket"), prefix=prefix)
+        r.fail("archive_prefix", f"must be a key prefix ending in '/' (or empty), got {prefix!r}")
+    return Archive(bucket=r.text("archive_bucket"), prefix=prefix)
 
 
 def _purge(r: _Reader | None) -> dict[str, Any] | None:
@@ -550,14 +632,65 @@ def loads_object(text: str, source: str) -> Any:
         raise JobConfigError(f"{source}: is not valid JSON: {error}") from error
 
 
+def current_schema(raw: Any, source: str) -> Any:
+    """``raw`` with 0.3's keys (RENAMED_0_3) renamed, each with a SettingsDeprecationWarning naming the old
+    key and the new; a setting given in both spellings is refused, naming both. Anything but an object is
+    returned as it is (parse_job refuses it); ``raw`` itself is not changed."""
+    if not isinstance(raw, Mapping):
+        return raw
+    settings = {key: dict(value) if isinstance(value, Mapping) else value for key, value in raw.items()}
+    moved: set[str] = set()
+    for old, new in RENAMED_0_3.items():
+        section, _, key = old.rpartition(".")
+        holder = settings.get(section) if section else settings
+        if not isinstance(holder, dict) or key not in holder:
+            continue
+        new_section, _, new_key = new.rpartition(".")
+        target = settings[new_section] if new_section else settings
+        if new_key in target:
+            raise JobConfigError(
+                f"{source}: {old}, {new}: one setting given twice ({old} is 0.3's spelling of {new}): give {new} only"
+            )
+        value = holder.pop(key)
+        if old == "hook" and not isinstance(value, bool):
+            raise JobConfigError(f"{source}: hook: must be true or false, got {value!r}")
+        if old != "hook" or value:
+            target[new_key] = HOOK_MODULE if old == "hook" else value
+        moved.add(section)
+        warnings.warn(
+            f"{source}: {old} is 0.3's spelling of {new}: give {new} (0.3's keys are read for one more release)",
+            SettingsDeprecationWarning,
+            stacklevel=3,
+        )
+    for section in FLATTENED_0_3:
+        if section not in settings:
+            continue
+        left = settings[section]
+        if left or section not in moved:
+            now = [new for old, new in RENAMED_0_3.items() if old.startswith(f"{section}.")]
+            raise JobConfigError(
+                f"{source}: {section}: 0.3's section, unknown now: give {', '.join(now)}, got {left!r}"
+            )
+        del settings[section]
+    return settings
+
+
+def check_names(settings: Mapping[str, Any], paths: Iterable[str], source: str) -> None:
+    """Check the names at ``paths`` (dotted: within a section) of settings parse_job has already read with
+    placeholders in their place (a component's Outputs, resolved after construction), with the check
+    parse_job applies to them."""
+    for path in paths:
+        section, _, key = path.rpartition(".")
+        _Reader(settings.get(section) if section else settings, section, source).text(key)
+
+
 def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
-    """Validate job settings; raise JobConfigError naming ``source`` and the field."""
-    r = _Reader(raw, "", source)
-    kind = r.raw.get("kind")
-    if kind not in kinds.KINDS:
-        r.fail("kind", f"must be one of {', '.join(kinds.KINDS)}, got {kind!r}")
+    """Validate job settings; raise JobConfigError naming ``source`` and the field. Settings written by
+    0.3 are read with a warning (current_schema)."""
+    r = _Reader(current_schema(raw, source), "", source)
+    kind = r.checked("kind", fields.one_of, r.raw.get("kind"), kinds.KINDS)
     registered = kinds.kind(kind)
-    r.check_known(COMMON | registered.sections | ({"breaker"} if registered.deletes else set()))
+    r.check_known(COMMON | registered.sections | ({"breaker", "budget_table_name"} if registered.deletes else set()))
     key_attributes = r.texts("key_attributes")
     if registered.postgres:
         for section in ("postgres", "purge"):
@@ -565,11 +698,11 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
                 r.fail(section, f"is required for a {kind} job")
     elif not 1 <= len(key_attributes) <= 2:
         r.fail("key_attributes", f"must name the table's hash key and optional range key, got {list(key_attributes)}")
-    table = r.text("table")
+    table = r.text("table_name")
     ttl_attribute = r.text("ttl_attribute", "expires_at")
     job = Job(
         kind=kind,
-        name=r.matching("name", "", JOB_NAME, "1..128 characters of A-Z a-z 0-9 _ . : - (a metric dimension)"),
+        name=r.matching("job_name", "", JOB_NAME, "1..128 characters of A-Z a-z 0-9 _ . : - (a metric dimension)"),
         table=table,
         namespace=_namespace(r),
         key_attributes=key_attributes,
@@ -581,24 +714,24 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
         safety_margin_seconds=r.integer("safety_margin_seconds", 15, 1, 300),
         sample_size=r.integer("sample_size", 10, 0, 10),
         page_size=r.integer("page_size", 0, 0, 10_000) or None,
-        expiry_index=_expiry_index(r.section("expiry_index")),
+        expiry_index=_expiry_index(r),
         s3=_s3(r.section("s3")),
         stuck_uploads=_stuck(r.section("stuck_uploads"), ttl_attribute),
         orphaned_objects=_orphans(r.section("orphaned_objects")),
         references=_references(r.section("references"), table, key_attributes),
-        hook=r.boolean("hook", False),
+        hook=r.text("hooks_path", required=False) is not None,
         delete_expired=r.boolean("delete_expired", True),
-        breaker=_breaker(r.section("breaker")),
+        breaker=_breaker(r.section("breaker"), r.text("budget_table_name", required=False)),
         plan_sample_size=r.integer("plan_sample_size", 20, 0, 1000),
         unindexed_check_items=r.integer(
             "unindexed_check_items",
-            UNINDEXED_CHECK_ITEMS if r.raw.get("expiry_index") is not None else 0,
+            UNINDEXED_CHECK_ITEMS if r.raw.get("expiry_index_name") is not None else 0,
             0,
             10_000_000,
         ),
         postgres=_postgres(r.section("postgres")),
         purge=_purge(r.section("purge")),
-        archive=_archive(r.section("archive")),
+        archive=_archive(r),
     )
     if (job.stuck_uploads or job.orphaned_objects) and not job.s3:
         field = "stuck_uploads" if job.stuck_uploads else "orphaned_objects"
@@ -606,7 +739,9 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
     if job.stuck_uploads and not (job.s3 and job.s3.upload_id_attribute and job.s3.status_attribute):
         r.fail("stuck_uploads", "needs s3.upload_id_attribute and s3.status_attribute")
     if job.unindexed_check_items and not job.expiry_index:
-        r.fail("unindexed_check_items", "needs expiry_index (without one, every expired item is found by the Scan)")
+        r.fail(
+            "unindexed_check_items", "needs expiry_index_name (without one, every expired item is found by the Scan)"
+        )
     if job.orphaned_objects and job.s3 and job.s3.keep_statuses and job.s3.keep_marker == "none":
         r.fail(
             "s3.keep_marker",
@@ -616,9 +751,9 @@ def parse_job(raw: Any, source: str = ENV_VAR) -> Job:
     if job.orphaned_objects and len(job.key_attributes) != 1:
         r.fail("orphaned_objects", "needs a table keyed by its hash key alone (the id taken from the object key)")
     if kind == KIND_STREAM_CASCADE and job.s3 is None and job.archive is None:
-        r.fail("s3", "a stream-cascade job needs s3 (the cascade), archive, or both")
+        r.fail("s3", "a stream-cascade job needs s3 (the cascade), archive_bucket, or both")
     if job.breaker.budget_table and not registered.sweeping:
-        r.fail("breaker.budget_table", f"only {' and '.join(SWEEPING_KINDS)} jobs reserve deletions in a ledger")
+        r.fail("budget_table_name", f"only {' and '.join(SWEEPING_KINDS)} jobs reserve deletions in a ledger")
     if kind == KIND_ORPHANED_REFERENCES and job.references is None:
         r.fail("references", "is required for an orphaned-references job")
     if kind == KIND_ORPHANED_REFERENCES and len(job.key_attributes) != 2:

@@ -13,7 +13,7 @@ from expiry.runtime import kinds
 from expiry.runtime.jobs.config import Job, JobConfigError, shard_subset
 
 SOURCE = "invocation payload"
-DRY_RUN, SHARDS, FROM, JOB, RECORDS = "dryRun", "shards", "source", "job", "Records"
+DRY_RUN, SHARDS, INDEXES, FROM, JOB, RECORDS = "dryRun", "shards", "indexes", "source", "job", "Records"
 SCHEDULE_SOURCE = "expiry-schedule"
 
 
@@ -22,6 +22,8 @@ def known_keys(job: Job) -> tuple[str, ...]:
     keys = [DRY_RUN, FROM, JOB]
     if job.expiry_index:
         keys.append(SHARDS)
+    if job.references:
+        keys.append(INDEXES)
     if not kinds.kind(job.kind).scheduled:  # invoked by its stream's mapping, with the batch's records
         keys.append(RECORDS)
     return tuple(keys)
@@ -48,8 +50,10 @@ def _refuse(key: str | None, message: str) -> JobConfigError:
 def as_invoked(job: Job, event: Any) -> Job:
     """``job`` as the payload ``event`` asks for it: ``{"dryRun": true}`` forces a dry run (nothing
     turns a configured dry run off); ``{"shards": [n, ...]}`` narrows an expiry-index job to some of
-    its shards; ``source`` and ``job`` are what the schedule sends (``job`` must be this job's name);
-    a stream-cascade job takes its ``Records``. No payload (None, or ``{}``) runs the job as configured."""
+    its shards; ``{"indexes": [k, ...]}`` narrows an orphaned-references job to some of its
+    ``references.indexes`` (by position); ``source`` and ``job`` are what the schedule sends (``job``
+    must be this job's name); a stream-cascade job takes its ``Records``. No payload (None, or
+    ``{}``) runs the job as configured."""
     if event is None:
         return job
     if not isinstance(event, Mapping):
@@ -84,4 +88,23 @@ def as_invoked(job: Job, event: Any) -> Job:
                 f"got {event[SHARDS]!r}",
             )
         job = dataclasses.replace(job, expiry_index=dataclasses.replace(index, only_shards=subset))
+    if INDEXES in event:
+        job = _with_indexes(job, event[INDEXES])
     return job
+
+
+def _with_indexes(job: Job, value: Any) -> Job:
+    """``job`` reading only the ``references.indexes`` at the positions ``value`` lists (distinct)."""
+    refs = job.references
+    assert refs is not None  # INDEXES is known only to orphaned-references jobs
+    positions = tuple(range(len(refs.indexes)))
+    subset = shard_subset(value, positions)
+    if subset is None or len(subset) != len(value):
+        raise _refuse(
+            INDEXES,
+            f"must be a non-empty list of distinct positions in this job's references.indexes {list(positions)}, "
+            f"got {value!r}",
+        )
+    return dataclasses.replace(
+        job, references=dataclasses.replace(refs, indexes=tuple(refs.indexes[k] for k in subset))
+    )

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from expiry.runtime.jobs.config import Job
+    from expiry.runtime.jobs.config import Inventory, Job
 
 
 @dataclass(frozen=True)
@@ -49,3 +49,15 @@ def list_prefix(bucket_arn: str, prefix: str) -> dict[str, Any]:
     """ListBucket under ``prefix``: listing it, and a 404, not S3's 403, for a HeadObject of a missing key."""
     condition = {"StringLike": {"s3:prefix": [f"{prefix}*"]}} if prefix else None
     return statement("ListPrefix", ["s3:ListBucket"], [bucket_arn], condition)
+
+
+def inventory_reads(inventory: "Inventory", source_bucket: str, table_arn: str) -> list[dict[str, Any]]:
+    """What the orphan pass reads of the S3 Inventory reports, in the destination bucket: the listing
+    of the configuration's report folders (to find the newest) and the manifests and data files."""
+    partition = table_arn.split(":")[1] if table_arn.startswith("arn:") else "aws"
+    bucket_arn = f"arn:{partition}:s3:::{inventory.destination_bucket}"
+    reports = inventory.reports_prefix(source_bucket)
+    return [
+        statement("InventoryReports", ["s3:GetObject"], [f"{bucket_arn}/{reports}*"]),
+        statement("InventoryFolders", ["s3:ListBucket"], [bucket_arn], {"StringLike": {"s3:prefix": [f"{reports}*"]}}),
+    ]

@@ -33,7 +33,10 @@ KIND = JobKind(
         m.CLEANUP_ERRORS,
     ),
     grants=grants,
-    sections=frozenset({"s3", "archive"}),
+    sections=frozenset({"s3", "archive_bucket", "archive_prefix"}),
+    # Its alarms (alarm_rules.BATCH_RULES), per batch of records: the stream's lag, Lambda errors, the
+    # on-failure queue and CleanupErrors.
+    alarms=("iterator-age", "errors", "failed-batches", "cleanup-errors"),
     scheduled=False,
     deletes_objects=lambda job: job.s3 is not None,
 )

@@ -4,7 +4,7 @@ stuck uploads and orphaned objects."""
 from typing import TYPE_CHECKING
 
 from expiry.runtime.jobs import metrics as m
-from expiry.runtime.kinds.iam import Arns, expired_item_reads, owner_reads
+from expiry.runtime.kinds.iam import Arns, expired_item_reads, inventory_reads, owner_reads
 from expiry.runtime.kinds.kind import Grants, JobKind
 
 if TYPE_CHECKING:
@@ -29,6 +29,9 @@ def grants(job: "Job", arns: Arns) -> Grants:
         owner_actions, owner_statements = owner_reads(job, arns.table)
         actions |= owner_actions
         statements += owner_statements
+    inventory = job.orphaned_objects.inventory if job.orphaned_objects else None
+    if inventory and arns.table and arns.bucket:
+        statements += inventory_reads(inventory, arns.bucket, arns.table)
     return actions, statements
 
 

@@ -28,6 +28,18 @@ def _schema_grant(conn: psycopg.Connection, schema: str, role: str) -> str | Non
     return f"GRANT CREATE ON DATABASE {sql.Identifier(conn.info.dbname).as_string(conn)} TO {role};"
 
 
+def _cron_functions(conn: psycopg.Connection, cron: psycopg.Connection, spec: PurgeSpec, role: str) -> list[str]:
+    """The pg_cron functions (revoked from PUBLIC) that scheduling the jobs as ``role`` calls: both in another
+    database than pg_cron's; cron.alter_job to pause or resume them (``paused``, or a job of the role inactive)."""
+    if cron is not conn:
+        return [SCHEDULE_IN_DATABASE, ALTER_JOB]
+    inactive = cron.execute(
+        "SELECT 1 FROM cron.job WHERE jobname = ANY(%s) AND username = %s AND NOT active",
+        ([spec.job_name, spec.history_job], role),
+    ).fetchone()
+    return [ALTER_JOB] if spec.paused or inactive else []
+
+
 def missing_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: PurgeSpec) -> list[str]:
     """The grants lacking to provision and run ``spec``, as the statements that give them (run by a
     superuser or RDS's master user): the connected role's (none for a superuser) and, with ``run_as``,
@@ -68,10 +80,10 @@ def missing_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: Pur
     if not one_row(cron.execute("SELECT has_schema_privilege('cron', 'USAGE')"))[0]:
         missing.append(f"GRANT USAGE ON SCHEMA cron TO {role};")
         return missing
+    for function in _cron_functions(conn, cron, spec, role_name) if runs_here else ():
+        if not one_row(cron.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (function,)))[0]:
+            missing.append(f"GRANT EXECUTE ON FUNCTION {function} TO {role};")
     if cron is not conn:
-        for function in (SCHEDULE_IN_DATABASE, ALTER_JOB) if runs_here else ():
-            if not one_row(cron.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (function,)))[0]:
-                missing.append(f"GRANT EXECUTE ON FUNCTION {function} TO {role};")
         if not one_row(cron.execute("SELECT has_database_privilege(%s, 'CONNECT')", (conn.info.dbname,)))[0]:
             missing.append(f"GRANT CONNECT ON DATABASE {sql.Identifier(conn.info.dbname).as_string(conn)} TO {role};")
         missing += filter(None, [_schema_grant(cron, spec.schema, role)])
@@ -125,8 +137,8 @@ def _run_as_grants(conn: psycopg.Connection, cron: psycopg.Connection, spec: Pur
         return missing  # provisioning creates it (a superuser) or asks for it
     if not one_row(cron.execute("SELECT has_schema_privilege(%s, 'cron', 'USAGE')", (spec.run_as,)))[0]:
         missing.append(f"GRANT USAGE ON SCHEMA cron TO {runner};")
-    elif cron is not conn:
-        for function in (SCHEDULE_IN_DATABASE, ALTER_JOB):
+    else:
+        for function in _cron_functions(conn, cron, spec, spec.run_as):
             query = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
             if not one_row(cron.execute(query, (spec.run_as, function)))[0]:
                 missing.append(f"GRANT EXECUTE ON FUNCTION {function} TO {runner};")

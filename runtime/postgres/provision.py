@@ -65,6 +65,19 @@ def _schedule(cron: psycopg.Connection, job: str, schedule: str, command: str, d
     )[0]
 
 
+def set_active(cron: psycopg.Connection, job_ids: list[int], active: bool) -> list[int]:
+    """Make the jobs ``job_ids`` active (pg_cron runs them) or not, in place (cron.alter_job), each only if
+    it is not so already; the ids it changed."""
+    return [
+        row[0]
+        for row in cron.execute(
+            "SELECT jobid, cron.alter_job(jobid, active => %s) FROM cron.job WHERE jobid = ANY(%s) AND active <> %s "
+            "ORDER BY jobid",
+            (active, job_ids, active),
+        ).fetchall()
+    ]
+
+
 LOG_COLUMNS = (
     "finished_at timestamptz",
     "cutoff text",
@@ -191,6 +204,7 @@ def provision(connector: Connector, spec: PurgeSpec) -> ProvisionState:
                     with scheduling_role(cron, spec):
                         job_id = _schedule(cron, spec.job_name, spec.schedule, command, connector.database)
                         history_id = _schedule(cron, spec.history_job, spec.history_schedule, history, cron_database)
+                        set_active(cron, [job_id, history_id], not spec.paused)
                     if not same:
                         own_schema(cron, spec)
                     runs_owned = (spec.schema, f"{spec.job_name}_runs") in owned.relations

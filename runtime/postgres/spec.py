@@ -134,7 +134,8 @@ def check_expression_text(expression: object) -> str:
 @dataclass(frozen=True)
 class PurgeSpec:
     """What to purge and how; validated on construction. The expiry is ``expiry_column`` or, instead,
-    ``expiry_expression`` (a row expires when it is before now)."""
+    ``expiry_expression`` (a row expires when it is before now). ``paused``: provisioning leaves its pg_cron
+    jobs inactive (pg_cron does not run them) until it is false again."""
 
     job_name: str
     table: str
@@ -160,6 +161,7 @@ class PurgeSpec:
     mode: str = MODE_DELETE
     run_as: str | None = None
     expiry_expression: str | None = None
+    paused: bool = False
 
     def __post_init__(self) -> None:
         if (self.expiry_column is None) == (self.expiry_expression is None):
@@ -198,7 +200,7 @@ class PurgeSpec:
         count = self.breaker_max_count
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise CleanupError(f"breaker_max_count: must be a whole number of rows (0 or more) or unset, got {count!r}")
-        for name in ("allow_mass_deletion", "archive"):
+        for name in ("allow_mass_deletion", "archive", "paused"):
             if not isinstance(getattr(self, name), bool):
                 raise CleanupError(f"{name}: must be true or false, got {getattr(self, name)!r}")
         if self.max_batch_size < self.batch_size:

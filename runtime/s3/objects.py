@@ -44,6 +44,24 @@ def object_exists(s3: Any, bucket: str, key: str) -> bool:
     return True
 
 
+def last_modified(s3: Any, bucket: str, key: str) -> float | None:
+    """When the object was last written (epoch seconds), or None when it does not exist: HeadObject,
+    a 403 settled by listing the key as in ``object_exists``."""
+    try:
+        stamp: dt.datetime = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+    except ClientError as error:
+        if error_code(error) in MISSING:
+            return None
+        if error_code(error) not in DENIED:
+            raise
+        page = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        found = [obj["LastModified"] for obj in page.get("Contents", []) if obj["Key"] == key]
+        if not found:
+            return None
+        stamp = found[0]
+    return stamp.timestamp()
+
+
 def is_marked_kept(s3: Any, bucket: str, key: str) -> bool:
     """Whether the object carries the keep mark (False for a missing object)."""
     try:
