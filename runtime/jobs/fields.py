@@ -1,7 +1,8 @@
 """The checks of one value shared by every reader of settings: the job parser (runtime/jobs/config.py),
-the components' input checks (components/validation.py) and the stack's config. Each returns the value
-or raises FieldError saying what is allowed and what was given; the caller names the source and the
-field. Imports nothing beyond the standard library (it runs in Lambda)."""
+the components' input checks (components/validation.py), the stack's config and the PostgreSQL purge's
+settings (runtime/postgres/spec.py). Each returns the value or raises FieldError saying what is allowed
+and what was given; the caller names the source and the field. Imports nothing beyond the standard
+library (it runs in Lambda)."""
 
 from collections.abc import Iterable
 from typing import Any

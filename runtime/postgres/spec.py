@@ -4,10 +4,13 @@ Lambdas without it. psycopg.sql is imported only by the members that compose a n
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+from expiry.runtime.jobs import fields
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -131,6 +134,14 @@ def check_expression_text(expression: object) -> str:
     return expression
 
 
+def _checked(name: str, check: Callable[..., Any], value: Any, *limits: Any) -> None:
+    """``check`` (runtime.jobs.fields) of one setting, its refusal as a CleanupError naming ``name``."""
+    try:
+        check(value, *limits)
+    except fields.FieldError as error:
+        raise CleanupError(f"{name}: {error}") from None
+
+
 @dataclass(frozen=True)
 class PurgeSpec:
     """What to purge and how; validated on construction. The expiry is ``expiry_column`` or, instead,
@@ -191,9 +202,7 @@ class PurgeSpec:
             ("max_batch_size", 1, 1_000_000),
             ("archive_days", 1, 3650),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise CleanupError(f"{name}: must be an integer in {low}..{high}, got {value!r}")
+            _checked(name, fields.integer, getattr(self, name), low, high)
         share = self.breaker_max_share
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
             raise CleanupError(f"breaker_max_share: must be a number in 0..1 (a share of the rows), got {share!r}")
@@ -201,14 +210,12 @@ class PurgeSpec:
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise CleanupError(f"breaker_max_count: must be a whole number of rows (0 or more) or unset, got {count!r}")
         for name in ("allow_mass_deletion", "archive", "paused"):
-            if not isinstance(getattr(self, name), bool):
-                raise CleanupError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+            _checked(name, fields.boolean, getattr(self, name))
         if self.max_batch_size < self.batch_size:
             raise CleanupError(
                 f"max_batch_size: must be at least batch_size ({self.batch_size}), got {self.max_batch_size}"
             )
-        if self.mode not in MODES:
-            raise CleanupError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
+        _checked("mode", fields.one_of, self.mode, MODES)
         if self.mode == MODE_DROP_PARTITIONS and self.extra_column is not None:
             raise CleanupError("extra_column: not with mode drop-partitions (a dropped partition takes all its rows)")
         if self.mode == MODE_DROP_PARTITIONS and self.archive:
