@@ -287,14 +287,16 @@ def denied(server: IamServer, function: Function) -> list[dict[str, Any]]:
     return [d for d in server.decisions(function.role) if not d["allowed"]]
 
 
-def without_actions(function: Function, actions: set[str]) -> list[str]:
-    """The function's policies with ``actions`` taken out of every statement (emptied ones dropped)."""
+def without_actions(function: Function, actions: set[str], on: str | None = None) -> list[str]:
+    """The function's policies with ``actions`` taken out of every statement (of the statements
+    granting them on resource ``on`` only, when given; emptied ones dropped)."""
     policies = []
     for policy in function.policies:
         document = json.loads(policy)
         kept = []
         for s in document["Statement"]:
-            remaining = [a for a in s["Action"] if a not in actions]
+            scoped = on is None or on in s["Resource"]
+            remaining = [a for a in s["Action"] if not scoped or a not in actions]
             if remaining:
                 kept.append({**s, "Action": remaining})
         policies.append(json.dumps({**document, "Statement": kept}))
