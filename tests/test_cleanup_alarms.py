@@ -602,8 +602,8 @@ def test_every_alarmed_custom_metric_is_emitted_by_the_runtime(aws_in_process, p
         parse_job(
             {
                 "kind": "ttl-monitor",
-                "name": "checkpoints-monitor",
-                "table": TABLE,
+                "job_name": "checkpoints-monitor",
+                "table_name": TABLE,
                 "key_attributes": ["uploadSessionId"],
                 "ttl_attribute": "ttl",
             }
@@ -614,14 +614,14 @@ def test_every_alarmed_custom_metric_is_emitted_by_the_runtime(aws_in_process, p
         parse_job(
             {
                 "kind": "orphaned-references",
-                "name": "refs",
-                "table": "refs",
+                "job_name": "refs",
+                "table_name": "refs",
                 "key_attributes": ["uploadSessionId", "ref"],
                 "references": {
                     "hash_value": "idx",
                     "owner_attribute": "owner",
                     "indexes": [{"range_prefix": "r:", "target": ["{owner}"]}],
-                    "target_table": "owners",
+                    "target_table_name": "owners",
                     "target_key_attributes": ["id"],
                 },
             }
@@ -668,8 +668,8 @@ def pg_monitor_lines(aws, postgres) -> list[dict]:
     job = parse_job(
         {
             "kind": "pg-monitor",
-            "name": "attributes-pg-monitor",
-            "table": "attributes",
+            "job_name": "attributes-pg-monitor",
+            "table_name": "attributes",
             "postgres": {"host": "127.0.0.1", "port": postgres.port, "database": database, "secret_arn": arn},
             "purge": {"expiry_column": "ttl_timestamp"},
         }

@@ -390,7 +390,7 @@ def test_hook_sees_each_expired_item_first_and_can_keep_it(world, tmp_path, monk
     sys.modules.pop("expiry_hooks", None)
     put_session(world.dynamodb, "plain", NOW - 10)
     put_session(world.dynamodb, "held", NOW - 10, status="legal-hold")
-    result = run(sweep_job(hook=True), sweep_work(clients_of(world)))
+    result = run(sweep_job(hooks_path="keep_hook.py"), sweep_work(clients_of(world)))
     import expiry_hooks
 
     assert sorted(expiry_hooks.SEEN) == ["held", "plain"]
